@@ -1,0 +1,196 @@
+//! The device registry actor: device records (through the persistence actor)
+//! and which devices are connected right now. A socket opened with
+//! `?device_id=` is bound to that device; the device shows
+//! `login_status: true` while any bound socket is open, and its `last_seen`
+//! is stamped when a socket binds and when the last one closes. HTTP handlers
+//! ask it to add, list and remove devices; sessions report binding and closing.
+
+use std::collections::HashMap;
+
+use actix::prelude::*;
+use smallvec::SmallVec;
+
+use crate::error::{ChatError, ChatResult};
+use crate::hub::{SessionId, Socket};
+use crate::model::{DeviceRecord, Timestamp, UserRef};
+use crate::persistence::{DeleteDevice, PersistenceActor, RegisterDevice, TouchDevice};
+use crate::session::{Disconnect, SessionActor};
+use crate::store::Store;
+
+pub struct DeviceRegistry {
+    store: Store,
+    persistence: Addr<PersistenceActor>,
+    /// Device row id → the sockets bound to it now. Absent = offline.
+    connected: HashMap<i64, SmallVec<[Socket; 1]>>,
+}
+
+impl DeviceRegistry {
+    pub fn new(store: Store, persistence: Addr<PersistenceActor>) -> Self {
+        DeviceRegistry {
+            store,
+            persistence,
+            connected: HashMap::new(),
+        }
+    }
+
+    fn with_status(&self, mut device: DeviceRecord) -> DeviceRecord {
+        device.login_status = self.connected.contains_key(&device.id);
+        device
+    }
+
+    fn touch(&self, device: i64) {
+        self.persistence.do_send(TouchDevice {
+            device,
+            at: Timestamp::now(),
+        });
+    }
+}
+
+impl Actor for DeviceRegistry {
+    type Context = Context<Self>;
+}
+
+/// Register (or rename) one of the caller's devices.
+#[derive(Message)]
+#[rtype(result = "ChatResult<DeviceRecord>")]
+pub struct AddDevice(pub RegisterDevice);
+
+/// The caller's devices, oldest first, with live `login_status`.
+#[derive(Message)]
+#[rtype(result = "ChatResult<Vec<DeviceRecord>>")]
+pub struct ListDevices {
+    pub owner: i64,
+}
+
+/// Delete one of the caller's devices and close the sockets bound to it.
+#[derive(Message)]
+#[rtype(result = "ChatResult<()>")]
+pub struct RemoveDevice {
+    pub owner: UserRef,
+    pub device_id: String,
+}
+
+/// Which device row a socket handshake binds to; 404 unless the caller owns it.
+#[derive(Message)]
+#[rtype(result = "ChatResult<i64>")]
+pub struct FindDevice {
+    pub owner: i64,
+    pub device_id: String,
+}
+
+/// A socket bound to a device opened.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct DeviceConnected {
+    pub device: i64,
+    pub session: SessionId,
+    pub addr: Addr<SessionActor>,
+}
+
+/// A socket bound to a device closed.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct DeviceDisconnected {
+    pub device: i64,
+    pub session: SessionId,
+}
+
+impl Handler<AddDevice> for DeviceRegistry {
+    type Result = ResponseActFuture<Self, ChatResult<DeviceRecord>>;
+
+    fn handle(&mut self, msg: AddDevice, _: &mut Self::Context) -> Self::Result {
+        let request = self.persistence.send(msg.0);
+        Box::pin(
+            async move { request.await? }
+                .into_actor(self)
+                .map(|result, registry, _| result.map(|device| registry.with_status(device))),
+        )
+    }
+}
+
+impl Handler<ListDevices> for DeviceRegistry {
+    type Result = ResponseActFuture<Self, ChatResult<Vec<DeviceRecord>>>;
+
+    fn handle(&mut self, msg: ListDevices, _: &mut Self::Context) -> Self::Result {
+        let store = self.store.clone();
+        Box::pin(
+            async move { store.devices(msg.owner).await }
+                .into_actor(self)
+                .map(|result, registry, _| {
+                    result.map(|devices| {
+                        devices
+                            .into_iter()
+                            .map(|device| registry.with_status(device))
+                            .collect()
+                    })
+                }),
+        )
+    }
+}
+
+impl Handler<RemoveDevice> for DeviceRegistry {
+    type Result = ResponseActFuture<Self, ChatResult<()>>;
+
+    fn handle(&mut self, msg: RemoveDevice, _: &mut Self::Context) -> Self::Result {
+        let request = self.persistence.send(DeleteDevice {
+            owner: msg.owner,
+            device_id: msg.device_id,
+        });
+        Box::pin(
+            async move { request.await? }
+                .into_actor(self)
+                .map(|result, registry, _| {
+                    let device = result?;
+                    for socket in registry.connected.remove(&device).unwrap_or_default() {
+                        socket.addr.do_send(Disconnect::device_removed());
+                    }
+                    Ok(())
+                }),
+        )
+    }
+}
+
+impl Handler<FindDevice> for DeviceRegistry {
+    type Result = ResponseFuture<ChatResult<i64>>;
+
+    fn handle(&mut self, msg: FindDevice, _: &mut Self::Context) -> Self::Result {
+        let store = self.store.clone();
+        Box::pin(async move {
+            store
+                .device(msg.owner, &msg.device_id)
+                .await?
+                .map(|device| device.id)
+                .ok_or_else(|| ChatError::not_found("device_id: no such device of yours"))
+        })
+    }
+}
+
+impl Handler<DeviceConnected> for DeviceRegistry {
+    type Result = ();
+
+    fn handle(&mut self, msg: DeviceConnected, _: &mut Self::Context) {
+        self.connected
+            .entry(msg.device)
+            .or_default()
+            .push(Socket {
+                session: msg.session,
+                addr: msg.addr,
+            });
+        self.touch(msg.device);
+    }
+}
+
+impl Handler<DeviceDisconnected> for DeviceRegistry {
+    type Result = ();
+
+    fn handle(&mut self, msg: DeviceDisconnected, _: &mut Self::Context) {
+        let Some(sessions) = self.connected.get_mut(&msg.device) else {
+            return;
+        };
+        sessions.retain(|socket| socket.session != msg.session);
+        if sessions.is_empty() {
+            self.connected.remove(&msg.device);
+            self.touch(msg.device);
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! The one error type of Parley's domain. Actors return it; the HTTP layer and
+//! the WebSocket session turn it into the contract's error body, both through
+//! [`ChatError::status`], the single place where an error gets its code.
+
+use std::fmt;
+
+/// Why a request failed, in terms a client can act on.
+///
+/// Client-caused variants carry a human-readable detail that names the
+/// offending field or resource. Server faults keep their cause for the log and
+/// show clients only a generic detail.
+#[derive(Debug, thiserror::Error)]
+pub enum ChatError {
+    /// The input is malformed or out of range (400).
+    #[error("{0}")]
+    Invalid(String),
+    /// No credentials, or credentials that do not prove who the caller is (401).
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The caller is known but may not do this (403).
+    #[error("{0}")]
+    Forbidden(String),
+    /// The resource does not exist, or its existence is hidden from the caller (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// The path exists but not for this method (405); holds the `Allow` header value.
+    #[error("method not allowed; allowed: {0}")]
+    MethodNotAllowed(&'static str),
+    /// The request clashes with existing state: a taken name, a duplicate member (409).
+    #[error("{0}")]
+    Conflict(String),
+    /// A body, file or frame above its limit (413).
+    #[error("{0}")]
+    TooLarge(String),
+    /// A dependency (the database) is unreachable right now; retrying later may work (503).
+    #[error("service temporarily unavailable")]
+    Unavailable(#[source] BoxedCause),
+    /// A fault inside the server (500). The cause is logged, never shown.
+    #[error("internal server error")]
+    Internal(#[source] BoxedCause),
+}
+
+/// The hidden cause of a server-side failure.
+pub type BoxedCause = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+impl ChatError {
+    /// The HTTP status (also used as `code` in WebSocket `error` frames).
+    pub fn status(&self) -> u16 {
+        match self {
+            ChatError::Invalid(_) => 400,
+            ChatError::Unauthenticated(_) => 401,
+            ChatError::Forbidden(_) => 403,
+            ChatError::NotFound(_) => 404,
+            ChatError::MethodNotAllowed(_) => 405,
+            ChatError::Conflict(_) => 409,
+            ChatError::TooLarge(_) => 413,
+            ChatError::Internal(_) => 500,
+            ChatError::Unavailable(_) => 503,
+        }
+    }
+
+    /// Whether this is the server's fault (logged with its cause, detail kept generic).
+    pub fn is_server_fault(&self) -> bool {
+        self.status() >= 500
+    }
+
+    /// Wraps any error as an internal fault.
+    pub fn internal(cause: impl Into<BoxedCause>) -> Self {
+        ChatError::Internal(cause.into())
+    }
+
+    /// An internal fault described by a message (for broken invariants such as a dead actor).
+    pub fn internal_msg(message: impl fmt::Display) -> Self {
+        ChatError::Internal(message.to_string().into())
+    }
+
+    pub fn invalid(detail: impl Into<String>) -> Self {
+        ChatError::Invalid(detail.into())
+    }
+
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        ChatError::NotFound(detail.into())
+    }
+
+    pub fn forbidden(detail: impl Into<String>) -> Self {
+        ChatError::Forbidden(detail.into())
+    }
+
+    pub fn conflict(detail: impl Into<String>) -> Self {
+        ChatError::Conflict(detail.into())
+    }
+}
+
+impl From<sqlx::Error> for ChatError {
+    /// Unique violations become 409 naming the field (found from the constraint
+    /// name on Postgres, from the message on SQLite, which names the index);
+    /// a lost or exhausted connection becomes 503; the rest are 500.
+    fn from(err: sqlx::Error) -> Self {
+        match &err {
+            sqlx::Error::Database(db) if db.is_unique_violation() => {
+                let constraint = db.constraint().unwrap_or_else(|| db.message());
+                let taken = ["username", "email", "device_id"]
+                    .into_iter()
+                    .find(|field| constraint.contains(field));
+                match taken {
+                    Some(field) => ChatError::Conflict(format!("{field}: already taken")),
+                    None => ChatError::Internal(err.into()),
+                }
+            }
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed => ChatError::Unavailable(err.into()),
+            _ => ChatError::Internal(err.into()),
+        }
+    }
+}
+
+impl From<actix::MailboxError> for ChatError {
+    fn from(err: actix::MailboxError) -> Self {
+        ChatError::internal_msg(format_args!("actor mailbox: {err}"))
+    }
+}
+
+pub type ChatResult<T> = Result<T, ChatError>;

@@ -1,0 +1,170 @@
+//! Parley's actors and the store beneath them. [`Chat::start`] connects the
+//! database and starts the long-lived actors; the HTTP layer (the `parley`
+//! crate) holds the returned [`Chat`] handle and talks to the actors through
+//! it with typed messages.
+//!
+//! - [`session::SessionActor`]: one per WebSocket.
+//! - [`room::RoomActor`]: one per active group; membership and fan-out.
+//! - [`devices::DeviceRegistry`]: device records and which are connected.
+//! - [`persistence::PersistenceActor`]: the only writer; group commit.
+//! - [`hub::Hub`]: user → open sockets; every push goes through it.
+
+pub mod devices;
+pub mod error;
+pub mod hub;
+pub mod model;
+pub mod persistence;
+pub mod protocol;
+pub mod room;
+pub mod session;
+pub mod store;
+pub mod validate;
+
+use std::ops::Deref;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use dashmap::DashMap;
+
+pub use error::{ChatError, ChatResult};
+
+use devices::DeviceRegistry;
+use hub::Hub;
+use model::{Timestamp, UserRef};
+use persistence::{Directory, PersistenceActor};
+use protocol::{encode, Presence, ServerFrame};
+use room::RoomActor;
+use store::Store;
+
+/// Tunables of the chat core (the HTTP layer fills them from its config).
+#[derive(Debug, Clone)]
+pub struct ChatSettings {
+    /// Longest message content, in characters.
+    pub max_content_chars: usize,
+    /// Largest WebSocket frame accepted, in bytes.
+    pub max_frame_bytes: usize,
+    /// How often the server pings each socket.
+    pub heartbeat_interval: Duration,
+    /// A socket silent for this long is closed.
+    pub client_timeout: Duration,
+    /// Frames that may wait for one socket before it counts as a slow consumer.
+    pub socket_queue: usize,
+    /// Presence is pushed to co-members of groups up to this size only; in
+    /// bigger groups it would cost members² frames as people come and go.
+    pub presence_group_limit: i64,
+    /// A room with no activity for this long stops (it restarts on next use).
+    pub room_idle: Duration,
+}
+
+impl Default for ChatSettings {
+    fn default() -> Self {
+        ChatSettings {
+            max_content_chars: 8192,
+            max_frame_bytes: 64 * 1024,
+            heartbeat_interval: Duration::from_secs(15),
+            client_timeout: Duration::from_secs(45),
+            socket_queue: 1024,
+            presence_group_limit: 100,
+            room_idle: Duration::from_secs(300),
+        }
+    }
+}
+
+/// A handle to the running chat core; cheap to clone.
+#[derive(Clone)]
+pub struct Chat {
+    inner: Arc<ChatInner>,
+}
+
+pub struct ChatInner {
+    /// Read access to the database (writes go through `persistence`).
+    pub store: Store,
+    pub hub: Arc<Hub>,
+    pub directory: Arc<Directory>,
+    pub persistence: Addr<PersistenceActor>,
+    pub devices: Addr<DeviceRegistry>,
+    /// group id → its running room.
+    pub(crate) rooms: DashMap<i64, Addr<RoomActor>>,
+    pub settings: ChatSettings,
+}
+
+impl Deref for Chat {
+    type Target = ChatInner;
+
+    fn deref(&self) -> &ChatInner {
+        &self.inner
+    }
+}
+
+impl Chat {
+    /// Connects the database (running migrations) and starts the long-lived
+    /// actors on the current actix arbiter.
+    pub async fn start(database_url: &str, settings: ChatSettings) -> ChatResult<Chat> {
+        let store = Store::connect(database_url).await?;
+        let hub = Arc::new(Hub::new());
+        let directory = Arc::new(Directory::default());
+        let persistence =
+            PersistenceActor::new(&store, hub.clone(), directory.clone()).start_unbounded();
+        let devices = DeviceRegistry::new(store.clone(), persistence.clone()).start();
+        Ok(Chat {
+            inner: Arc::new(ChatInner {
+                store,
+                hub,
+                directory,
+                persistence,
+                devices,
+                rooms: DashMap::new(),
+                settings,
+            }),
+        })
+    }
+
+    /// Finds a user by name, case-insensitively.
+    pub async fn user(&self, username: &str) -> ChatResult<Option<UserRef>> {
+        let key = validate::lookup_key(username);
+        if let Some(user) = self.directory.users.get(&key) {
+            return Ok(Some(user.clone()));
+        }
+        self.store.user_by_name(username).await
+    }
+
+    /// Tells the user's online contacts that the user came online or went
+    /// offline. The contact list is read in the background; the event is
+    /// sent only if the user is still in that state by then, so a quick
+    /// connect-disconnect never leaves contacts seeing the wrong one.
+    pub(crate) fn announce_presence(&self, user: UserRef, presence: Presence) {
+        let chat = self.clone();
+        actix::spawn(async move {
+            let limit = chat.settings.presence_group_limit;
+            let contacts = match chat.store.contacts(user.id, limit).await {
+                Ok(contacts) => contacts,
+                Err(error) => {
+                    tracing::warn!(error = ?error, "could not read contacts for presence");
+                    return;
+                }
+            };
+            let online = chat.hub.is_online(user.id);
+            if online != (presence == Presence::Online) {
+                return;
+            }
+            let frame = encode(&ServerFrame::Status {
+                user: &user.username,
+                status: presence,
+                timestamp: Timestamp::now(),
+            });
+            chat.hub.push_to_all(contacts, &frame);
+        });
+    }
+}
+
+/// Sends a request to an actor and flattens the mailbox error into the reply.
+pub async fn ask<A, M, T>(actor: &Addr<A>, msg: M) -> ChatResult<T>
+where
+    A: Actor + Handler<M>,
+    A::Context: actix::dev::ToEnvelope<A, M>,
+    M: Message<Result = ChatResult<T>> + Send + 'static,
+    T: Send + 'static,
+{
+    actor.send(msg).await?
+}

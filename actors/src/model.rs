@@ -1,0 +1,195 @@
+//! The records Parley stores and hands between actors, the store and the HTTP
+//! layer. Plain data: no behaviour beyond formatting.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Serialize, Serializer};
+
+/// A point in time as Unix milliseconds: how it is stored (BIGINT on both
+/// backends, so one query text and one row type serve SQLite and Postgres)
+/// and serialised as RFC 3339 UTC with milliseconds, e.g. `2026-11-23T10:00:00.123Z`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(pub i64);
+
+impl Timestamp {
+    pub fn now() -> Self {
+        Timestamp(Utc::now().timestamp_millis())
+    }
+
+    pub fn to_rfc3339(self) -> String {
+        DateTime::<Utc>::from_timestamp_millis(self.0)
+            .unwrap_or_default()
+            .to_rfc3339_opts(SecondsFormat::Millis, true)
+    }
+}
+
+impl From<i64> for Timestamp {
+    fn from(millis: i64) -> Self {
+        Timestamp(millis)
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.to_rfc3339())
+    }
+}
+
+/// Who a user is, as carried around by sessions and messages: cheap to clone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRef {
+    pub id: i64,
+    /// The name as registered (original case); shown to other users.
+    pub username: Arc<str>,
+}
+
+/// A registered user as returned by registration.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct UserRecord {
+    pub id: i64,
+    pub username: String,
+    pub email: String,
+    #[sqlx(try_from = "i64")]
+    pub created_at: Timestamp,
+}
+
+/// What login needs to check a password.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Credentials {
+    pub id: i64,
+    pub username: String,
+    pub password_hash: String,
+}
+
+/// The lifecycle of a private message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryStatus {
+    /// Stored; no recipient socket has it yet.
+    Sent,
+    /// Pushed to at least one of the recipient's sockets.
+    Delivered,
+    /// The recipient marked it read.
+    Read,
+}
+
+impl DeliveryStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Sent => "sent",
+            DeliveryStatus::Delivered => "delivered",
+            DeliveryStatus::Read => "read",
+        }
+    }
+}
+
+impl TryFrom<String> for DeliveryStatus {
+    type Error = String;
+
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        match value.as_str() {
+            "sent" => Ok(DeliveryStatus::Sent),
+            "delivered" => Ok(DeliveryStatus::Delivered),
+            "read" => Ok(DeliveryStatus::Read),
+            other => Err(format!("unknown message status {other:?}")),
+        }
+    }
+}
+
+/// A stored private message, with both parties' names resolved.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct PrivateMessage {
+    pub id: i64,
+    pub sender: String,
+    pub recipient: String,
+    pub content: String,
+    pub message_type: String,
+    pub content_type: String,
+    #[sqlx(try_from = "i64")]
+    pub timestamp: Timestamp,
+    #[sqlx(try_from = "String")]
+    pub status: DeliveryStatus,
+}
+
+/// A stored group message.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct GroupMessage {
+    pub id: i64,
+    pub group_id: i64,
+    pub sender: String,
+    pub content: String,
+    pub message_type: String,
+    pub content_type: String,
+    #[sqlx(try_from = "i64")]
+    pub timestamp: Timestamp,
+}
+
+/// A group as created.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct GroupRecord {
+    pub id: i64,
+    pub name: String,
+    pub description: String,
+    #[sqlx(try_from = "i64")]
+    pub created_at: Timestamp,
+    /// Username of the creator, who is the group's owner.
+    pub created_by: String,
+}
+
+/// A registered device. `login_status` is not stored: the device registry
+/// fills it in from the sockets currently bound to the device.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct DeviceRecord {
+    pub id: i64,
+    pub device_id: String,
+    pub device_name: String,
+    pub device_type: String,
+    #[sqlx(try_from = "i64")]
+    pub registered_at: Timestamp,
+    #[sqlx(try_from = "OptionalMillis")]
+    pub last_seen: Option<Timestamp>,
+    #[sqlx(skip)]
+    pub login_status: bool,
+}
+
+/// Adapter so a nullable BIGINT column decodes into `Option<Timestamp>`.
+#[derive(Debug, sqlx::Type)]
+#[sqlx(transparent)]
+pub struct OptionalMillis(Option<i64>);
+
+impl From<OptionalMillis> for Option<Timestamp> {
+    fn from(value: OptionalMillis) -> Self {
+        value.0.map(Timestamp)
+    }
+}
+
+/// Metadata of an uploaded file; the bytes live under the data dir, named by `file_id`.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct FileRecord {
+    pub file_id: String,
+    pub uploader_id: i64,
+    /// The client's name reduced to its last path component; metadata only.
+    pub filename: String,
+    pub size: i64,
+    #[sqlx(try_from = "i64")]
+    pub upload_time: Timestamp,
+}
+
+/// Which page of a message list to read. Bounds are exclusive ids; the page
+/// is always returned in ascending id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Page {
+    /// Only messages with a smaller id.
+    pub before: Option<i64>,
+    /// Only messages with a larger id; when set, the page starts just above it
+    /// (paging forward); otherwise the page ends at the newest message allowed.
+    pub after: Option<i64>,
+    /// How many messages at most (1..=500).
+    pub limit: i64,
+}
+
+impl Page {
+    pub const DEFAULT_LIMIT: i64 = 50;
+    pub const MAX_LIMIT: i64 = 500;
+}

@@ -1,0 +1,283 @@
+// Runs a batch of writes in one transaction against the backend `q` (see
+// batch.rs). Domain refusals (unknown recipient, foreign device) become that
+// write's error and do not disturb the batch; a database error aborts the
+// batch, which is then retried one write per transaction.
+
+use bytestring::ByteString;
+use sqlx::Connection;
+
+use crate::error::{ChatError, ChatResult};
+use crate::model::{DeliveryStatus, GroupMessage, GroupRecord, PrivateMessage, Timestamp, UserRef};
+use crate::persistence::{Ack, Shared, Stored, StoreMessage, Target, Write};
+use crate::protocol::{encode, ServerFrame};
+use crate::room::FanOut;
+
+type Pool = sqlx::Pool<q::Db>;
+
+/// What to do once the transaction has committed, in the order the writes ran.
+enum Effect {
+    CacheUser(String, UserRef),
+    CacheConversation((i64, i64), i64),
+    DeliverPrivate {
+        frame: ByteString,
+        recipient: i64,
+        sender: i64,
+        origin: Option<crate::hub::SessionId>,
+    },
+    DeliverGroup(actix::Addr<crate::room::RoomActor>, FanOut),
+}
+
+pub(crate) async fn run(pool: &Pool, mut writes: Vec<Write>, shared: &Shared) {
+    let mut effects = Vec::new();
+    match apply_all(pool, &mut writes, shared, &mut effects).await {
+        Ok(()) => finish(writes, effects, shared),
+        Err(error) => {
+            if writes.len() > 1 {
+                tracing::debug!(%error, writes = writes.len(), "batch failed; retrying its writes one by one");
+            }
+            for mut write in writes {
+                write.reset();
+                let mut effects = Vec::new();
+                match apply_all(pool, std::slice::from_mut(&mut write), shared, &mut effects).await {
+                    Ok(()) => finish(vec![write], effects, shared),
+                    Err(error) => {
+                        let error = ChatError::from(error);
+                        if error.is_server_fault() {
+                            tracing::error!(error = ?error, "write failed");
+                        }
+                        write.fail(error);
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn apply_all(
+    pool: &Pool,
+    writes: &mut [Write],
+    shared: &Shared,
+    effects: &mut Vec<Effect>,
+) -> Result<(), sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    let mut tx = conn.begin().await?;
+    for write in writes.iter_mut() {
+        apply(&mut tx, write, shared, effects).await?;
+    }
+    tx.commit().await
+}
+
+fn finish(writes: Vec<Write>, effects: Vec<Effect>, shared: &Shared) {
+    for effect in effects {
+        match effect {
+            Effect::CacheUser(key, user) => {
+                shared.directory.users.insert(key, user);
+            }
+            Effect::CacheConversation(pair, id) => {
+                shared.directory.conversations.insert(pair, id);
+            }
+            Effect::DeliverPrivate {
+                frame,
+                recipient,
+                sender,
+                origin,
+            } => {
+                shared.hub.push(recipient, &frame, None);
+                shared.hub.push(sender, &frame, origin);
+            }
+            Effect::DeliverGroup(room, fan_out) => room.do_send(fan_out),
+        }
+    }
+    for write in writes {
+        write.send_reply();
+    }
+}
+
+async fn apply(
+    conn: &mut q::Conn,
+    write: &mut Write,
+    shared: &Shared,
+    effects: &mut Vec<Effect>,
+) -> Result<(), sqlx::Error> {
+    let now = Timestamp::now();
+    match write {
+        Write::CreateUser(p) => {
+            let m = &p.msg;
+            let user = q::insert_user(conn, &m.username, &m.email, &m.password_hash, now).await?;
+            effects.push(Effect::CacheUser(
+                crate::validate::lookup_key(&user.username),
+                UserRef {
+                    id: user.id,
+                    username: user.username.as_str().into(),
+                },
+            ));
+            p.result = Some(Ok(user));
+        }
+        Write::CreateGroup(p) => {
+            let m = &p.msg;
+            let id = q::insert_group(conn, &m.name, &m.description, m.creator.id, now).await?;
+            p.result = Some(Ok(GroupRecord {
+                id,
+                name: m.name.clone(),
+                description: m.description.clone(),
+                created_at: now,
+                created_by: m.creator.username.to_string(),
+            }));
+        }
+        Write::StoreMessage(p) => {
+            p.result = Some(store_message(conn, &p.msg, now, shared, effects).await?);
+        }
+        Write::RegisterDevice(p) => {
+            let m = &p.msg;
+            let device = q::upsert_device(conn, m.owner.id, &m.device_id, &m.device_name, &m.device_type, now).await?;
+            p.result = Some(device.ok_or_else(|| {
+                ChatError::conflict("device_id: already registered by another user")
+            }));
+        }
+        Write::DeleteDevice(p) => {
+            let deleted = q::delete_device(conn, p.msg.owner.id, &p.msg.device_id).await?;
+            p.result = Some(deleted.ok_or_else(|| ChatError::not_found("device_id: no such device")));
+        }
+        Write::TouchDevice(p) => {
+            q::touch_device(conn, p.msg.at, p.msg.device).await?;
+            p.result = Some(Ok(()));
+        }
+        Write::StoreFile(p) => {
+            q::insert_file(conn, &p.msg.file).await?;
+            p.result = Some(Ok(p.msg.file.clone()));
+        }
+    }
+    Ok(())
+}
+
+async fn store_message(
+    conn: &mut q::Conn,
+    m: &StoreMessage,
+    now: Timestamp,
+    shared: &Shared,
+    effects: &mut Vec<Effect>,
+) -> Result<ChatResult<Stored>, sqlx::Error> {
+    let sender = &m.sender;
+    match &m.to {
+        Target::User(name) => {
+            let key = crate::validate::lookup_key(name);
+            let cached = shared.directory.users.get(&key).map(|user| user.clone());
+            let recipient = match cached {
+                Some(user) => user,
+                None => match q::user_by_key(&mut *conn, &key).await? {
+                    Some((id, username)) => {
+                        let user = UserRef { id, username: username.into() };
+                        effects.push(Effect::CacheUser(key, user.clone()));
+                        user
+                    }
+                    None => return Ok(Err(ChatError::not_found("recipient: no such user"))),
+                },
+            };
+            if recipient.id == sender.id {
+                return Ok(Err(ChatError::invalid(
+                    "recipient: cannot send a private message to yourself",
+                )));
+            }
+            let pair = (sender.id.min(recipient.id), sender.id.max(recipient.id));
+            let cached = shared.directory.conversations.get(&pair).map(|id| *id);
+            let conversation = match cached {
+                Some(id) => id,
+                None => {
+                    let id = q::conversation_id(conn, pair.0, pair.1, now).await?;
+                    effects.push(Effect::CacheConversation(pair, id));
+                    id
+                }
+            };
+            let status = if shared.hub.is_online(recipient.id) {
+                DeliveryStatus::Delivered
+            } else {
+                DeliveryStatus::Sent
+            };
+            let row = q::NewMessage {
+                sender_id: sender.id,
+                conversation_id: Some(conversation),
+                recipient_id: Some(recipient.id),
+                group_id: None,
+                content: &m.content,
+                message_type: &m.message_type,
+                content_type: &m.content_type,
+                created_at: now,
+                status: Some(status.as_str()),
+                client_id: m.client_id.as_deref(),
+            };
+            let Some(id) = q::insert_message(conn, &row).await? else {
+                return duplicate(conn, m).await;
+            };
+            let message = PrivateMessage {
+                id,
+                sender: sender.username.to_string(),
+                recipient: recipient.username.to_string(),
+                content: m.content.clone(),
+                message_type: m.message_type.clone(),
+                content_type: m.content_type.clone(),
+                timestamp: now,
+                status,
+            };
+            effects.push(Effect::DeliverPrivate {
+                frame: encode(&ServerFrame::Message((&message).into())),
+                recipient: recipient.id,
+                sender: sender.id,
+                origin: m.origin,
+            });
+            Ok(Ok(Stored::Private(message)))
+        }
+        Target::Group { group_id, room, anyone_online } => {
+            let row = q::NewMessage {
+                sender_id: sender.id,
+                conversation_id: None,
+                recipient_id: None,
+                group_id: Some(*group_id),
+                content: &m.content,
+                message_type: &m.message_type,
+                content_type: &m.content_type,
+                created_at: now,
+                status: None,
+                client_id: m.client_id.as_deref(),
+            };
+            let Some(id) = q::insert_message(conn, &row).await? else {
+                return duplicate(conn, m).await;
+            };
+            let message = GroupMessage {
+                id,
+                group_id: *group_id,
+                sender: sender.username.to_string(),
+                content: m.content.clone(),
+                message_type: m.message_type.clone(),
+                content_type: m.content_type.clone(),
+                timestamp: now,
+            };
+            effects.push(Effect::DeliverGroup(
+                room.clone(),
+                FanOut {
+                    frame: encode(&ServerFrame::Message((&message).into())),
+                    origin: m.origin,
+                },
+            ));
+            let status = if *anyone_online {
+                DeliveryStatus::Delivered
+            } else {
+                DeliveryStatus::Sent
+            };
+            Ok(Ok(Stored::Group(message, status)))
+        }
+    }
+}
+
+/// The reply to a resend: the first message stored under this `client_id`.
+async fn duplicate(conn: &mut q::Conn, m: &StoreMessage) -> Result<ChatResult<Stored>, sqlx::Error> {
+    let client_id = m.client_id.as_deref().unwrap_or_default();
+    let (id, created_at, status) = q::message_by_client_id(conn, m.sender.id, client_id).await?;
+    let status = status
+        .and_then(|s| DeliveryStatus::try_from(s).ok())
+        .unwrap_or(DeliveryStatus::Sent);
+    Ok(Ok(Stored::Duplicate(Ack {
+        id,
+        timestamp: Timestamp(created_at),
+        status,
+    })))
+}

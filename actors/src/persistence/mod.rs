@@ -1,0 +1,315 @@
+//! The persistence actor: the only writer to the database. HTTP handlers,
+//! rooms and the device registry send it typed write messages; it drains its
+//! mailbox into one transaction at a time (group commit), replies after
+//! COMMIT, and then hands committed messages to delivery in id order.
+//!
+//! Batching adapts to load by itself: a write that arrives while no commit is
+//! running starts one at once (no added latency when idle); writes that
+//! arrive during a commit wait and all go into the next transaction, up to
+//! [`MAX_BATCH`]. If a batch fails, its writes are retried one transaction
+//! each, so one bad write cannot fail its neighbours.
+
+mod batch;
+
+use std::sync::Arc;
+
+use actix::prelude::*;
+use dashmap::DashMap;
+use tokio::sync::oneshot;
+
+use crate::error::{ChatError, ChatResult};
+use crate::hub::{Hub, SessionId};
+use crate::model::{
+    DeliveryStatus, DeviceRecord, FileRecord, GroupMessage, GroupRecord, PrivateMessage, Timestamp,
+    UserRecord, UserRef,
+};
+use crate::room::RoomActor;
+use crate::store::{Pool, Store};
+
+/// Most writes committed in one transaction.
+pub const MAX_BATCH: usize = 1024;
+
+/// Caches of immutable facts, filled only after the transaction that
+/// established them committed, so a rolled-back batch never leaves a trace.
+#[derive(Default)]
+pub struct Directory {
+    /// Lower-cased username → user (users are never renamed).
+    pub users: DashMap<String, UserRef>,
+    /// (lower user id, higher user id) → conversation id.
+    pub conversations: DashMap<(i64, i64), i64>,
+}
+
+/// What a write needs from the rest of the system, during and after its transaction.
+pub(crate) struct Shared {
+    pub hub: Arc<Hub>,
+    pub directory: Arc<Directory>,
+}
+
+// ---- Messages -------------------------------------------------------------
+
+/// Register a user. Replies 409 naming `username` or `email` when taken.
+#[derive(Message)]
+#[rtype(result = "ChatResult<UserRecord>")]
+pub struct CreateUser {
+    /// As the user typed it; uniqueness is case-insensitive.
+    pub username: String,
+    pub email: String,
+    /// The argon2id PHC string; the password itself never reaches an actor.
+    pub password_hash: String,
+}
+
+/// Create a group owned by its creator.
+#[derive(Message)]
+#[rtype(result = "ChatResult<GroupRecord>")]
+pub struct CreateGroup {
+    pub creator: UserRef,
+    pub name: String,
+    pub description: String,
+}
+
+/// Where a message goes.
+pub enum Target {
+    /// A private message to the user with this name (any case).
+    User(String),
+    /// A group message, already checked by the group's room, which fans it out.
+    Group {
+        group_id: i64,
+        room: Addr<RoomActor>,
+        /// Whether another member had a socket open when the room accepted it.
+        anyone_online: bool,
+    },
+}
+
+/// Store a message; after COMMIT it is delivered and the reply (the ack) sent.
+#[derive(Message)]
+#[rtype(result = "ChatResult<Stored>")]
+pub struct StoreMessage {
+    pub sender: UserRef,
+    pub to: Target,
+    pub content: String,
+    pub message_type: String,
+    pub content_type: String,
+    /// The sender's idempotency key: a second message with the same key is not
+    /// stored again; the reply then names the first one.
+    pub client_id: Option<String>,
+    /// The socket it came from, which gets the ack instead of the message frame.
+    pub origin: Option<SessionId>,
+}
+
+/// A stored message as its sender learns of it.
+#[derive(Debug, Clone)]
+pub enum Stored {
+    Private(PrivateMessage),
+    /// A group message, with `delivered` if another member was online.
+    Group(GroupMessage, DeliveryStatus),
+    /// The `client_id` was used before; nothing new was stored.
+    Duplicate(Ack),
+}
+
+/// What an `ack` frame reports.
+#[derive(Debug, Clone, Copy)]
+pub struct Ack {
+    pub id: i64,
+    pub timestamp: Timestamp,
+    pub status: DeliveryStatus,
+}
+
+impl Stored {
+    pub fn ack(&self) -> Ack {
+        match self {
+            Stored::Private(m) => Ack {
+                id: m.id,
+                timestamp: m.timestamp,
+                status: m.status,
+            },
+            Stored::Group(m, status) => Ack {
+                id: m.id,
+                timestamp: m.timestamp,
+                status: *status,
+            },
+            Stored::Duplicate(ack) => *ack,
+        }
+    }
+}
+
+/// Register a device for its owner, or rename/retype it if the owner
+/// registered it before. 409 if another user holds the `device_id`.
+#[derive(Message)]
+#[rtype(result = "ChatResult<DeviceRecord>")]
+pub struct RegisterDevice {
+    pub owner: UserRef,
+    pub device_id: String,
+    pub device_name: String,
+    pub device_type: String,
+}
+
+/// Delete one of the owner's devices; replies with its row id, 404 if none.
+#[derive(Message)]
+#[rtype(result = "ChatResult<i64>")]
+pub struct DeleteDevice {
+    pub owner: UserRef,
+    pub device_id: String,
+}
+
+/// Record that a device was seen (its socket opened or closed).
+#[derive(Message)]
+#[rtype(result = "ChatResult<()>")]
+pub struct TouchDevice {
+    /// Row id of the device.
+    pub device: i64,
+    pub at: Timestamp,
+}
+
+/// Record an uploaded file whose bytes are already on disk.
+#[derive(Message)]
+#[rtype(result = "ChatResult<FileRecord>")]
+pub struct StoreFile {
+    pub file: FileRecord,
+}
+
+// ---- The actor --------------------------------------------------------------
+
+/// A write waiting for its transaction, with the channel its reply goes back on.
+pub(crate) struct Pending<M, T> {
+    pub msg: M,
+    /// Filled in by the batch; sent only after COMMIT.
+    pub result: Option<ChatResult<T>>,
+    reply: oneshot::Sender<ChatResult<T>>,
+}
+
+impl<M, T> Pending<M, T> {
+    fn new(msg: M) -> (Self, oneshot::Receiver<ChatResult<T>>) {
+        let (reply, receiver) = oneshot::channel();
+        let pending = Pending {
+            msg,
+            result: None,
+            reply,
+        };
+        (pending, receiver)
+    }
+
+    fn send_reply(self) {
+        let result = self
+            .result
+            .unwrap_or_else(|| Err(ChatError::internal_msg("write finished without a result")));
+        // The asker may have gone away (a closed socket); nothing to do then.
+        let _ = self.reply.send(result);
+    }
+
+    fn fail(self, error: ChatError) {
+        let _ = self.reply.send(Err(error));
+    }
+}
+
+/// Declares the queued form of every write message and its handler: each
+/// handler only queues the write and returns a future of the reply.
+macro_rules! writes {
+    ($($variant:ident($message:ty) -> $output:ty;)*) => {
+        pub(crate) enum Write {
+            $($variant(Pending<$message, $output>),)*
+        }
+
+        impl Write {
+            fn send_reply(self) {
+                match self { $(Write::$variant(p) => p.send_reply(),)* }
+            }
+
+            fn fail(self, error: ChatError) {
+                match self { $(Write::$variant(p) => p.fail(error),)* }
+            }
+
+            /// Forgets the result of a rolled-back attempt before the write is retried.
+            fn reset(&mut self) {
+                match self { $(Write::$variant(p) => p.result = None,)* }
+            }
+        }
+
+        $(
+            impl Handler<$message> for PersistenceActor {
+                type Result = ResponseFuture<ChatResult<$output>>;
+
+                fn handle(&mut self, msg: $message, ctx: &mut Self::Context) -> Self::Result {
+                    let (pending, reply) = Pending::new(msg);
+                    self.enqueue(Write::$variant(pending), ctx);
+                    Box::pin(async move {
+                        reply.await.unwrap_or_else(|_| {
+                            Err(ChatError::internal_msg("persistence actor dropped a write"))
+                        })
+                    })
+                }
+            }
+        )*
+    };
+}
+
+writes! {
+    CreateUser(CreateUser) -> UserRecord;
+    CreateGroup(CreateGroup) -> GroupRecord;
+    StoreMessage(StoreMessage) -> Stored;
+    RegisterDevice(RegisterDevice) -> DeviceRecord;
+    DeleteDevice(DeleteDevice) -> i64;
+    TouchDevice(TouchDevice) -> ();
+    StoreFile(StoreFile) -> FileRecord;
+}
+
+pub struct PersistenceActor {
+    pool: Pool,
+    shared: Arc<Shared>,
+    queue: Vec<Write>,
+    committing: bool,
+}
+
+impl PersistenceActor {
+    pub fn new(store: &Store, hub: Arc<Hub>, directory: Arc<Directory>) -> Self {
+        PersistenceActor {
+            pool: store.write.clone(),
+            shared: Arc::new(Shared { hub, directory }),
+            queue: Vec::new(),
+            committing: false,
+        }
+    }
+
+    fn enqueue(&mut self, write: Write, ctx: &mut Context<Self>) {
+        self.queue.push(write);
+        if !self.committing {
+            self.commit_next_batch(ctx);
+        }
+    }
+
+    fn commit_next_batch(&mut self, ctx: &mut Context<Self>) {
+        if self.queue.is_empty() {
+            return;
+        }
+        let take = self.queue.len().min(MAX_BATCH);
+        let writes: Vec<Write> = self.queue.drain(..take).collect();
+        self.committing = true;
+        let pool = self.pool.clone();
+        let shared = self.shared.clone();
+        let commit = async move {
+            match pool {
+                Pool::Sqlite(pool) => batch::sqlite::run(&pool, writes, &shared).await,
+                Pool::Postgres(pool) => batch::postgres::run(&pool, writes, &shared).await,
+            }
+        };
+        ctx.spawn(commit.into_actor(self).map(|(), actor, ctx| {
+            actor.committing = false;
+            actor.commit_next_batch(ctx);
+        }));
+    }
+}
+
+impl Actor for PersistenceActor {
+    type Context = Context<Self>;
+}
+
+impl PersistenceActor {
+    /// Starts the actor with an unbounded mailbox: a sender must never be
+    /// parked with its message held back, or two writes from one sender could
+    /// reach the database out of order.
+    pub fn start_unbounded(self) -> Addr<Self> {
+        Self::create(|ctx| {
+            ctx.set_mailbox_capacity(0);
+            self
+        })
+    }
+}

@@ -1,0 +1,295 @@
+//! The session actor: one per open WebSocket on `/ws/chat`. It keeps the
+//! socket alive with heartbeats, parses client frames (see [`crate::protocol`])
+//! and turns them into requests to the persistence actor and rooms, and writes
+//! what the hub pushes to it. Every use of `actix-web-actors` in Parley is in
+//! this module.
+
+use std::future::Future;
+use std::time::Instant;
+
+use actix::prelude::*;
+use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web_actors::ws;
+use bytestring::ByteString;
+
+use crate::devices::{DeviceConnected, DeviceDisconnected};
+use crate::error::{ChatError, ChatResult};
+use crate::hub::{SessionId, Socket};
+use crate::model::UserRef;
+use crate::persistence::{StoreMessage, Stored, Target};
+use crate::protocol::{
+    encode, error_frame, ClientFrame, Conversation, FrameError, Presence, SendMessage, ServerFrame,
+};
+use crate::room::PostMessage;
+use crate::{validate, Chat};
+
+/// Completes the WebSocket handshake for an authenticated user and starts
+/// the session. `device` is the row id of the device the socket binds to.
+pub fn serve(
+    req: &HttpRequest,
+    payload: web::Payload,
+    chat: Chat,
+    user: UserRef,
+    device: Option<i64>,
+) -> ChatResult<HttpResponse> {
+    let max_frame_bytes = chat.settings.max_frame_bytes;
+    let session = SessionActor {
+        id: chat.hub.next_session_id(),
+        user,
+        device,
+        chat,
+        last_heard: Instant::now(),
+    };
+    ws::WsResponseBuilder::new(session, req, payload)
+        .frame_size(max_frame_bytes)
+        .start()
+        .map_err(|err| ChatError::invalid(format!("expected a WebSocket upgrade request: {err}")))
+}
+
+pub struct SessionActor {
+    id: SessionId,
+    user: UserRef,
+    /// Row id of the device this socket is bound to (`?device_id=`), if any.
+    device: Option<i64>,
+    chat: Chat,
+    /// When the client last sent anything (a frame, ping or pong).
+    last_heard: Instant,
+}
+
+/// An encoded frame for this socket (from the hub).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Push(pub ByteString);
+
+/// Close the socket with a close code and reason.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Disconnect {
+    pub code: ws::CloseCode,
+    pub reason: &'static str,
+}
+
+impl Disconnect {
+    /// The socket's outbound queue is full: the client does not read fast enough.
+    pub fn slow_consumer() -> Self {
+        Disconnect {
+            code: ws::CloseCode::Policy,
+            reason: "too slow to read; reconnect and sync",
+        }
+    }
+
+    /// The device this socket was bound to was deleted.
+    pub fn device_removed() -> Self {
+        Disconnect {
+            code: ws::CloseCode::Normal,
+            reason: "device removed",
+        }
+    }
+}
+
+impl Actor for SessionActor {
+    type Context = ws::WebsocketContext<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(self.chat.settings.socket_queue);
+        let socket = Socket {
+            session: self.id,
+            addr: ctx.address(),
+        };
+        if self.chat.hub.register(self.user.id, socket) {
+            self.chat
+                .announce_presence(self.user.clone(), Presence::Online);
+        }
+        if let Some(device) = self.device {
+            self.chat.devices.do_send(DeviceConnected {
+                device,
+                session: self.id,
+                addr: ctx.address(),
+            });
+        }
+        let (interval, timeout) = (
+            self.chat.settings.heartbeat_interval,
+            self.chat.settings.client_timeout,
+        );
+        ctx.run_interval(interval, move |session, ctx| {
+            if session.last_heard.elapsed() > timeout {
+                tracing::debug!(session = session.id, "client silent too long; closing");
+                ctx.close(Some(ws::CloseReason {
+                    code: ws::CloseCode::Away,
+                    description: Some("heartbeat timeout".into()),
+                }));
+                ctx.stop();
+            } else {
+                ctx.ping(b"");
+            }
+        });
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        if self.chat.hub.unregister(self.user.id, self.id) {
+            self.chat
+                .announce_presence(self.user.clone(), Presence::Offline);
+        }
+        if let Some(device) = self.device {
+            self.chat.devices.do_send(DeviceDisconnected {
+                device,
+                session: self.id,
+            });
+        }
+    }
+}
+
+impl Handler<Push> for SessionActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Push, ctx: &mut Self::Context) {
+        ctx.text(msg.0);
+    }
+}
+
+impl Handler<Disconnect> for SessionActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Disconnect, ctx: &mut Self::Context) {
+        ctx.close(Some(ws::CloseReason {
+            code: msg.code,
+            description: Some(msg.reason.into()),
+        }));
+        ctx.stop();
+    }
+}
+
+impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for SessionActor {
+    fn handle(&mut self, item: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
+        self.last_heard = Instant::now();
+        match item {
+            Ok(ws::Message::Text(text)) => self.on_text(&text, ctx),
+            Ok(ws::Message::Ping(payload)) => ctx.pong(&payload),
+            Ok(ws::Message::Pong(_)) | Ok(ws::Message::Nop) => {}
+            Ok(ws::Message::Binary(_)) | Ok(ws::Message::Continuation(_)) => {
+                let error = ChatError::invalid("frame: send JSON in unfragmented text frames");
+                ctx.text(error_frame(&error, None));
+            }
+            Ok(ws::Message::Close(reason)) => {
+                ctx.close(reason);
+                ctx.stop();
+            }
+            Err(ws::ProtocolError::Overflow) => {
+                ctx.close(Some(ws::CloseReason {
+                    code: ws::CloseCode::Size,
+                    description: Some("frame too large".into()),
+                }));
+                ctx.stop();
+            }
+            Err(error) => {
+                tracing::debug!(session = self.id, %error, "websocket protocol error");
+                ctx.close(Some(ws::CloseCode::Protocol.into()));
+                ctx.stop();
+            }
+        }
+    }
+}
+
+impl SessionActor {
+    fn on_text(&mut self, text: &str, ctx: &mut ws::WebsocketContext<Self>) {
+        match ClientFrame::parse(text) {
+            Ok(ClientFrame::Message(send)) => self.on_send(send, ctx),
+            Ok(ClientFrame::Typing(_))
+            | Ok(ClientFrame::Read { .. })
+            | Ok(ClientFrame::Sync { .. }) => {
+                let error = ChatError::invalid("type: not supported by this server yet");
+                ctx.text(error_frame(&error, None));
+            }
+            Err(FrameError { error, client_id }) => {
+                ctx.text(error_frame(&error, client_id.as_deref()));
+            }
+        }
+    }
+
+    fn check_send(&self, send: &SendMessage) -> ChatResult<()> {
+        validate::content(&send.content, self.chat.settings.max_content_chars)?;
+        validate::label("message_type", &send.message_type)?;
+        validate::label("content_type", &send.content_type)?;
+        if let Some(client_id) = &send.client_id {
+            validate::client_id(client_id)?;
+        }
+        Ok(())
+    }
+
+    fn on_send(&mut self, send: SendMessage, ctx: &mut ws::WebsocketContext<Self>) {
+        if let Err(error) = self.check_send(&send) {
+            ctx.text(error_frame(&error, send.client_id.as_deref()));
+            return;
+        }
+        let client_id = send.client_id.clone();
+        match send.to {
+            Conversation::User(recipient) => {
+                let request = self.chat.persistence.send(StoreMessage {
+                    sender: self.user.clone(),
+                    to: Target::User(recipient),
+                    content: send.content,
+                    message_type: send.message_type,
+                    content_type: send.content_type,
+                    client_id: send.client_id,
+                    origin: Some(self.id),
+                });
+                self.reply_when_stored(async move { request.await? }, client_id, ctx);
+            }
+            Conversation::Group(group_id) => {
+                let post = PostMessage {
+                    sender: self.user.clone(),
+                    content: send.content,
+                    message_type: send.message_type,
+                    content_type: send.content_type,
+                    client_id: send.client_id,
+                    origin: Some(self.id),
+                };
+                if let Some(room) = self.chat.running_room(group_id) {
+                    let request = room.send(post);
+                    self.reply_when_stored(async move { request.await? }, client_id, ctx);
+                } else {
+                    // Starting the room is async; hold later frames until the
+                    // post is queued so this socket's sends keep their order.
+                    let chat = self.chat.clone();
+                    let start = async move {
+                        let room = chat.room(group_id).await?;
+                        Ok::<_, ChatError>(room.send(post))
+                    };
+                    ctx.wait(start.into_actor(self).map(move |queued, session, ctx| {
+                        let stored = async move { queued?.await? };
+                        session.reply_when_stored(stored, client_id, ctx);
+                    }));
+                }
+            }
+        }
+    }
+
+    /// Sends the `ack` (or an `error` frame) once the message is committed.
+    fn reply_when_stored(
+        &mut self,
+        stored: impl Future<Output = ChatResult<Stored>> + 'static,
+        client_id: Option<String>,
+        ctx: &mut ws::WebsocketContext<Self>,
+    ) {
+        ctx.spawn(stored.into_actor(self).map(move |result, _, ctx| {
+            let frame = match result {
+                Ok(stored) => {
+                    let ack = stored.ack();
+                    encode(&ServerFrame::Ack {
+                        client_id: client_id.as_deref(),
+                        id: ack.id,
+                        timestamp: ack.timestamp,
+                        status: ack.status,
+                    })
+                }
+                Err(error) => {
+                    if error.is_server_fault() {
+                        tracing::error!(error = ?error, "storing a message failed");
+                    }
+                    error_frame(&error, client_id.as_deref())
+                }
+            };
+            ctx.text(frame);
+        }));
+    }
+}

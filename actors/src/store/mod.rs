@@ -1,0 +1,233 @@
+//! The database: connecting to SQLite or Postgres by URL scheme, running the
+//! embedded migrations, and the queries. Reads go through [`Store`] from
+//! anywhere; writes only from the persistence actor, inside its transactions.
+//!
+//! Every query is written once, in `queries.rs`, and compiled twice — once
+//! per backend — by including that file in the `sqlite` and `postgres`
+//! modules below, each of which names its own `Db`.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgPool, SqlitePool};
+
+use crate::error::{ChatError, ChatResult};
+use crate::model::{
+    Credentials, DeviceRecord, FileRecord, GroupMessage, GroupRecord, Page, PrivateMessage, UserRef,
+};
+
+pub(crate) mod sqlite {
+    pub type Db = sqlx::Sqlite;
+    include!("queries.rs");
+}
+
+pub(crate) mod postgres {
+    pub type Db = sqlx::Postgres;
+    include!("queries.rs");
+}
+
+/// A connection pool of either backend.
+#[derive(Clone, Debug)]
+pub(crate) enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Runs the same expression against whichever backend a [`Pool`] holds; `$q`
+/// names the backend's query module and `$pool` its pool inside `$body`.
+macro_rules! on_backend {
+    ($pool_enum:expr, |$q:ident, $pool:ident| $body:expr) => {
+        match $pool_enum {
+            $crate::store::Pool::Sqlite($pool) => {
+                use $crate::store::sqlite as $q;
+                $body
+            }
+            $crate::store::Pool::Postgres($pool) => {
+                use $crate::store::postgres as $q;
+                $body
+            }
+        }
+    };
+}
+
+/// A member of a group as the room actor keeps it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct MemberRow {
+    pub user_id: i64,
+    pub username: String,
+    pub role: String,
+    pub joined_at: i64,
+}
+
+/// Read access to the database, and the single-connection pool the
+/// persistence actor writes through.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pub(crate) read: Pool,
+    pub(crate) write: Pool,
+}
+
+/// How long a request waits for a database connection before failing with
+/// 503 instead of hanging.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Store {
+    /// Connects by URL scheme (`sqlite:` or `postgres:`/`postgresql:`),
+    /// creating the SQLite file and its directory if needed, and runs the
+    /// embedded migrations.
+    pub async fn connect(url: &str) -> ChatResult<Store> {
+        let store = if url.starts_with("sqlite:") {
+            Self::connect_sqlite(url).await?
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Self::connect_postgres(url).await?
+        } else {
+            return Err(ChatError::invalid(
+                "database URL: must start with sqlite: or postgres:",
+            ));
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn connect_sqlite(url: &str) -> ChatResult<Store> {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|err| ChatError::invalid(format!("database URL: {err}")))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // FULL: a commit is on disk before the client's ack goes out.
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(ACQUIRE_TIMEOUT)
+            .foreign_keys(true);
+        if let Some(dir) = Path::new(options.get_filename()).parent() {
+            if !dir.as_os_str().is_empty() {
+                std::fs::create_dir_all(dir).map_err(ChatError::internal)?;
+            }
+        }
+        // Opening the writer first creates the file and switches it to WAL
+        // before any reader connects.
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options.clone())
+            .await?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options.read_only(true).create_if_missing(false))
+            .await?;
+        Ok(Store {
+            read: Pool::Sqlite(read),
+            write: Pool::Sqlite(write),
+        })
+    }
+
+    async fn connect_postgres(url: &str) -> ChatResult<Store> {
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|err| ChatError::invalid(format!("database URL: {err}")))?;
+        let pool = |size| {
+            PgPoolOptions::new()
+                .max_connections(size)
+                .acquire_timeout(ACQUIRE_TIMEOUT)
+        };
+        let write = pool(1).connect_with(options.clone()).await?;
+        let read = pool(16).connect_lazy_with(options);
+        Ok(Store {
+            read: Pool::Postgres(read),
+            write: Pool::Postgres(write),
+        })
+    }
+
+    async fn migrate(&self) -> ChatResult<()> {
+        let result = match &self.write {
+            Pool::Sqlite(pool) => sqlx::migrate!("../migrations/sqlite").run(pool).await,
+            Pool::Postgres(pool) => sqlx::migrate!("../migrations/postgres").run(pool).await,
+        };
+        result.map_err(ChatError::internal)
+    }
+
+    /// Whether the database answers a trivial query.
+    pub async fn ping(&self) -> ChatResult<()> {
+        on_backend!(&self.read, |q, pool| q::ping(pool).await)?;
+        Ok(())
+    }
+
+    pub async fn user_by_name(&self, username: &str) -> ChatResult<Option<UserRef>> {
+        let key = crate::validate::lookup_key(username);
+        let row = on_backend!(&self.read, |q, pool| q::user_by_key(pool, &key).await)?;
+        Ok(row.map(|(id, username)| UserRef {
+            id,
+            username: username.into(),
+        }))
+    }
+
+    pub async fn user_by_id(&self, id: i64) -> ChatResult<Option<UserRef>> {
+        let row = on_backend!(&self.read, |q, pool| q::user_by_id(pool, id).await)?;
+        Ok(row.map(|(id, username)| UserRef {
+            id,
+            username: username.into(),
+        }))
+    }
+
+    pub async fn credentials(&self, username: &str) -> ChatResult<Option<Credentials>> {
+        let key = crate::validate::lookup_key(username);
+        Ok(on_backend!(&self.read, |q, pool| q::credentials(
+            pool, &key
+        )
+        .await)?)
+    }
+
+    /// A page of the private conversation between two users, ascending id.
+    pub async fn private_history(
+        &self,
+        a: i64,
+        b: i64,
+        page: Page,
+    ) -> ChatResult<Vec<PrivateMessage>> {
+        let (lo, hi) = (a.min(b), a.max(b));
+        Ok(on_backend!(&self.read, |q, pool| {
+            q::private_history(pool, lo, hi, page).await
+        })?)
+    }
+
+    pub async fn group(&self, group_id: i64) -> ChatResult<Option<GroupRecord>> {
+        Ok(on_backend!(&self.read, |q, pool| q::group(pool, group_id).await)?)
+    }
+
+    pub async fn group_members(&self, group_id: i64) -> ChatResult<Vec<MemberRow>> {
+        Ok(on_backend!(&self.read, |q, pool| {
+            q::group_members(pool, group_id).await
+        })?)
+    }
+
+    /// A page of a group's messages, ascending id.
+    pub async fn group_history(&self, group_id: i64, page: Page) -> ChatResult<Vec<GroupMessage>> {
+        Ok(on_backend!(&self.read, |q, pool| {
+            q::group_history(pool, group_id, page).await
+        })?)
+    }
+
+    pub async fn devices(&self, owner: i64) -> ChatResult<Vec<DeviceRecord>> {
+        Ok(on_backend!(&self.read, |q, pool| q::devices(pool, owner).await)?)
+    }
+
+    pub async fn device(&self, owner: i64, device_id: &str) -> ChatResult<Option<DeviceRecord>> {
+        Ok(on_backend!(&self.read, |q, pool| {
+            q::device(pool, owner, device_id).await
+        })?)
+    }
+
+    pub async fn file(&self, file_id: &str) -> ChatResult<Option<FileRecord>> {
+        Ok(on_backend!(&self.read, |q, pool| q::file(pool, file_id).await)?)
+    }
+
+    /// Users who share a private conversation with `user`, or a group of at
+    /// most `group_limit` members (presence in larger groups is not pushed).
+    pub async fn contacts(&self, user: i64, group_limit: i64) -> ChatResult<Vec<i64>> {
+        Ok(on_backend!(&self.read, |q, pool| {
+            q::contacts(pool, user, group_limit).await
+        })?)
+    }
+}

@@ -1,0 +1,403 @@
+// Every SQL statement Parley runs. This file is included twice by
+// `store/mod.rs`, into the `sqlite` and `postgres` modules, each of which
+// defines `Db`; the text is identical for both backends. Numbered parameters
+// must first appear in order ($1 before $2 ...): SQLite numbers `$n`
+// parameters by first appearance.
+
+use sqlx::Executor;
+
+use crate::model::{
+    Credentials, DeviceRecord, FileRecord, GroupMessage, GroupRecord, Page, PrivateMessage,
+    Timestamp, UserRecord,
+};
+use crate::store::MemberRow;
+
+pub type Conn = <Db as sqlx::Database>::Connection;
+
+pub async fn ping<'e, E: Executor<'e, Database = Db>>(ex: E) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT 1").execute(ex).await.map(|_| ())
+}
+
+pub async fn user_by_key<'e, E: Executor<'e, Database = Db>>(
+    ex: E,
+    key: &str,
+) -> Result<Option<(i64, String)>, sqlx::Error> {
+    sqlx::query_as("SELECT id, username FROM users WHERE username_key = $1")
+        .bind(key)
+        .fetch_optional(ex)
+        .await
+}
+
+pub async fn user_by_id<'e, E: Executor<'e, Database = Db>>(
+    ex: E,
+    id: i64,
+) -> Result<Option<(i64, String)>, sqlx::Error> {
+    sqlx::query_as("SELECT id, username FROM users WHERE id = $1")
+        .bind(id)
+        .fetch_optional(ex)
+        .await
+}
+
+pub async fn credentials<'e, E: Executor<'e, Database = Db>>(
+    ex: E,
+    key: &str,
+) -> Result<Option<Credentials>, sqlx::Error> {
+    sqlx::query_as("SELECT id, username, password_hash FROM users WHERE username_key = $1")
+        .bind(key)
+        .fetch_optional(ex)
+        .await
+}
+
+/// The exclusive id bounds of a page, and whether it is read upwards.
+fn bounds(page: Page) -> (i64, i64, bool) {
+    (
+        page.after.unwrap_or(0),
+        page.before.unwrap_or(i64::MAX),
+        page.after.is_some(),
+    )
+}
+
+pub async fn private_history<'e, E: Executor<'e, Database = Db>>(
+    ex: E,
+    user_lo: i64,
+    user_hi: i64,
+    page: Page,
+) -> Result<Vec<PrivateMessage>, sqlx::Error> {
+    const FORWARD: &str = "SELECT m.id, s.username AS sender, r.username AS recipient, m.content, \
+        m.message_type, m.content_type, m.created_at AS timestamp, m.status \
+        FROM messages m JOIN users s ON s.id = m.sender_id JOIN users r ON r.id = m.recipient_id \
+        WHERE m.conversation_id = (SELECT id FROM conversations WHERE user_lo = $1 AND user_hi = $2) \
+        AND m.id > $3 AND m.id < $4 ORDER BY m.id ASC LIMIT $5";
+    const BACKWARD: &str = "SELECT m.id, s.username AS sender, r.username AS recipient, m.content, \
+        m.message_type, m.content_type, m.created_at AS timestamp, m.status \
+        FROM messages m JOIN users s ON s.id = m.sender_id JOIN users r ON r.id = m.recipient_id \
+        WHERE m.conversation_id = (SELECT id FROM conversations WHERE user_lo = $1 AND user_hi = $2) \
+        AND m.id > $3 AND m.id < $4 ORDER BY m.id DESC LIMIT $5";
+    let (after, before, forward) = bounds(page);
+    let mut rows: Vec<PrivateMessage> = sqlx::query_as(if forward { FORWARD } else { BACKWARD })
+        .bind(user_lo)
+        .bind(user_hi)
+        .bind(after)
+        .bind(before)
+        .bind(page.limit)
+        .fetch_all(ex)
+        .await?;
+    if !forward {
+        rows.reverse();
+    }
+    Ok(rows)
+}
+
+pub async fn group_history<'e, E: Executor<'e, Database = Db>>(
+    ex: E,
+    group_id: i64,
+    page: Page,
+) -> Result<Vec<GroupMessage>, sqlx::Error> {
+    const FORWARD: &str = "SELECT m.id, m.group_id, s.username AS sender, m.content, \
+        m.message_type, m.content_type, m.created_at AS timestamp \
+        FROM messages m JOIN users s ON s.id = m.sender_id \
+        WHERE m.group_id = $1 AND m.id > $2 AND m.id < $3 ORDER BY m.id ASC LIMIT $4";
+    const BACKWARD: &str = "SELECT m.id, m.group_id, s.username AS sender, m.content, \
+        m.message_type, m.content_type, m.created_at AS timestamp \
+        FROM messages m JOIN users s ON s.id = m.sender_id \
+        WHERE m.group_id = $1 AND m.id > $2 AND m.id < $3 ORDER BY m.id DESC LIMIT $4";
+    let (after, before, forward) = bounds(page);
+    let mut rows: Vec<GroupMessage> = sqlx::query_as(if forward { FORWARD } else { BACKWARD })
+        .bind(group_id)
+        .bind(after)
+        .bind(before)
+        .bind(page.limit)
+        .fetch_all(ex)
+        .await?;
+    if !forward {
+        rows.reverse();
+    }
+    Ok(rows)
+}
+
+pub async fn group<'e, E: Executor<'e, Database = Db>>(
+    ex: E,
+    group_id: i64,
+) -> Result<Option<GroupRecord>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT g.id, g.name, g.description, g.created_at, u.username AS created_by \
+         FROM chat_groups g JOIN users u ON u.id = g.created_by WHERE g.id = $1",
+    )
+    .bind(group_id)
+    .fetch_optional(ex)
+    .await
+}
+
+pub async fn group_members<'e, E: Executor<'e, Database = Db>>(
+    ex: E,
+    group_id: i64,
+) -> Result<Vec<MemberRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT gm.user_id, u.username, gm.role, gm.joined_at \
+         FROM group_members gm JOIN users u ON u.id = gm.user_id \
+         WHERE gm.group_id = $1 ORDER BY gm.joined_at, gm.user_id",
+    )
+    .bind(group_id)
+    .fetch_all(ex)
+    .await
+}
+
+pub async fn devices<'e, E: Executor<'e, Database = Db>>(
+    ex: E,
+    owner: i64,
+) -> Result<Vec<DeviceRecord>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, device_id, device_name, device_type, registered_at, last_seen \
+         FROM devices WHERE user_id = $1 ORDER BY id",
+    )
+    .bind(owner)
+    .fetch_all(ex)
+    .await
+}
+
+pub async fn device<'e, E: Executor<'e, Database = Db>>(
+    ex: E,
+    owner: i64,
+    device_id: &str,
+) -> Result<Option<DeviceRecord>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, device_id, device_name, device_type, registered_at, last_seen \
+         FROM devices WHERE user_id = $1 AND device_id = $2",
+    )
+    .bind(owner)
+    .bind(device_id)
+    .fetch_optional(ex)
+    .await
+}
+
+pub async fn file<'e, E: Executor<'e, Database = Db>>(
+    ex: E,
+    file_id: &str,
+) -> Result<Option<FileRecord>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT file_id, uploader_id, filename, size, upload_time FROM files WHERE file_id = $1",
+    )
+    .bind(file_id)
+    .fetch_optional(ex)
+    .await
+}
+
+pub async fn contacts<'e, E: Executor<'e, Database = Db>>(
+    ex: E,
+    user: i64,
+    group_limit: i64,
+) -> Result<Vec<i64>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT user_hi FROM conversations WHERE user_lo = $1 \
+         UNION SELECT user_lo FROM conversations WHERE user_hi = $1 \
+         UNION SELECT other.user_id FROM group_members mine \
+           JOIN chat_groups g ON g.id = mine.group_id AND g.member_count <= $2 \
+           JOIN group_members other ON other.group_id = mine.group_id \
+           WHERE mine.user_id = $1 AND other.user_id <> mine.user_id",
+    )
+    .bind(user)
+    .bind(group_limit)
+    .fetch_all(ex)
+    .await
+}
+
+// ---- Writes: called only by the persistence actor, inside its transaction.
+
+pub async fn insert_user(
+    conn: &mut Conn,
+    username: &str,
+    email: &str,
+    password_hash: &str,
+    now: Timestamp,
+) -> Result<UserRecord, sqlx::Error> {
+    sqlx::query_as(
+        "INSERT INTO users (username, username_key, email, email_key, password_hash, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6) RETURNING id, username, email, created_at",
+    )
+    .bind(username)
+    .bind(crate::validate::lookup_key(username))
+    .bind(email)
+    .bind(crate::validate::lookup_key(email))
+    .bind(password_hash)
+    .bind(now.0)
+    .fetch_one(&mut *conn)
+    .await
+}
+
+/// Creates a group with its creator as owner; returns the group id.
+pub async fn insert_group(
+    conn: &mut Conn,
+    name: &str,
+    description: &str,
+    creator: i64,
+    now: Timestamp,
+) -> Result<i64, sqlx::Error> {
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO chat_groups (name, description, created_by, created_at, member_count) \
+         VALUES ($1, $2, $3, $4, 1) RETURNING id",
+    )
+    .bind(name)
+    .bind(description)
+    .bind(creator)
+    .bind(now.0)
+    .fetch_one(&mut *conn)
+    .await?;
+    sqlx::query(
+        "INSERT INTO group_members (group_id, user_id, role, joined_at) VALUES ($1, $2, 'owner', $3)",
+    )
+    .bind(id)
+    .bind(creator)
+    .bind(now.0)
+    .execute(&mut *conn)
+    .await?;
+    Ok(id)
+}
+
+/// The id of the conversation between two users, created on first use.
+pub async fn conversation_id(
+    conn: &mut Conn,
+    user_lo: i64,
+    user_hi: i64,
+    now: Timestamp,
+) -> Result<i64, sqlx::Error> {
+    let existing: Option<i64> =
+        sqlx::query_scalar("SELECT id FROM conversations WHERE user_lo = $1 AND user_hi = $2")
+            .bind(user_lo)
+            .bind(user_hi)
+            .fetch_optional(&mut *conn)
+            .await?;
+    match existing {
+        Some(id) => Ok(id),
+        None => {
+            sqlx::query_scalar(
+                "INSERT INTO conversations (user_lo, user_hi, created_at) VALUES ($1, $2, $3) RETURNING id",
+            )
+            .bind(user_lo)
+            .bind(user_hi)
+            .bind(now.0)
+            .fetch_one(&mut *conn)
+            .await
+        }
+    }
+}
+
+/// A message row to insert: either `conversation_id` + `recipient_id` (private)
+/// or `group_id` (group).
+pub struct NewMessage<'a> {
+    pub sender_id: i64,
+    pub conversation_id: Option<i64>,
+    pub recipient_id: Option<i64>,
+    pub group_id: Option<i64>,
+    pub content: &'a str,
+    pub message_type: &'a str,
+    pub content_type: &'a str,
+    pub created_at: Timestamp,
+    pub status: Option<&'static str>,
+    pub client_id: Option<&'a str>,
+}
+
+/// Inserts a message; `None` when the sender already stored one with this
+/// `client_id` (the unique index decides, so resends are idempotent).
+pub async fn insert_message(
+    conn: &mut Conn,
+    message: &NewMessage<'_>,
+) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar(
+        "INSERT INTO messages (sender_id, conversation_id, recipient_id, group_id, content, \
+         message_type, content_type, created_at, status, client_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+         ON CONFLICT (sender_id, client_id) WHERE client_id IS NOT NULL DO NOTHING \
+         RETURNING id",
+    )
+    .bind(message.sender_id)
+    .bind(message.conversation_id)
+    .bind(message.recipient_id)
+    .bind(message.group_id)
+    .bind(message.content)
+    .bind(message.message_type)
+    .bind(message.content_type)
+    .bind(message.created_at.0)
+    .bind(message.status)
+    .bind(message.client_id)
+    .fetch_optional(&mut *conn)
+    .await
+}
+
+/// What was stored earlier under a sender's `client_id`: (id, created_at, status).
+pub async fn message_by_client_id(
+    conn: &mut Conn,
+    sender_id: i64,
+    client_id: &str,
+) -> Result<(i64, i64, Option<String>), sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, created_at, status FROM messages WHERE sender_id = $1 AND client_id = $2",
+    )
+    .bind(sender_id)
+    .bind(client_id)
+    .fetch_one(&mut *conn)
+    .await
+}
+
+/// Registers a device, or updates name and type when the caller re-registers
+/// their own `device_id`. `None` when another user owns that `device_id`.
+pub async fn upsert_device(
+    conn: &mut Conn,
+    owner: i64,
+    device_id: &str,
+    device_name: &str,
+    device_type: &str,
+    now: Timestamp,
+) -> Result<Option<DeviceRecord>, sqlx::Error> {
+    sqlx::query_as(
+        "INSERT INTO devices (user_id, device_id, device_name, device_type, registered_at) \
+         VALUES ($1, $2, $3, $4, $5) \
+         ON CONFLICT (device_id) DO UPDATE SET device_name = excluded.device_name, \
+           device_type = excluded.device_type \
+         WHERE devices.user_id = excluded.user_id \
+         RETURNING id, device_id, device_name, device_type, registered_at, last_seen",
+    )
+    .bind(owner)
+    .bind(device_id)
+    .bind(device_name)
+    .bind(device_type)
+    .bind(now.0)
+    .fetch_optional(&mut *conn)
+    .await
+}
+
+/// Deletes the caller's device; its row id, or `None` if the caller has no such device.
+pub async fn delete_device(
+    conn: &mut Conn,
+    owner: i64,
+    device_id: &str,
+) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar("DELETE FROM devices WHERE user_id = $1 AND device_id = $2 RETURNING id")
+        .bind(owner)
+        .bind(device_id)
+        .fetch_optional(&mut *conn)
+        .await
+}
+
+pub async fn touch_device(conn: &mut Conn, at: Timestamp, device: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE devices SET last_seen = $1 WHERE id = $2")
+        .bind(at.0)
+        .bind(device)
+        .execute(&mut *conn)
+        .await
+        .map(|_| ())
+}
+
+pub async fn insert_file(conn: &mut Conn, file: &FileRecord) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO files (file_id, uploader_id, filename, size, upload_time) \
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(&file.file_id)
+    .bind(file.uploader_id)
+    .bind(&file.filename)
+    .bind(file.size)
+    .bind(file.upload_time.0)
+    .execute(&mut *conn)
+    .await
+    .map(|_| ())
+}

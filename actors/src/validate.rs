@@ -1,0 +1,184 @@
+//! Input rules shared by the REST handlers and the WebSocket session. Each
+//! check returns `ChatError::Invalid` with a detail that starts with the field
+//! name, so a client can point at the offending input.
+
+use crate::error::{ChatError, ChatResult};
+
+pub const USERNAME_MIN: usize = 3;
+pub const USERNAME_MAX: usize = 32;
+pub const PASSWORD_MIN: usize = 8;
+/// Longest accepted password: argon2 hashes whatever it gets, so bound the work.
+pub const PASSWORD_MAX: usize = 1024;
+pub const EMAIL_MAX: usize = 254;
+/// `message_type`, `content_type`, `device_type`: short labels.
+pub const LABEL_MAX: usize = 64;
+pub const GROUP_NAME_MAX: usize = 100;
+pub const DESCRIPTION_MAX: usize = 1000;
+pub const DEVICE_ID_MAX: usize = 128;
+pub const DEVICE_NAME_MAX: usize = 100;
+/// `client_id` on WebSocket sends: an opaque idempotency key chosen by the client.
+pub const CLIENT_ID_MAX: usize = 64;
+
+fn invalid(field: &str, rule: &str) -> ChatError {
+    ChatError::Invalid(format!("{field}: {rule}"))
+}
+
+pub fn username(value: &str) -> ChatResult<()> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-');
+    if (USERNAME_MIN..=USERNAME_MAX).contains(&value.len()) && value.chars().all(allowed) {
+        Ok(())
+    } else {
+        Err(invalid(
+            "username",
+            "must be 3-32 characters of letters, digits, '_', '.' or '-'",
+        ))
+    }
+}
+
+pub fn email(value: &str) -> ChatResult<()> {
+    let well_formed = value.len() <= EMAIL_MAX
+        && !value.chars().any(|c| c.is_whitespace() || c.is_control())
+        && match value.split_once('@') {
+            Some((local, domain)) => {
+                !local.is_empty()
+                    && !domain.contains('@')
+                    && domain.contains('.')
+                    && !domain.starts_with('.')
+                    && !domain.ends_with('.')
+                    && !domain.contains("..")
+            }
+            None => false,
+        };
+    if well_formed {
+        Ok(())
+    } else {
+        Err(invalid("email", "must look like local@domain.tld"))
+    }
+}
+
+pub fn password(value: &str) -> ChatResult<()> {
+    let length = value.chars().count();
+    if length < PASSWORD_MIN {
+        Err(invalid("password", "must be at least 8 characters"))
+    } else if length > PASSWORD_MAX {
+        Err(invalid("password", "must be at most 1024 characters"))
+    } else {
+        Ok(())
+    }
+}
+
+/// Message text: 1 to `max_chars` characters (characters, not bytes).
+pub fn content(value: &str, max_chars: usize) -> ChatResult<()> {
+    if value.is_empty() {
+        return Err(invalid("content", "must not be empty"));
+    }
+    // Counting stops early so a huge body costs no more than the limit.
+    if value.chars().nth(max_chars).is_some() {
+        return Err(invalid(
+            "content",
+            &format!("must be at most {max_chars} characters"),
+        ));
+    }
+    Ok(())
+}
+
+/// A short, non-empty, single-line label such as `message_type`.
+pub fn label(field: &str, value: &str) -> ChatResult<()> {
+    if value.is_empty() || value.chars().count() > LABEL_MAX || value.chars().any(char::is_control)
+    {
+        Err(invalid(
+            field,
+            "must be 1-64 characters without control characters",
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// Free text of bounded length that may be empty (descriptions, device names).
+pub fn text(field: &str, value: &str, max_chars: usize) -> ChatResult<()> {
+    if value.chars().nth(max_chars).is_some() {
+        Err(invalid(
+            field,
+            &format!("must be at most {max_chars} characters"),
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+pub fn group_name(value: &str) -> ChatResult<()> {
+    if value.trim().is_empty() || value.chars().nth(GROUP_NAME_MAX).is_some() {
+        Err(invalid("name", "must be 1-100 characters and not blank"))
+    } else {
+        Ok(())
+    }
+}
+
+pub fn device_id(value: &str) -> ChatResult<()> {
+    if value.is_empty()
+        || value.chars().count() > DEVICE_ID_MAX
+        || value.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        Err(invalid(
+            "device_id",
+            "must be 1-128 characters without spaces or control characters",
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+pub fn client_id(value: &str) -> ChatResult<()> {
+    if value.is_empty() || value.len() > CLIENT_ID_MAX {
+        Err(invalid("client_id", "must be 1-64 bytes"))
+    } else {
+        Ok(())
+    }
+}
+
+/// Case-folded form under which usernames and emails are unique and looked up.
+pub fn lookup_key(value: &str) -> String {
+    value.to_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usernames_follow_the_contract() {
+        assert!(username("bob").is_ok());
+        assert!(username("a.b-c_9").is_ok());
+        assert!(username(&"x".repeat(32)).is_ok());
+        assert!(username("ab").is_err());
+        assert!(username(&"x".repeat(33)).is_err());
+        assert!(username("bob smith").is_err());
+        assert!(username("böb").is_err());
+    }
+
+    #[test]
+    fn emails_need_local_part_and_dotted_domain() {
+        assert!(email("a@b.co").is_ok());
+        assert!(email("a@b").is_err());
+        assert!(email("@b.co").is_err());
+        assert!(email("a@@b.co").is_err());
+        assert!(email("a b@c.de").is_err());
+        assert!(email("a@.co").is_err());
+    }
+
+    #[test]
+    fn content_counts_characters_not_bytes() {
+        assert!(content(&"é".repeat(8192), 8192).is_ok());
+        assert!(content(&"é".repeat(8193), 8192).is_err());
+        assert!(content("", 8192).is_err());
+    }
+
+    #[test]
+    fn details_name_the_field() {
+        let err = label("message_type", "").unwrap_err();
+        assert!(err.to_string().starts_with("message_type:"));
+        let err = device_id("has space").unwrap_err();
+        assert!(err.to_string().starts_with("device_id:"));
+    }
+}

@@ -1,0 +1,151 @@
+//! Settings, from command-line flags or `PARLEY_*` environment variables
+//! (DESIGN.md section 5). `main` parses them; tests build them with
+//! [`Config::for_data_dir`], which ignores the environment.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
+use parley_actors::ChatSettings;
+
+#[derive(Debug, Clone, Parser)]
+#[command(name = "parley", version, about = "A real-time chat server")]
+pub struct Config {
+    /// Address and port to listen on.
+    #[arg(long, env = "PARLEY_BIND", default_value = "127.0.0.1:8080")]
+    pub bind: String,
+
+    /// `sqlite://path/to/file.db` or `postgres://user@host/db`. Default: SQLite in the data dir.
+    #[arg(long, env = "PARLEY_DATABASE_URL")]
+    pub database_url: Option<String>,
+
+    /// Where uploaded files, the generated JWT secret and the default SQLite database live.
+    #[arg(long, env = "PARLEY_DATA_DIR", default_value = "parley-data")]
+    pub data_dir: PathBuf,
+
+    /// Secret for signing tokens (HS256). Without it one is generated once and kept in the data dir.
+    #[arg(long, env = "PARLEY_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+
+    /// How long an access token is valid: seconds, or with a unit (`90s`, `15m`, `24h`, `7d`).
+    #[arg(long, env = "PARLEY_TOKEN_TTL", default_value = "24h", value_parser = parse_duration)]
+    pub token_ttl: Duration,
+
+    /// Largest accepted upload, in bytes.
+    #[arg(long, env = "PARLEY_MAX_UPLOAD_BYTES", default_value_t = 25 * 1024 * 1024)]
+    pub max_upload_bytes: u64,
+
+    /// Longest message content, in characters.
+    #[arg(long, env = "PARLEY_MAX_CONTENT_CHARS", default_value_t = 8192)]
+    pub max_content_chars: usize,
+
+    /// Log filter: a level (`info`, `debug`) or per-module directives (`parley=debug,sqlx=warn`).
+    #[arg(long, env = "PARLEY_LOG", default_value = "info")]
+    pub log: String,
+
+    /// `pretty` for people, `json` for machines.
+    #[arg(long, env = "PARLEY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
+    pub log_format: LogFormat,
+
+    /// HTTP worker threads. Default: one per CPU core.
+    #[arg(long, env = "PARLEY_WORKERS")]
+    pub workers: Option<usize>,
+
+    /// How often the server pings each WebSocket.
+    #[arg(long, env = "PARLEY_HEARTBEAT_INTERVAL", default_value = "15s", value_parser = parse_duration)]
+    pub heartbeat_interval: Duration,
+
+    /// A WebSocket silent (no frame, ping or pong) for this long is closed.
+    #[arg(long, env = "PARLEY_CLIENT_TIMEOUT", default_value = "45s", value_parser = parse_duration)]
+    pub client_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+/// Largest JSON request body, in bytes (message content is at most 8192
+/// characters of up to 4 bytes, plus the other fields).
+pub const MAX_JSON_BODY: usize = 64 * 1024;
+
+impl Config {
+    /// The documented defaults, ignoring the environment, with everything
+    /// kept under `data_dir`.
+    pub fn for_data_dir(data_dir: impl Into<PathBuf>) -> Config {
+        let command = Config::command().mut_args(|arg| arg.env(None));
+        let matches = command.get_matches_from(["parley"]);
+        let mut config =
+            Config::from_arg_matches(&matches).expect("the defaults are valid settings");
+        config.data_dir = data_dir.into();
+        config
+    }
+
+    /// The database URL in effect: the configured one, or SQLite in the data dir.
+    pub fn effective_database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}", self.data_dir.join("parley.db").display()),
+        }
+    }
+
+    pub fn chat_settings(&self) -> ChatSettings {
+        ChatSettings {
+            max_content_chars: self.max_content_chars,
+            heartbeat_interval: self.heartbeat_interval,
+            client_timeout: self.client_timeout,
+            ..ChatSettings::default()
+        }
+    }
+}
+
+/// Parses `90`, `90s`, `500ms`, `15m`, `24h` or `7d`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 90s, 15m, 24h or 7d"))?;
+    let seconds = |factor: u64| Duration::from_secs(number.saturating_mul(factor));
+    match unit {
+        "ms" => Ok(Duration::from_millis(number)),
+        "" | "s" => Ok(seconds(1)),
+        "m" => Ok(seconds(60)),
+        "h" => Ok(seconds(3600)),
+        "d" => Ok(seconds(86400)),
+        _ => Err(format!(
+            "{text:?}: unknown unit {unit:?}; use ms, s, m, h or d"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_take_units() {
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86400)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("5w").is_err());
+    }
+
+    #[test]
+    fn defaults_follow_the_contract() {
+        let config = Config::for_data_dir("/tmp/parley-test");
+        assert_eq!(config.bind, "127.0.0.1:8080");
+        assert_eq!(config.token_ttl, Duration::from_secs(86400));
+        assert_eq!(config.max_upload_bytes, 25 * 1024 * 1024);
+        assert_eq!(
+            config.effective_database_url(),
+            "sqlite:///tmp/parley-test/parley.db"
+        );
+    }
+}

@@ -1,0 +1,47 @@
+//! `GET /ws/chat`: authenticates the handshake (bearer header or `?token=`),
+//! binds the socket to a device if `?device_id=` names one of the caller's,
+//! and hands the connection to a session actor.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use parley_actors::devices::FindDevice;
+use parley_actors::{ask, session};
+use serde::Deserialize;
+
+use crate::auth::authenticate;
+use crate::error::ApiResult;
+use crate::startup::AppState;
+
+#[derive(Deserialize)]
+pub struct SocketQuery {
+    token: Option<String>,
+    device_id: Option<String>,
+}
+
+pub async fn chat(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+    query: web::Query<SocketQuery>,
+) -> ApiResult<HttpResponse> {
+    let user = authenticate(&req, query.token.as_deref())?;
+    let device = match &query.device_id {
+        Some(device_id) => Some(
+            ask(
+                &state.chat.devices,
+                FindDevice {
+                    owner: user.id,
+                    device_id: device_id.clone(),
+                },
+            )
+            .await?,
+        ),
+        None => None,
+    };
+    Ok(session::serve(
+        &req,
+        payload,
+        state.chat.clone(),
+        user,
+        device,
+    )?)
+}
