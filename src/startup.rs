@@ -88,6 +88,8 @@ impl Application {
                 .configure(routes::configure)
                 .default_service(web::to(routes::not_found))
         })
+        // Chat frames are small and latency matters more than packet count.
+        .tcp_nodelay(true)
         .shutdown_timeout(10)
         .client_request_timeout(Duration::from_secs(30));
         if let Some(workers) = config.workers {
