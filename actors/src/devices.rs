@@ -169,13 +169,10 @@ impl Handler<DeviceConnected> for DeviceRegistry {
     type Result = ();
 
     fn handle(&mut self, msg: DeviceConnected, _: &mut Self::Context) {
-        self.connected
-            .entry(msg.device)
-            .or_default()
-            .push(Socket {
-                session: msg.session,
-                addr: msg.addr,
-            });
+        self.connected.entry(msg.device).or_default().push(Socket {
+            session: msg.session,
+            addr: msg.addr,
+        });
         self.touch(msg.device);
     }
 }

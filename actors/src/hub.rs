@@ -67,13 +67,13 @@ impl Hub {
     /// `except` (the socket a message came from). Returns how many sockets
     /// took it. A socket whose bounded queue is full is a slow consumer: it is
     /// told to close (1008) and will catch up with `sync` after reconnecting.
-    pub fn push(&self, user: i64, frame: &ByteString, except: Option<SessionId>) -> usize {
+    pub fn push(&self, user: i64, push: &Push, except: Option<SessionId>) -> usize {
         let Some(sockets) = self.users.get(&user) else {
             return 0;
         };
         let mut reached = 0;
         for socket in sockets.iter().filter(|s| Some(s.session) != except) {
-            match socket.addr.try_send(Push(frame.clone())) {
+            match socket.addr.try_send(push.clone()) {
                 Ok(()) => reached += 1,
                 Err(SendError::Full(_)) => {
                     tracing::warn!(
@@ -90,10 +90,11 @@ impl Hub {
         reached
     }
 
-    /// Pushes one frame to several users.
+    /// Pushes one event frame (not a message) to every socket of several users.
     pub fn push_to_all(&self, users: impl IntoIterator<Item = i64>, frame: &ByteString) {
+        let push = Push::event(frame.clone());
         for user in users {
-            self.push(user, frame, None);
+            self.push(user, &push, None);
         }
     }
 }

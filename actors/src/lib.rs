@@ -134,6 +134,10 @@ impl Chat {
     /// sent only if the user is still in that state by then, so a quick
     /// connect-disconnect never leaves contacts seeing the wrong one.
     pub(crate) fn announce_presence(&self, user: UserRef, presence: Presence) {
+        self.persistence.do_send(persistence::TouchUser {
+            user: user.id,
+            at: Timestamp::now(),
+        });
         let chat = self.clone();
         actix::spawn(async move {
             let limit = chat.settings.presence_group_limit;

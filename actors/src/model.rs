@@ -75,6 +75,15 @@ pub enum DeliveryStatus {
 }
 
 impl DeliveryStatus {
+    pub fn parse(value: &str) -> Option<DeliveryStatus> {
+        match value {
+            "sent" => Some(DeliveryStatus::Sent),
+            "delivered" => Some(DeliveryStatus::Delivered),
+            "read" => Some(DeliveryStatus::Read),
+            _ => None,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             DeliveryStatus::Sent => "sent",
@@ -88,12 +97,7 @@ impl TryFrom<String> for DeliveryStatus {
     type Error = String;
 
     fn try_from(value: String) -> Result<Self, Self::Error> {
-        match value.as_str() {
-            "sent" => Ok(DeliveryStatus::Sent),
-            "delivered" => Ok(DeliveryStatus::Delivered),
-            "read" => Ok(DeliveryStatus::Read),
-            other => Err(format!("unknown message status {other:?}")),
-        }
+        DeliveryStatus::parse(&value).ok_or_else(|| format!("unknown message status {value:?}"))
     }
 }
 
@@ -192,4 +196,35 @@ pub struct Page {
 impl Page {
     pub const DEFAULT_LIMIT: i64 = 50;
     pub const MAX_LIMIT: i64 = 500;
+}
+
+/// One of the caller's groups, as `GET /groups` lists it.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct GroupSummary {
+    pub id: i64,
+    pub name: String,
+    pub description: String,
+    #[sqlx(try_from = "i64")]
+    pub created_at: Timestamp,
+    pub created_by: String,
+    /// The caller's role: `owner`, `admin` or `member`.
+    pub role: String,
+    /// Messages from others above the caller's read cursor.
+    pub unread: i64,
+}
+
+/// A message of either kind, as `sync` replays it: private messages have
+/// `recipient` and `status`, group messages `group_id`.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct AnyMessage {
+    pub id: i64,
+    pub sender: String,
+    pub recipient: Option<String>,
+    pub group_id: Option<i64>,
+    pub content: String,
+    pub message_type: String,
+    pub content_type: String,
+    #[sqlx(try_from = "i64")]
+    pub timestamp: Timestamp,
+    pub status: Option<String>,
 }

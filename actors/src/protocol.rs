@@ -6,7 +6,7 @@ use bytestring::ByteString;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ChatError, ChatResult};
-use crate::model::{DeliveryStatus, GroupMessage, PrivateMessage, Timestamp};
+use crate::model::{AnyMessage, DeliveryStatus, GroupMessage, PrivateMessage, Timestamp};
 
 /// A client frame as it arrives: one flat struct so a frame is parsed in a
 /// single pass (no buffering as an internally tagged enum would need), then
@@ -26,7 +26,7 @@ struct RawClientFrame {
 }
 
 /// Where a message or typing notice goes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Conversation {
     /// A private conversation with this user (name as the client wrote it).
     User(String),
@@ -172,6 +172,9 @@ pub enum ServerFrame<'a> {
     },
     Synced {
         last_id: i64,
+        /// True when the replay stopped at its size limit: sync again from `last_id`.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        more: bool,
     },
     Error {
         detail: &'a str,
@@ -218,6 +221,34 @@ impl<'a> From<&'a PrivateMessage> for MessageFrame<'a> {
             message_type: &m.message_type,
             content_type: &m.content_type,
             status: m.status,
+        }
+    }
+}
+
+impl<'a> MessageFrame<'a> {
+    /// The frame for a message of either kind, with the status to show.
+    pub fn of(m: &'a AnyMessage, status: Option<DeliveryStatus>) -> Self {
+        match m.group_id {
+            Some(group_id) => MessageFrame::Group {
+                id: m.id,
+                group_id,
+                sender: &m.sender,
+                content: &m.content,
+                timestamp: m.timestamp,
+                message_type: &m.message_type,
+                content_type: &m.content_type,
+            },
+            // The schema gives every message either a group or a recipient.
+            None => MessageFrame::Private {
+                id: m.id,
+                sender: &m.sender,
+                recipient: m.recipient.as_deref().unwrap_or_default(),
+                content: &m.content,
+                timestamp: m.timestamp,
+                message_type: &m.message_type,
+                content_type: &m.content_type,
+                status: status.unwrap_or(DeliveryStatus::Sent),
+            },
         }
     }
 }
@@ -298,7 +329,10 @@ mod tests {
 
     #[test]
     fn frames_serialise_with_their_type_tag() {
-        let text = encode(&ServerFrame::Synced { last_id: 57 });
+        let text = encode(&ServerFrame::Synced {
+            last_id: 57,
+            more: false,
+        });
         assert_eq!(&*text, r#"{"type":"synced","last_id":57}"#);
         let text = encode(&ServerFrame::Typing {
             user: "alice",

@@ -9,13 +9,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use bytestring::ByteString;
 use dashmap::mapref::entry::Entry;
+use serde::Serialize;
 
 use crate::error::{ChatError, ChatResult};
 use crate::hub::SessionId;
+use crate::model::Timestamp;
 use crate::model::UserRef;
-use crate::persistence::{StoreMessage, Stored, Target};
+use crate::persistence::{AddMember, RemoveMember, SetRoles, StoreMessage, Stored, Target};
+use crate::protocol::{encode, ServerFrame};
+use crate::session::Push;
 use crate::store::MemberRow;
 use crate::Chat;
 
@@ -56,6 +59,25 @@ impl Role {
 pub struct Member {
     pub username: Arc<str>,
     pub role: Role,
+    pub joined_at: Timestamp,
+}
+
+/// A member as clients see it.
+#[derive(Debug, Clone, Serialize)]
+pub struct MemberView {
+    pub username: String,
+    pub role: &'static str,
+    pub joined_at: Timestamp,
+}
+
+impl Member {
+    fn view(&self) -> MemberView {
+        MemberView {
+            username: self.username.to_string(),
+            role: self.role.as_str(),
+            joined_at: self.joined_at,
+        }
+    }
 }
 
 pub struct RoomActor {
@@ -89,13 +111,56 @@ pub struct PostMessage {
     pub origin: Option<SessionId>,
 }
 
+/// The members, oldest first (members only).
+#[derive(Message)]
+#[rtype(result = "ChatResult<Vec<MemberView>>")]
+pub struct ListMembers {
+    pub by: i64,
+}
+
+/// Add a user to the group (owner or admin only).
+#[derive(Message)]
+#[rtype(result = "ChatResult<MemberView>")]
+pub struct Add {
+    /// Who asks.
+    pub by: i64,
+    pub user: UserRef,
+}
+
+/// Remove a member: the owner removes anyone, an admin removes plain
+/// members, and anyone may remove themself (leave) — except the owner while
+/// others remain.
+#[derive(Message)]
+#[rtype(result = "ChatResult<()>")]
+pub struct Remove {
+    pub by: i64,
+    pub user: i64,
+}
+
+/// Change a member's role (owner only). Making someone `owner` transfers
+/// ownership; the previous owner becomes an admin.
+#[derive(Message)]
+#[rtype(result = "ChatResult<MemberView>")]
+pub struct ChangeRole {
+    pub by: i64,
+    pub user: i64,
+    pub role: Role,
+}
+
+/// A member is typing: relayed to the other members' sockets, never stored.
+#[derive(Message)]
+#[rtype(result = "ChatResult<()>")]
+pub struct Typing {
+    pub sender: UserRef,
+}
+
 /// A committed group message to push to every member's sockets; sent by the
 /// persistence actor in id order.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct FanOut {
     /// The `message` frame, encoded once for all recipients.
-    pub frame: ByteString,
+    pub push: Push,
     /// The sender's socket that already got an ack.
     pub origin: Option<SessionId>,
 }
@@ -110,6 +175,7 @@ impl RoomActor {
                 let member = Member {
                     username: row.username.into(),
                     role: Role::parse(&row.role).unwrap_or(Role::Member),
+                    joined_at: Timestamp(row.joined_at),
                 };
                 (row.user_id, member)
             })
@@ -131,6 +197,36 @@ impl RoomActor {
             .get(&user)
             .map(|member| member.role)
             .ok_or_else(|| ChatError::forbidden("group_id: you are not a member of this group"))
+    }
+
+    fn member(&self, user: i64) -> ChatResult<&Member> {
+        self.members
+            .get(&user)
+            .ok_or_else(|| ChatError::not_found("username: not a member of this group"))
+    }
+
+    /// Whether `by` may remove `user` (see [`Remove`]).
+    fn check_removal(&self, by: i64, user: i64) -> ChatResult<()> {
+        let by_role = self.require_member(by)?;
+        let target_role = self.member(user)?.role;
+        if by == user {
+            return if target_role == Role::Owner && self.members.len() > 1 {
+                Err(ChatError::conflict(
+                    "username: the owner cannot leave while others remain; transfer ownership first",
+                ))
+            } else {
+                Ok(())
+            };
+        }
+        match (by_role, target_role) {
+            (Role::Owner, _) | (Role::Admin, Role::Member) => Ok(()),
+            (Role::Admin, _) => Err(ChatError::forbidden(
+                "username: admins can remove only plain members",
+            )),
+            (Role::Member, _) => Err(ChatError::forbidden(
+                "group_id: only the owner or an admin can remove members",
+            )),
+        }
     }
 }
 
@@ -192,12 +288,153 @@ impl Handler<PostMessage> for RoomActor {
     }
 }
 
+impl Handler<ListMembers> for RoomActor {
+    type Result = ChatResult<Vec<MemberView>>;
+
+    fn handle(&mut self, msg: ListMembers, _: &mut Self::Context) -> Self::Result {
+        self.touch();
+        self.require_member(msg.by)?;
+        let mut members: Vec<MemberView> = self.members.values().map(Member::view).collect();
+        members.sort_by(|a, b| (a.joined_at, &a.username).cmp(&(b.joined_at, &b.username)));
+        Ok(members)
+    }
+}
+
+/// Membership changes wait for their commit before the room reads its next
+/// message (an atomic response), so the live member set always matches what
+/// is stored and two changes never race.
+impl Handler<Add> for RoomActor {
+    type Result = AtomicResponse<Self, ChatResult<MemberView>>;
+
+    fn handle(&mut self, msg: Add, _: &mut Self::Context) -> Self::Result {
+        self.touch();
+        let allowed = match self.require_member(msg.by) {
+            Ok(Role::Owner | Role::Admin) => Ok(()),
+            Ok(Role::Member) => Err(ChatError::forbidden(
+                "group_id: only the owner or an admin can add members",
+            )),
+            Err(error) => Err(error),
+        }
+        .and_then(|()| match self.members.contains_key(&msg.user.id) {
+            true => Err(ChatError::conflict(
+                "username: already a member of this group",
+            )),
+            false => Ok(()),
+        });
+        let request = allowed.map(|()| {
+            self.chat.persistence.send(AddMember {
+                group_id: self.group_id,
+                user: msg.user.clone(),
+                role: Role::Member,
+            })
+        });
+        AtomicResponse::new(Box::pin(
+            async move { request?.await? }
+                .into_actor(self)
+                .map(move |joined_at, room, _| {
+                    let member = Member {
+                        username: msg.user.username,
+                        role: Role::Member,
+                        joined_at: joined_at?,
+                    };
+                    let view = member.view();
+                    room.members.insert(msg.user.id, member);
+                    Ok(view)
+                }),
+        ))
+    }
+}
+
+impl Handler<Remove> for RoomActor {
+    type Result = AtomicResponse<Self, ChatResult<()>>;
+
+    fn handle(&mut self, msg: Remove, _: &mut Self::Context) -> Self::Result {
+        self.touch();
+        let request = self.check_removal(msg.by, msg.user).map(|()| {
+            self.chat.persistence.send(RemoveMember {
+                group_id: self.group_id,
+                user: msg.user,
+            })
+        });
+        AtomicResponse::new(Box::pin(
+            async move { request?.await? }
+                .into_actor(self)
+                .map(move |removed, room, _| {
+                    removed?;
+                    room.members.remove(&msg.user);
+                    Ok(())
+                }),
+        ))
+    }
+}
+
+impl Handler<ChangeRole> for RoomActor {
+    type Result = AtomicResponse<Self, ChatResult<MemberView>>;
+
+    fn handle(&mut self, msg: ChangeRole, _: &mut Self::Context) -> Self::Result {
+        self.touch();
+        let changes = match (self.require_member(msg.by), self.member(msg.user)) {
+            (Ok(Role::Owner), Ok(_)) if msg.by == msg.user => Err(ChatError::conflict(
+                "username: the owner keeps that role until making another member owner",
+            )),
+            (Ok(Role::Owner), Ok(_)) if msg.role == Role::Owner => {
+                Ok(vec![(msg.user, Role::Owner), (msg.by, Role::Admin)])
+            }
+            (Ok(Role::Owner), Ok(_)) => Ok(vec![(msg.user, msg.role)]),
+            (Ok(_), Ok(_)) => Err(ChatError::forbidden(
+                "group_id: only the owner can change roles",
+            )),
+            (Err(error), _) | (_, Err(error)) => Err(error),
+        };
+        let request = changes.map(|changes| {
+            let write = SetRoles {
+                group_id: self.group_id,
+                changes: changes.clone(),
+            };
+            (changes, self.chat.persistence.send(write))
+        });
+        AtomicResponse::new(Box::pin(
+            async move {
+                let (changes, request) = request?;
+                request.await??;
+                Ok(changes)
+            }
+            .into_actor(self)
+            .map(move |changes: ChatResult<Vec<(i64, Role)>>, room, _| {
+                for (user, role) in changes? {
+                    if let Some(member) = room.members.get_mut(&user) {
+                        member.role = role;
+                    }
+                }
+                Ok(room.member(msg.user)?.view())
+            }),
+        ))
+    }
+}
+
+impl Handler<Typing> for RoomActor {
+    type Result = ChatResult<()>;
+
+    fn handle(&mut self, msg: Typing, _: &mut Self::Context) -> Self::Result {
+        self.require_member(msg.sender.id)?;
+        let push = Push::event(encode(&ServerFrame::Typing {
+            user: &msg.sender.username,
+            recipient: None,
+            group_id: Some(self.group_id),
+        }));
+        for &user in self.members.keys().filter(|&&user| user != msg.sender.id) {
+            self.chat.hub.push(user, &push, None);
+        }
+        Ok(())
+    }
+}
+
 impl Handler<FanOut> for RoomActor {
     type Result = ();
 
     fn handle(&mut self, msg: FanOut, _: &mut Self::Context) {
         for &user in self.members.keys() {
-            self.chat.hub.push(user, &msg.frame, msg.origin);
+            self.chat.hub.push(user, &msg.push, msg.origin);
         }
     }
 }

@@ -4,8 +4,9 @@
 //! what the hub pushes to it. Every use of `actix-web-actors` in Parley is in
 //! this module.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -15,13 +16,14 @@ use bytestring::ByteString;
 use crate::devices::{DeviceConnected, DeviceDisconnected};
 use crate::error::{ChatError, ChatResult};
 use crate::hub::{SessionId, Socket};
-use crate::model::UserRef;
-use crate::persistence::{StoreMessage, Stored, Target};
+use crate::model::{AnyMessage, DeliveryStatus, UserRef};
+use crate::persistence::{MarkDelivered, MarkRead, StoreMessage, Stored, Target};
 use crate::protocol::{
-    encode, error_frame, ClientFrame, Conversation, FrameError, Presence, SendMessage, ServerFrame,
+    encode, error_frame, ClientFrame, Conversation, FrameError, MessageFrame, Presence,
+    SendMessage, ServerFrame,
 };
-use crate::room::PostMessage;
-use crate::{validate, Chat};
+use crate::room::{PostMessage, Typing};
+use crate::{ask, validate, Chat};
 
 /// Completes the WebSocket handshake for an authenticated user and starts
 /// the session. `device` is the row id of the device the socket binds to.
@@ -39,6 +41,8 @@ pub fn serve(
         device,
         chat,
         last_heard: Instant::now(),
+        replayed_up_to: 0,
+        typing_sent: HashMap::new(),
     };
     ws::WsResponseBuilder::new(session, req, payload)
         .frame_size(max_frame_bytes)
@@ -54,12 +58,46 @@ pub struct SessionActor {
     chat: Chat,
     /// When the client last sent anything (a frame, ping or pong).
     last_heard: Instant,
+    /// The highest message id a `sync` replayed here; live pushes of messages
+    /// at or below it were already written and are skipped.
+    replayed_up_to: i64,
+    /// When this socket last relayed a typing notice, per conversation (for throttling).
+    typing_sent: HashMap<Conversation, Instant>,
 }
 
+/// Messages read per query while replaying a `sync`.
+const SYNC_PAGE: i64 = 500;
+/// Most messages one `sync` replays; beyond it `synced` says `more`.
+pub const SYNC_MAX: usize = 5000;
+/// At most one typing notice per conversation per this interval.
+const TYPING_INTERVAL: Duration = Duration::from_secs(1);
+
 /// An encoded frame for this socket (from the hub).
-#[derive(Message)]
+#[derive(Message, Clone)]
 #[rtype(result = "()")]
-pub struct Push(pub ByteString);
+pub struct Push {
+    pub frame: ByteString,
+    /// The id of the message this frame carries, if it is a `message` frame,
+    /// so a socket can skip what a `sync` already replayed to it.
+    pub message_id: Option<i64>,
+}
+
+impl Push {
+    pub fn message(id: i64, frame: ByteString) -> Self {
+        Push {
+            frame,
+            message_id: Some(id),
+        }
+    }
+
+    /// Any other frame: presence, receipts, typing.
+    pub fn event(frame: ByteString) -> Self {
+        Push {
+            frame,
+            message_id: None,
+        }
+    }
+}
 
 /// Close the socket with a close code and reason.
 #[derive(Message)]
@@ -143,7 +181,10 @@ impl Handler<Push> for SessionActor {
     type Result = ();
 
     fn handle(&mut self, msg: Push, ctx: &mut Self::Context) {
-        ctx.text(msg.0);
+        if msg.message_id.is_some_and(|id| id <= self.replayed_up_to) {
+            return;
+        }
+        ctx.text(msg.frame);
     }
 }
 
@@ -194,12 +235,9 @@ impl SessionActor {
     fn on_text(&mut self, text: &str, ctx: &mut ws::WebsocketContext<Self>) {
         match ClientFrame::parse(text) {
             Ok(ClientFrame::Message(send)) => self.on_send(send, ctx),
-            Ok(ClientFrame::Typing(_))
-            | Ok(ClientFrame::Read { .. })
-            | Ok(ClientFrame::Sync { .. }) => {
-                let error = ChatError::invalid("type: not supported by this server yet");
-                ctx.text(error_frame(&error, None));
-            }
+            Ok(ClientFrame::Typing(to)) => self.on_typing(to, ctx),
+            Ok(ClientFrame::Read { message_id }) => self.on_read(message_id, ctx),
+            Ok(ClientFrame::Sync { since }) => self.on_sync(since, ctx),
             Err(FrameError { error, client_id }) => {
                 ctx.text(error_frame(&error, client_id.as_deref()));
             }
@@ -261,6 +299,130 @@ impl SessionActor {
                     }));
                 }
             }
+        }
+    }
+
+    fn on_read(&mut self, message_id: i64, ctx: &mut ws::WebsocketContext<Self>) {
+        let request = self.chat.persistence.send(MarkRead {
+            reader: self.user.clone(),
+            message_id,
+        });
+        ctx.spawn(
+            async move { request.await? }
+                .into_actor(self)
+                .map(|result, _, ctx| {
+                    if let Err(error) = result {
+                        ctx.text(error_frame(&error, None));
+                    }
+                }),
+        );
+    }
+
+    /// Relays a typing notice (never stored), at most one per conversation per second.
+    fn on_typing(&mut self, to: Conversation, ctx: &mut ws::WebsocketContext<Self>) {
+        let now = Instant::now();
+        let key = match &to {
+            Conversation::User(name) => Conversation::User(validate::lookup_key(name)),
+            Conversation::Group(id) => Conversation::Group(*id),
+        };
+        if let Some(last) = self.typing_sent.get(&key) {
+            if now.duration_since(*last) < TYPING_INTERVAL {
+                return;
+            }
+        }
+        self.typing_sent
+            .retain(|_, sent| now.duration_since(*sent) < TYPING_INTERVAL);
+        self.typing_sent.insert(key, now);
+
+        let chat = self.chat.clone();
+        let sender = self.user.clone();
+        let relay = async move {
+            match to {
+                Conversation::User(name) => {
+                    let recipient = chat
+                        .user(&name)
+                        .await?
+                        .filter(|recipient| recipient.id != sender.id)
+                        .ok_or_else(|| ChatError::not_found("recipient: no such user"))?;
+                    let frame = encode(&ServerFrame::Typing {
+                        user: &sender.username,
+                        recipient: Some(&recipient.username),
+                        group_id: None,
+                    });
+                    chat.hub.push(recipient.id, &Push::event(frame), None);
+                    Ok(())
+                }
+                Conversation::Group(group_id) => {
+                    let room = chat.room(group_id).await?;
+                    ask(&room, Typing { sender }).await
+                }
+            }
+        };
+        ctx.spawn(relay.into_actor(self).map(|result, _, ctx| {
+            if let Err(error) = result {
+                ctx.text(error_frame(&error, None));
+            }
+        }));
+    }
+
+    /// Replays what the user may see above `since`, then `synced`. The socket
+    /// reads nothing else until the replay is written (the actor waits), so
+    /// messages committed meanwhile queue up and are then skipped if the
+    /// replay already had them: nothing is lost and nothing doubled.
+    fn on_sync(&mut self, since: i64, ctx: &mut ws::WebsocketContext<Self>) {
+        let store = self.chat.store.clone();
+        let user = self.user.id;
+        let fetch = async move {
+            let mut messages = Vec::new();
+            let mut cursor = since;
+            loop {
+                let page = store.visible_since(user, cursor, SYNC_PAGE).await?;
+                let full = page.len() as i64 == SYNC_PAGE;
+                cursor = page.last().map_or(cursor, |message| message.id);
+                messages.extend(page);
+                if !full || messages.len() >= SYNC_MAX {
+                    return Ok::<_, ChatError>((messages, full));
+                }
+            }
+        };
+        ctx.wait(
+            fetch
+                .into_actor(self)
+                .map(move |result, session, ctx| match result {
+                    Ok((messages, more)) => session.replay(since, &messages, more, ctx),
+                    Err(error) => ctx.text(error_frame(&error, None)),
+                }),
+        );
+    }
+
+    fn replay(
+        &mut self,
+        since: i64,
+        messages: &[AnyMessage],
+        more: bool,
+        ctx: &mut ws::WebsocketContext<Self>,
+    ) {
+        let mut newly_delivered = false;
+        for message in messages {
+            let mut status = message.status.as_deref().and_then(DeliveryStatus::parse);
+            let to_me = message.recipient.as_deref() == Some(&*self.user.username);
+            if to_me && status == Some(DeliveryStatus::Sent) {
+                status = Some(DeliveryStatus::Delivered);
+                newly_delivered = true;
+            }
+            ctx.text(encode(&ServerFrame::Message(MessageFrame::of(
+                message, status,
+            ))));
+        }
+        let last_id = messages.last().map_or(since, |message| message.id);
+        self.replayed_up_to = self.replayed_up_to.max(last_id);
+        ctx.text(encode(&ServerFrame::Synced { last_id, more }));
+        if newly_delivered {
+            self.chat.persistence.do_send(MarkDelivered {
+                recipient: self.user.clone(),
+                after: since,
+                up_to: last_id,
+            });
         }
     }
 

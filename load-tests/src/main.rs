@@ -14,7 +14,10 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 #[derive(Parser)]
-#[command(name = "parley-load", about = "Load and smoke tests for a Parley server")]
+#[command(
+    name = "parley-load",
+    about = "Load and smoke tests for a Parley server"
+)]
 struct Cli {
     /// Base URL of the server.
     #[arg(long, default_value = "http://127.0.0.1:8080", global = true)]
@@ -56,7 +59,8 @@ async fn main() {
 
 async fn smoke(base: &str, round_trips: u32, timeout: Duration) -> Result<(), Failure> {
     let http = reqwest::Client::new();
-    let suffix = std::process::id() % 100_000 * 1000 + Instant::now().elapsed().subsec_micros() % 1000;
+    let suffix =
+        std::process::id() % 100_000 * 1000 + Instant::now().elapsed().subsec_micros() % 1000;
     let alice = format!("smoke_a{suffix}");
     let bob = format!("smoke_b{suffix}");
     let alice_token = account(&http, base, &alice).await?;
@@ -130,7 +134,11 @@ async fn send(socket: &mut Socket, recipient: &str, content: &str) -> Result<(),
 }
 
 /// Waits for a `message` frame from `sender`, skipping acks, presence and pings.
-async fn expect_message(socket: &mut Socket, sender: &str, timeout: Duration) -> Result<(), Failure> {
+async fn expect_message(
+    socket: &mut Socket,
+    sender: &str,
+    timeout: Duration,
+) -> Result<(), Failure> {
     let deadline = Instant::now() + timeout;
     loop {
         let remaining = deadline.saturating_duration_since(Instant::now());

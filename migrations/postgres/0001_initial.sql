@@ -8,7 +8,8 @@ CREATE TABLE users (
     email         TEXT    NOT NULL,
     email_key     TEXT    NOT NULL,
     password_hash TEXT    NOT NULL,
-    created_at    BIGINT  NOT NULL
+    created_at    BIGINT  NOT NULL,
+    last_seen     BIGINT            -- when the user's last socket closed (or first opened)
 );
 CREATE UNIQUE INDEX users_username_key ON users (username_key);
 CREATE UNIQUE INDEX users_email_key ON users (email_key);
@@ -43,6 +44,7 @@ CREATE TABLE group_members (
     PRIMARY KEY (group_id, user_id)
 );
 CREATE INDEX group_members_user ON group_members (user_id);
+
 
 -- Private and group messages share one id sequence, so one sync cursor covers both.
 CREATE TABLE messages (

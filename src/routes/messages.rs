@@ -2,14 +2,14 @@
 
 use actix_web::{web, HttpResponse};
 use parley_actors::model::{DeliveryStatus, PrivateMessage, Timestamp};
-use parley_actors::persistence::{StoreMessage, Stored, Target};
+use parley_actors::persistence::{MarkRead, StoreMessage, Stored, Target};
 use parley_actors::protocol::{DEFAULT_CONTENT_TYPE, DEFAULT_MESSAGE_TYPE};
 use parley_actors::{ask, validate, ChatError};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::AuthUser;
 use crate::error::ApiResult;
-use crate::extract::{Json, Paging};
+use crate::extract::{path_id, Json, Paging};
 use crate::startup::AppState;
 
 #[derive(Deserialize)]
@@ -102,4 +102,33 @@ pub async fn private_history(
         .await?;
     let views: Vec<PrivateMessageView> = messages.iter().map(Into::into).collect();
     Ok(HttpResponse::Ok().json(views))
+}
+
+#[derive(Serialize)]
+struct ReadReceipt {
+    id: i64,
+    status: DeliveryStatus,
+}
+
+/// `POST /messages/{message_id}/read`: the recipient marks a private message
+/// read, or a group member moves their read cursor.
+#[tracing::instrument(skip_all, fields(reader = %user.username))]
+pub async fn mark_read(
+    state: web::Data<AppState>,
+    AuthUser(user): AuthUser,
+    message_id: web::Path<String>,
+) -> ApiResult<HttpResponse> {
+    let message_id = path_id("message_id", &message_id)?;
+    ask(
+        &state.chat.persistence,
+        MarkRead {
+            reader: user,
+            message_id,
+        },
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(ReadReceipt {
+        id: message_id,
+        status: DeliveryStatus::Read,
+    }))
 }

@@ -6,7 +6,7 @@ mod auth;
 mod devices;
 mod files;
 mod groups;
-mod messages;
+pub(crate) mod messages;
 mod ws;
 
 use actix_web::{web, HttpResponse};
@@ -24,9 +24,29 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             resource("/messages/private/{username}", "GET")
                 .route(web::get().to(messages::private_history)),
         )
-        .service(resource("/groups", "POST").route(web::post().to(groups::create)))
         .service(
-            resource("/groups/{group_id}/messages", "GET").route(web::get().to(groups::messages)),
+            resource("/messages/{message_id}/read", "POST")
+                .route(web::post().to(messages::mark_read)),
+        )
+        .service(
+            resource("/groups", "GET, POST")
+                .route(web::get().to(groups::mine))
+                .route(web::post().to(groups::create)),
+        )
+        .service(
+            resource("/groups/{group_id}/messages", "GET, POST")
+                .route(web::get().to(groups::messages))
+                .route(web::post().to(groups::post_message)),
+        )
+        .service(
+            resource("/groups/{group_id}/members", "GET, POST")
+                .route(web::get().to(groups::members))
+                .route(web::post().to(groups::add_member)),
+        )
+        .service(
+            resource("/groups/{group_id}/members/{username}", "DELETE, PATCH")
+                .route(web::delete().to(groups::remove_member))
+                .route(web::patch().to(groups::change_role)),
         )
         .service(
             resource("/devices", "GET, POST")

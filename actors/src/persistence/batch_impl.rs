@@ -8,9 +8,10 @@ use sqlx::Connection;
 
 use crate::error::{ChatError, ChatResult};
 use crate::model::{DeliveryStatus, GroupMessage, GroupRecord, PrivateMessage, Timestamp, UserRef};
-use crate::persistence::{Ack, Shared, Stored, StoreMessage, Target, Write};
+use crate::persistence::{Ack, MarkRead, Shared, Stored, StoreMessage, Target, Write};
 use crate::protocol::{encode, ServerFrame};
 use crate::room::FanOut;
+use crate::session::Push;
 
 type Pool = sqlx::Pool<q::Db>;
 
@@ -19,12 +20,17 @@ enum Effect {
     CacheUser(String, UserRef),
     CacheConversation((i64, i64), i64),
     DeliverPrivate {
-        frame: ByteString,
+        push: Push,
         recipient: i64,
         sender: i64,
         origin: Option<crate::hub::SessionId>,
     },
     DeliverGroup(actix::Addr<crate::room::RoomActor>, FanOut),
+    /// A frame for every socket of these users.
+    Push {
+        users: smallvec::SmallVec<[i64; 2]>,
+        frame: ByteString,
+    },
 }
 
 pub(crate) async fn run(pool: &Pool, mut writes: Vec<Write>, shared: &Shared) {
@@ -77,15 +83,16 @@ fn finish(writes: Vec<Write>, effects: Vec<Effect>, shared: &Shared) {
                 shared.directory.conversations.insert(pair, id);
             }
             Effect::DeliverPrivate {
-                frame,
+                push,
                 recipient,
                 sender,
                 origin,
             } => {
-                shared.hub.push(recipient, &frame, None);
-                shared.hub.push(sender, &frame, origin);
+                shared.hub.push(recipient, &push, None);
+                shared.hub.push(sender, &push, origin);
             }
             Effect::DeliverGroup(room, fan_out) => room.do_send(fan_out),
+            Effect::Push { users, frame } => shared.hub.push_to_all(users, &frame),
         }
     }
     for write in writes {
@@ -146,8 +153,100 @@ async fn apply(
             q::insert_file(conn, &p.msg.file).await?;
             p.result = Some(Ok(p.msg.file.clone()));
         }
+        Write::AddMember(p) => {
+            let m = &p.msg;
+            let added = q::insert_member(conn, m.group_id, m.user.id, m.role.as_str(), now).await?;
+            p.result = Some(if added {
+                Ok(now)
+            } else {
+                Err(ChatError::conflict("username: already a member of this group"))
+            });
+        }
+        Write::RemoveMember(p) => {
+            let removed = q::delete_member(conn, p.msg.group_id, p.msg.user).await?;
+            p.result = Some(if removed {
+                Ok(())
+            } else {
+                Err(ChatError::not_found("username: not a member of this group"))
+            });
+        }
+        Write::SetRoles(p) => {
+            for (user, role) in &p.msg.changes {
+                q::update_role(conn, role.as_str(), p.msg.group_id, *user).await?;
+            }
+            p.result = Some(Ok(()));
+        }
+        Write::MarkDelivered(p) => {
+            let m = &p.msg;
+            let changed = q::mark_delivered(conn, m.recipient.id, m.after, m.up_to).await?;
+            for &(message_id, sender) in &changed {
+                let to = smallvec::smallvec![sender];
+                effects.push(receipt(to, message_id, &m.recipient, DeliveryStatus::Delivered, now));
+            }
+            p.result = Some(Ok(changed.len()));
+        }
+        Write::MarkRead(p) => {
+            p.result = Some(mark_read(conn, &p.msg, now, effects).await?);
+        }
+        Write::TouchUser(p) => {
+            q::touch_user(conn, p.msg.at, p.msg.user).await?;
+            p.result = Some(Ok(()));
+        }
     }
     Ok(())
+}
+
+/// A `receipt` for every socket of `to`.
+fn receipt(
+    to: smallvec::SmallVec<[i64; 2]>,
+    message_id: i64,
+    by: &UserRef,
+    status: DeliveryStatus,
+    at: Timestamp,
+) -> Effect {
+    Effect::Push {
+        users: to,
+        frame: encode(&ServerFrame::Receipt {
+            message_id,
+            user: &by.username,
+            status,
+            timestamp: at,
+        }),
+    }
+}
+
+async fn mark_read(
+    conn: &mut q::Conn,
+    m: &MarkRead,
+    now: Timestamp,
+    effects: &mut Vec<Effect>,
+) -> Result<ChatResult<()>, sqlx::Error> {
+    let hidden = || ChatError::not_found("message_id: no such message in your conversations");
+    let Some((sender, recipient, group, status)) = q::message_parties(conn, m.message_id).await? else {
+        return Ok(Err(hidden()));
+    };
+    let reader = m.reader.id;
+    if let Some(group_id) = group {
+        if !q::is_member(conn, group_id, reader).await? {
+            return Ok(Err(hidden()));
+        }
+        q::advance_read_cursor(conn, m.message_id, group_id, reader).await?;
+        return Ok(Ok(()));
+    }
+    if recipient != Some(reader) {
+        return Ok(Err(if sender == reader {
+            ChatError::forbidden("message_id: only the recipient can mark a message read")
+        } else {
+            hidden()
+        }));
+    }
+    if status.as_deref() != Some(DeliveryStatus::Read.as_str()) {
+        q::mark_read(conn, m.message_id).await?;
+        // The reader's other devices learn it too, to clear their unread marks.
+        let to = smallvec::smallvec![sender, reader];
+        effects.push(receipt(to, m.message_id, &m.reader, DeliveryStatus::Read, now));
+    }
+    Ok(Ok(()))
 }
 
 async fn store_message(
@@ -219,7 +318,7 @@ async fn store_message(
                 status,
             };
             effects.push(Effect::DeliverPrivate {
-                frame: encode(&ServerFrame::Message((&message).into())),
+                push: Push::message(id, encode(&ServerFrame::Message((&message).into()))),
                 recipient: recipient.id,
                 sender: sender.id,
                 origin: m.origin,
@@ -254,7 +353,7 @@ async fn store_message(
             effects.push(Effect::DeliverGroup(
                 room.clone(),
                 FanOut {
-                    frame: encode(&ServerFrame::Message((&message).into())),
+                    push: Push::message(id, encode(&ServerFrame::Message((&message).into()))),
                     origin: m.origin,
                 },
             ));
@@ -273,7 +372,8 @@ async fn duplicate(conn: &mut q::Conn, m: &StoreMessage) -> Result<ChatResult<St
     let client_id = m.client_id.as_deref().unwrap_or_default();
     let (id, created_at, status) = q::message_by_client_id(conn, m.sender.id, client_id).await?;
     let status = status
-        .and_then(|s| DeliveryStatus::try_from(s).ok())
+        .as_deref()
+        .and_then(DeliveryStatus::parse)
         .unwrap_or(DeliveryStatus::Sent);
     Ok(Ok(Stored::Duplicate(Ack {
         id,

@@ -23,7 +23,7 @@ use crate::model::{
     DeliveryStatus, DeviceRecord, FileRecord, GroupMessage, GroupRecord, PrivateMessage, Timestamp,
     UserRecord, UserRef,
 };
-use crate::room::RoomActor;
+use crate::room::{Role, RoomActor};
 use crate::store::{Pool, Store};
 
 /// Most writes committed in one transaction.
@@ -167,6 +167,62 @@ pub struct StoreFile {
     pub file: FileRecord,
 }
 
+/// Add a member to a group (the room has checked the caller may). Replies
+/// with the time they joined; 409 if they already are a member.
+#[derive(Message)]
+#[rtype(result = "ChatResult<Timestamp>")]
+pub struct AddMember {
+    pub group_id: i64,
+    pub user: UserRef,
+    pub role: Role,
+}
+
+/// Remove a member (the room has checked the caller may); 404 if not a member.
+#[derive(Message)]
+#[rtype(result = "ChatResult<()>")]
+pub struct RemoveMember {
+    pub group_id: i64,
+    pub user: i64,
+}
+
+/// Change members' roles in one transaction (two changes for an ownership transfer).
+#[derive(Message)]
+#[rtype(result = "ChatResult<()>")]
+pub struct SetRoles {
+    pub group_id: i64,
+    /// (user id, new role)
+    pub changes: Vec<(i64, Role)>,
+}
+
+/// Mark the recipient's `sent` messages with ids in (`after`, `up_to`] as
+/// `delivered` (after a sync replayed them); each sender's sockets get a
+/// `receipt`. Replies with how many changed.
+#[derive(Message)]
+#[rtype(result = "ChatResult<usize>")]
+pub struct MarkDelivered {
+    pub recipient: UserRef,
+    pub after: i64,
+    pub up_to: i64,
+}
+
+/// The reader read a message: a private one becomes `read` (recipient only;
+/// the sender gets 403, anyone else 404) and the sender's sockets get a
+/// `receipt`; a group one moves the reader's read cursor (members only, else 404).
+#[derive(Message)]
+#[rtype(result = "ChatResult<()>")]
+pub struct MarkRead {
+    pub reader: UserRef,
+    pub message_id: i64,
+}
+
+/// Record when a user was last seen (first socket opened, last one closed).
+#[derive(Message)]
+#[rtype(result = "ChatResult<()>")]
+pub struct TouchUser {
+    pub user: i64,
+    pub at: Timestamp,
+}
+
 // ---- The actor --------------------------------------------------------------
 
 /// A write waiting for its transaction, with the channel its reply goes back on.
@@ -250,6 +306,12 @@ writes! {
     DeleteDevice(DeleteDevice) -> i64;
     TouchDevice(TouchDevice) -> ();
     StoreFile(StoreFile) -> FileRecord;
+    AddMember(AddMember) -> Timestamp;
+    RemoveMember(RemoveMember) -> ();
+    SetRoles(SetRoles) -> ();
+    MarkDelivered(MarkDelivered) -> usize;
+    MarkRead(MarkRead) -> ();
+    TouchUser(TouchUser) -> ();
 }
 
 pub struct PersistenceActor {

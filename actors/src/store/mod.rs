@@ -16,7 +16,8 @@ use sqlx::{PgPool, SqlitePool};
 
 use crate::error::{ChatError, ChatResult};
 use crate::model::{
-    Credentials, DeviceRecord, FileRecord, GroupMessage, GroupRecord, Page, PrivateMessage, UserRef,
+    AnyMessage, Credentials, DeviceRecord, FileRecord, GroupMessage, GroupRecord, GroupSummary,
+    Page, PrivateMessage, UserRef,
 };
 
 pub(crate) mod sqlite {
@@ -221,6 +222,23 @@ impl Store {
 
     pub async fn file(&self, file_id: &str) -> ChatResult<Option<FileRecord>> {
         Ok(on_backend!(&self.read, |q, pool| q::file(pool, file_id).await)?)
+    }
+
+    /// The caller's groups with their role and unread count.
+    pub async fn groups_of(&self, user: i64) -> ChatResult<Vec<GroupSummary>> {
+        Ok(on_backend!(&self.read, |q, pool| q::groups_of(pool, user).await)?)
+    }
+
+    /// Up to `limit` messages above `after` that `user` may see, ascending id.
+    pub async fn visible_since(
+        &self,
+        user: i64,
+        after: i64,
+        limit: i64,
+    ) -> ChatResult<Vec<AnyMessage>> {
+        Ok(on_backend!(&self.read, |q, pool| {
+            q::visible_since(pool, user, after, limit).await
+        })?)
     }
 
     /// Users who share a private conversation with `user`, or a group of at

@@ -7,8 +7,8 @@
 use sqlx::Executor;
 
 use crate::model::{
-    Credentials, DeviceRecord, FileRecord, GroupMessage, GroupRecord, Page, PrivateMessage,
-    Timestamp, UserRecord,
+    AnyMessage, Credentials, DeviceRecord, FileRecord, GroupMessage, GroupRecord, GroupSummary,
+    Page, PrivateMessage, Timestamp, UserRecord,
 };
 use crate::store::MemberRow;
 
@@ -197,6 +197,47 @@ pub async fn contacts<'e, E: Executor<'e, Database = Db>>(
     )
     .bind(user)
     .bind(group_limit)
+    .fetch_all(ex)
+    .await
+}
+
+pub async fn groups_of<'e, E: Executor<'e, Database = Db>>(
+    ex: E,
+    user: i64,
+) -> Result<Vec<GroupSummary>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT g.id, g.name, g.description, g.created_at, u.username AS created_by, gm.role, \
+           (SELECT COUNT(*) FROM messages m \
+             WHERE m.group_id = g.id AND m.id > gm.read_cursor AND m.sender_id <> gm.user_id) AS unread \
+         FROM group_members gm \
+         JOIN chat_groups g ON g.id = gm.group_id JOIN users u ON u.id = g.created_by \
+         WHERE gm.user_id = $1 ORDER BY g.id",
+    )
+    .bind(user)
+    .fetch_all(ex)
+    .await
+}
+
+/// Up to `limit` messages with id above `after` that `user` may see: their
+/// private conversations and every group they are in, ascending id.
+pub async fn visible_since<'e, E: Executor<'e, Database = Db>>(
+    ex: E,
+    user: i64,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<AnyMessage>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT m.id, s.username AS sender, r.username AS recipient, m.group_id, m.content, \
+           m.message_type, m.content_type, m.created_at AS timestamp, m.status \
+         FROM messages m JOIN users s ON s.id = m.sender_id LEFT JOIN users r ON r.id = m.recipient_id \
+         WHERE (m.conversation_id IN (SELECT id FROM conversations WHERE user_lo = $1 OR user_hi = $1) \
+             OR m.group_id IN (SELECT group_id FROM group_members WHERE user_id = $1)) \
+           AND m.id > $2 \
+         ORDER BY m.id LIMIT $3",
+    )
+    .bind(user)
+    .bind(after)
+    .bind(limit)
     .fetch_all(ex)
     .await
 }
@@ -400,4 +441,145 @@ pub async fn insert_file(conn: &mut Conn, file: &FileRecord) -> Result<(), sqlx:
     .execute(&mut *conn)
     .await
     .map(|_| ())
+}
+
+/// Adds a member; false if they already are one.
+pub async fn insert_member(
+    conn: &mut Conn,
+    group_id: i64,
+    user: i64,
+    role: &str,
+    now: Timestamp,
+) -> Result<bool, sqlx::Error> {
+    let inserted: Option<i64> = sqlx::query_scalar(
+        "INSERT INTO group_members (group_id, user_id, role, joined_at) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (group_id, user_id) DO NOTHING RETURNING user_id",
+    )
+    .bind(group_id)
+    .bind(user)
+    .bind(role)
+    .bind(now.0)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if inserted.is_some() {
+        change_member_count(conn, group_id, 1).await?;
+    }
+    Ok(inserted.is_some())
+}
+
+/// Removes a member; false if they were not one.
+pub async fn delete_member(conn: &mut Conn, group_id: i64, user: i64) -> Result<bool, sqlx::Error> {
+    let deleted: Option<i64> = sqlx::query_scalar(
+        "DELETE FROM group_members WHERE group_id = $1 AND user_id = $2 RETURNING user_id",
+    )
+    .bind(group_id)
+    .bind(user)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if deleted.is_some() {
+        change_member_count(conn, group_id, -1).await?;
+    }
+    Ok(deleted.is_some())
+}
+
+async fn change_member_count(conn: &mut Conn, group_id: i64, by: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE chat_groups SET member_count = member_count + $1 WHERE id = $2")
+        .bind(by)
+        .bind(group_id)
+        .execute(&mut *conn)
+        .await
+        .map(|_| ())
+}
+
+pub async fn update_role(
+    conn: &mut Conn,
+    role: &str,
+    group_id: i64,
+    user: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE group_members SET role = $1 WHERE group_id = $2 AND user_id = $3")
+        .bind(role)
+        .bind(group_id)
+        .bind(user)
+        .execute(&mut *conn)
+        .await
+        .map(|_| ())
+}
+
+pub async fn is_member(conn: &mut Conn, group_id: i64, user: i64) -> Result<bool, sqlx::Error> {
+    let found: Option<i64> = sqlx::query_scalar(
+        "SELECT user_id FROM group_members WHERE group_id = $1 AND user_id = $2",
+    )
+    .bind(group_id)
+    .bind(user)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(found.is_some())
+}
+
+/// Marks `recipient`'s messages with ids in (`after`, `up_to`] still `sent`
+/// as `delivered`; returns (message id, sender id) of each one changed.
+pub async fn mark_delivered(
+    conn: &mut Conn,
+    recipient: i64,
+    after: i64,
+    up_to: i64,
+) -> Result<Vec<(i64, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "UPDATE messages SET status = 'delivered' \
+         WHERE recipient_id = $1 AND status = 'sent' AND id > $2 AND id <= $3 \
+         RETURNING id, sender_id",
+    )
+    .bind(recipient)
+    .bind(after)
+    .bind(up_to)
+    .fetch_all(&mut *conn)
+    .await
+}
+
+/// Who a message is between: (sender id, recipient id, group id, status).
+pub async fn message_parties(
+    conn: &mut Conn,
+    id: i64,
+) -> Result<Option<(i64, Option<i64>, Option<i64>, Option<String>)>, sqlx::Error> {
+    sqlx::query_as("SELECT sender_id, recipient_id, group_id, status FROM messages WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await
+}
+
+pub async fn mark_read(conn: &mut Conn, id: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE messages SET status = 'read' WHERE id = $1")
+        .bind(id)
+        .execute(&mut *conn)
+        .await
+        .map(|_| ())
+}
+
+/// Moves a member's read cursor up to `id` (never down).
+pub async fn advance_read_cursor(
+    conn: &mut Conn,
+    id: i64,
+    group_id: i64,
+    user: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE group_members SET read_cursor = $1 \
+         WHERE group_id = $2 AND user_id = $3 AND read_cursor < $1",
+    )
+    .bind(id)
+    .bind(group_id)
+    .bind(user)
+    .execute(&mut *conn)
+    .await
+    .map(|_| ())
+}
+
+pub async fn touch_user(conn: &mut Conn, at: Timestamp, user: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE users SET last_seen = $1 WHERE id = $2")
+        .bind(at.0)
+        .bind(user)
+        .execute(&mut *conn)
+        .await
+        .map(|_| ())
 }
