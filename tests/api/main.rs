@@ -1,0 +1,14 @@
+//! Black-box tests of Parley's HTTP and WebSocket contract (DESIGN.md §2–§4).
+//! Each test starts the real server on port 0 with its own database; see
+//! `helpers.rs`.
+
+#[macro_use]
+mod helpers;
+
+mod auth;
+mod devices;
+mod errors;
+mod files;
+mod groups;
+mod private_messages;
+mod websocket;
