@@ -63,7 +63,7 @@ impl Application {
         let chat = Chat::start(&config.effective_database_url(), config.chat_settings())
             .await
             .map_err(StartupError::Database)?;
-        web::block(password::warm_up).await.ok();
+        password::warm_up().await;
 
         let bind_error = |source| StartupError::Bind {
             bind: config.bind.clone(),

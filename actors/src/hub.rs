@@ -22,10 +22,18 @@ pub struct Socket {
     pub addr: Addr<SessionActor>,
 }
 
+/// A socket as the hub keeps it.
+struct Entry {
+    socket: Socket,
+    /// Its queue overflowed and it was told to close: push nothing more to it
+    /// (so its memory stays bounded while the client does not read).
+    overflowed: bool,
+}
+
 #[derive(Default)]
 pub struct Hub {
     /// user id → that user's open sockets (most users have one or two).
-    users: DashMap<i64, SmallVec<[Socket; 1]>>,
+    users: DashMap<i64, SmallVec<[Entry; 1]>>,
     next_session: AtomicU64,
 }
 
@@ -41,14 +49,17 @@ impl Hub {
     /// Adds a socket; true if it is the user's first (the user just came online).
     pub fn register(&self, user: i64, socket: Socket) -> bool {
         let mut sockets = self.users.entry(user).or_default();
-        sockets.push(socket);
+        sockets.push(Entry {
+            socket,
+            overflowed: false,
+        });
         sockets.len() == 1
     }
 
     /// Removes a socket; true if it was the user's last (the user went offline).
     pub fn unregister(&self, user: i64, session: SessionId) -> bool {
         let removed = self.users.remove_if_mut(&user, |_, sockets| {
-            sockets.retain(|socket| socket.session != session);
+            sockets.retain(|entry| entry.socket.session != session);
             sockets.is_empty()
         });
         removed.is_some()
@@ -72,22 +83,42 @@ impl Hub {
             return 0;
         };
         let mut reached = 0;
-        for socket in sockets.iter().filter(|s| Some(s.session) != except) {
-            match socket.addr.try_send(push.clone()) {
+        let mut overflowed = SmallVec::<[SessionId; 1]>::new();
+        let receivers = sockets
+            .iter()
+            .filter(|entry| !entry.overflowed && Some(entry.socket.session) != except);
+        for entry in receivers {
+            match entry.socket.addr.try_send(push.clone()) {
                 Ok(()) => reached += 1,
-                Err(SendError::Full(_)) => {
-                    tracing::warn!(
-                        user,
-                        session = socket.session,
-                        "slow consumer; closing socket"
-                    );
-                    socket.addr.do_send(Disconnect::slow_consumer());
-                }
+                Err(SendError::Full(_)) => overflowed.push(entry.socket.session),
                 // Already stopping; it unregisters itself.
                 Err(SendError::Closed(_)) => {}
             }
         }
+        drop(sockets);
+        if !overflowed.is_empty() {
+            self.close_slow(user, &overflowed);
+        }
         reached
+    }
+
+    /// Marks sockets whose queue is full and tells each, once, to close with
+    /// 1008. The close is queued behind the frames the client has yet to read.
+    fn close_slow(&self, user: i64, sessions: &[SessionId]) {
+        let Some(mut sockets) = self.users.get_mut(&user) else {
+            return;
+        };
+        for entry in sockets.iter_mut() {
+            if sessions.contains(&entry.socket.session) && !entry.overflowed {
+                entry.overflowed = true;
+                tracing::warn!(
+                    user,
+                    session = entry.socket.session,
+                    "slow consumer; closing socket"
+                );
+                entry.socket.addr.do_send(Disconnect::slow_consumer());
+            }
+        }
     }
 
     /// Pushes one event frame (not a message) to every socket of several users.

@@ -1,10 +1,13 @@
 //! Password hashing with argon2id at OWASP's parameters (19 MiB, 2 passes,
-//! 1 lane). Hashing is deliberately slow, so it runs on the blocking thread
-//! pool, never on an actor or async worker thread.
+//! 1 lane). Hashing is deliberately slow (milliseconds of CPU), so it runs on
+//! its own small pool of low-priority threads: never on an actor or async
+//! worker thread, and never ahead of them for the CPU, so a burst of logins
+//! cannot stall the sockets. The pool's queue is bounded; when it is full a
+//! request fails fast with 503 rather than piling up 19 MiB hashes.
 
-use std::sync::OnceLock;
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, OnceLock};
 
-use actix_web::web;
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
@@ -17,9 +20,73 @@ fn argon2() -> Argon2<'static> {
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
 }
 
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Hashes waiting for a thread; beyond this, requests get 503.
+const QUEUE: usize = 256;
+/// Nice value of the hashing threads (0 is normal; higher yields the CPU).
+const HASHING_NICENESS: i32 = 10;
+
+fn pool() -> &'static SyncSender<Job> {
+    static POOL: OnceLock<SyncSender<Job>> = OnceLock::new();
+    POOL.get_or_init(|| {
+        let (jobs, queue) = mpsc::sync_channel::<Job>(QUEUE);
+        let queue = Arc::new(Mutex::new(queue));
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        for n in 0..threads {
+            let queue = queue.clone();
+            std::thread::Builder::new()
+                .name(format!("parley-argon2-{n}"))
+                .spawn(move || run_jobs(&queue))
+                .expect("the hashing threads can start");
+        }
+        jobs
+    })
+}
+
+fn run_jobs(queue: &Mutex<Receiver<Job>>) {
+    // On Linux the nice value is per thread; `who = 0` means this thread.
+    #[cfg(target_os = "linux")]
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, 0, HASHING_NICENESS);
+    }
+    loop {
+        let job = match queue.lock() {
+            Ok(queue) => queue.recv(),
+            Err(_) => return,
+        };
+        match job {
+            Ok(job) => job(),
+            Err(_) => return,
+        }
+    }
+}
+
+/// Runs `work` on the hashing pool.
+async fn on_hashing_pool<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    let (reply, result) = tokio::sync::oneshot::channel();
+    let job: Job = Box::new(move || {
+        let _ = reply.send(work());
+    });
+    match pool().try_send(job) {
+        Ok(()) => {}
+        Err(TrySendError::Full(_)) => {
+            return Err(ChatError::Unavailable("the password hashing queue is full".into()).into())
+        }
+        Err(TrySendError::Disconnected(_)) => {
+            return Err(ChatError::internal_msg("the password hashing threads stopped").into())
+        }
+    }
+    result
+        .await
+        .map_err(|_| ChatError::internal_msg("a password hashing job was dropped").into())
+}
+
 /// Hashes a password into a PHC string with a fresh random salt.
 pub async fn hash(password: String) -> Result<String, ApiError> {
-    let hashed = web::block(move || {
+    let hashed = on_hashing_pool(move || {
         let salt = SaltString::generate(&mut OsRng);
         argon2()
             .hash_password(password.as_bytes(), &salt)
@@ -33,7 +100,7 @@ pub async fn hash(password: String) -> Result<String, ApiError> {
 /// exist (`None`) — against a dummy hash, so that an unknown username costs
 /// the same time as a wrong password and reveals nothing.
 pub async fn verify(password: String, stored: Option<String>) -> Result<bool, ApiError> {
-    let matched = web::block(move || {
+    let matched = on_hashing_pool(move || {
         let stored = stored.as_deref().unwrap_or_else(|| dummy_hash());
         let parsed = PasswordHash::new(stored)?;
         match argon2().verify_password(password.as_bytes(), &parsed) {
@@ -58,9 +125,13 @@ fn dummy_hash() -> &'static str {
     })
 }
 
-/// Computes the dummy hash ahead of the first login for an unknown user.
-pub fn warm_up() {
-    dummy_hash();
+/// Starts the hashing threads and computes the dummy hash ahead of the
+/// first login for an unknown user.
+pub async fn warm_up() {
+    let _ = on_hashing_pool(|| {
+        dummy_hash();
+    })
+    .await;
 }
 
 #[cfg(test)]
