@@ -415,7 +415,9 @@ impl SessionActor {
             ))));
         }
         let last_id = messages.last().map_or(since, |message| message.id);
-        self.replayed_up_to = self.replayed_up_to.max(last_id);
+        if let Some(last) = messages.last() {
+            self.replayed_up_to = self.replayed_up_to.max(last.id);
+        }
         ctx.text(encode(&ServerFrame::Synced { last_id, more }));
         if newly_delivered {
             self.chat.persistence.do_send(MarkDelivered {

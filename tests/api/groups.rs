@@ -1,5 +1,6 @@
-//! POST /groups and GET /groups/{group_id}/messages (first round: no
-//! membership changes or group sends yet, so the message list is empty).
+//! POST /groups and GET /groups/{group_id}/messages on a group without
+//! messages. Membership is in `group_membership.rs`; group sends and paging
+//! over real messages in `group_messages.rs`.
 
 use serde_json::{json, Value};
 
@@ -215,10 +216,13 @@ api_test!(invalid_group_paging_parameters_are_400, |app| async move {
         "limit=0",
         "limit=-1",
         "limit=abc",
+        "limit=1.5",
         "before=-1",
         "before=abc",
+        "before=1.5",
         "after=-1",
         "after=x",
+        "after=1.5",
     ] {
         let response = app.group_messages(&alice.token, &group, query).await;
         let status = response.status().as_u16();

@@ -86,6 +86,9 @@ pub const POSTGRES_URL_VAR: &str = "PARLEY_TEST_POSTGRES_URL";
 /// How long any single wait (a WebSocket frame, a handshake) may take before the test fails.
 pub const WAIT: Duration = Duration::from_secs(5);
 
+/// How long a socket must stay quiet to count as "got nothing".
+pub const QUIET: Duration = Duration::from_millis(500);
+
 /// Which database a test's server uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
@@ -407,7 +410,160 @@ impl TestApp {
         self.get(&format!("/files/{file_id}"), token).await
     }
 
+    /// DELETE `path`.
+    pub async fn delete(&self, path: &str, token: &str) -> Response {
+        self.send(authorized(self.client.delete(self.url(path)), token))
+            .await
+    }
+
+    /// PATCH `body` as JSON to `path`.
+    pub async fn patch_json(&self, path: &str, token: &str, body: &Value) -> Response {
+        self.send(authorized(self.client.patch(self.url(path)), token).json(body))
+            .await
+    }
+
+    /// GET /groups (the caller's groups with role and unread count)
+    pub async fn list_groups(&self, token: &str) -> Response {
+        self.get("/groups", token).await
+    }
+
+    /// POST /groups/{group_id}/messages; `group_id` is a string so tests can
+    /// pass non-integers.
+    pub async fn post_group_message(&self, token: &str, group_id: &str, body: &Value) -> Response {
+        self.post_json(&format!("/groups/{group_id}/messages"), token, body)
+            .await
+    }
+
+    /// GET /groups/{group_id}/members
+    pub async fn group_members(&self, token: &str, group_id: &str) -> Response {
+        self.get(&format!("/groups/{group_id}/members"), token)
+            .await
+    }
+
+    /// POST /groups/{group_id}/members `{username}`
+    pub async fn add_member(&self, token: &str, group_id: &str, username: &str) -> Response {
+        self.post_json(
+            &format!("/groups/{group_id}/members"),
+            token,
+            &json!({ "username": username }),
+        )
+        .await
+    }
+
+    /// DELETE /groups/{group_id}/members/{username}
+    pub async fn remove_member(&self, token: &str, group_id: &str, username: &str) -> Response {
+        self.delete(&format!("/groups/{group_id}/members/{username}"), token)
+            .await
+    }
+
+    /// PATCH /groups/{group_id}/members/{username} with `body` (normally `{role}`).
+    pub async fn change_member(
+        &self,
+        token: &str,
+        group_id: &str,
+        username: &str,
+        body: &Value,
+    ) -> Response {
+        self.patch_json(
+            &format!("/groups/{group_id}/members/{username}"),
+            token,
+            body,
+        )
+        .await
+    }
+
+    /// PATCH /groups/{group_id}/members/{username} `{role}`
+    pub async fn change_role(
+        &self,
+        token: &str,
+        group_id: &str,
+        username: &str,
+        role: &str,
+    ) -> Response {
+        self.change_member(token, group_id, username, &json!({ "role": role }))
+            .await
+    }
+
+    /// POST /messages/{message_id}/read
+    pub async fn mark_read(&self, token: &str, message_id: &str) -> Response {
+        self.post_json(&format!("/messages/{message_id}/read"), token, &json!({}))
+            .await
+    }
+
     // -- composite helpers --------------------------------------------------
+
+    /// Creates a group owned by `owner` with `members` added (as plain
+    /// members, in order) and returns its id.
+    pub async fn create_group_with(
+        &self,
+        owner: &TestUser,
+        name: &str,
+        members: &[&TestUser],
+    ) -> i64 {
+        let group = self.create_group_id(owner, name).await;
+        for member in members {
+            json_ok(
+                self.add_member(&owner.token, &group.to_string(), &member.username)
+                    .await,
+            )
+            .await;
+        }
+        group
+    }
+
+    /// Posts `content` to `group` over REST as `from` and returns the message.
+    pub async fn send_group_text(&self, from: &TestUser, group: i64, content: &str) -> Value {
+        json_ok(
+            self.post_group_message(
+                &from.token,
+                &group.to_string(),
+                &json!({"content": content}),
+            )
+            .await,
+        )
+        .await
+    }
+
+    /// The ids of `group`'s history for `query`.
+    pub async fn group_history_ids(&self, token: &str, group: i64, query: &str) -> Vec<i64> {
+        let body = json_ok(self.group_messages(token, &group.to_string(), query).await).await;
+        array(&body, "group history")
+            .iter()
+            .map(|m| int_field(m, "id"))
+            .collect()
+    }
+
+    /// The caller's entry for `group` in `GET /groups`, if listed.
+    pub async fn my_group(&self, token: &str, group: i64) -> Option<Value> {
+        let groups = json_ok(self.list_groups(token).await).await;
+        array(&groups, "GET /groups")
+            .iter()
+            .find(|g| g["id"] == group)
+            .cloned()
+    }
+
+    /// The caller's `unread` count for `group` (which must be listed).
+    pub async fn unread(&self, token: &str, group: i64) -> i64 {
+        let entry = self
+            .my_group(token, group)
+            .await
+            .unwrap_or_else(|| panic!("group {group} should be in GET /groups"));
+        int_field(&entry, "unread")
+    }
+
+    /// `(username, role)` of every member of `group`, as listed (oldest first).
+    pub async fn member_roles(&self, token: &str, group: i64) -> Vec<(String, String)> {
+        let members = json_ok(self.group_members(token, &group.to_string()).await).await;
+        array(&members, "members")
+            .iter()
+            .map(|m| {
+                (
+                    str_field(m, "username").to_string(),
+                    str_field(m, "role").to_string(),
+                )
+            })
+            .collect()
+    }
 
     /// Registers `username` (email `<username>@example.com`, a fixed strong
     /// password) and logs in.
@@ -846,6 +1002,13 @@ pub async fn ws_assert_quiet(ws: &mut WsStream, wait: Duration, why: &str) {
     }
 }
 
+/// Asserts, for all `sockets` at once, that no non-presence frame arrives
+/// within `wait`.
+pub async fn ws_assert_all_quiet(sockets: &mut [&mut WsStream], wait: Duration, why: &str) {
+    futures_util::future::join_all(sockets.iter_mut().map(|ws| ws_assert_quiet(ws, wait, why)))
+        .await;
+}
+
 /// Waits until the server's session for `ws` answers a frame: sends a text
 /// frame that is not JSON and expects the `error` frame for it. After this
 /// the session is registered and receives what its user receives.
@@ -952,4 +1115,133 @@ pub fn assert_error_frame(frame: &Value, code: u16) {
         "expected an error frame, got {frame}"
     );
     assert_error_body(frame, code);
+}
+
+/// A client `message` frame to `recipient` with `client_id`.
+pub fn socket_message(recipient: &str, content: &str, client_id: &str) -> Value {
+    json!({"type": "message", "recipient": recipient, "content": content, "client_id": client_id})
+}
+
+/// A client `message` frame to `group` with `client_id`.
+pub fn group_socket_message(group: i64, content: &str, client_id: &str) -> Value {
+    json!({"type": "message", "group_id": group, "content": content, "client_id": client_id})
+}
+
+/// Asserts an `ack` for `client_id` with `status` and returns its id.
+pub fn assert_ack(frame: &Value, client_id: &str, status: &str) -> i64 {
+    assert_eq!(frame["type"], "ack", "expected an ack, got {frame}");
+    assert_has_fields(frame, &["client_id", "id", "timestamp", "status"]);
+    assert_eq!(str_field(frame, "client_id"), client_id, "{frame}");
+    let id = int_field(frame, "id");
+    assert!(id > 0, "{frame}");
+    assert_recent(&frame["timestamp"], "ack timestamp");
+    assert_eq!(str_field(frame, "status"), status, "{frame}");
+    id
+}
+
+/// Asserts the group-message frame shape of DESIGN.md §3 (default types).
+pub fn assert_group_frame(frame: &Value, group: i64, sender: &str, content: &str) {
+    assert_eq!(
+        frame["type"], "message",
+        "expected a message frame, got {frame}"
+    );
+    assert_has_fields(
+        frame,
+        &[
+            "id",
+            "group_id",
+            "sender",
+            "content",
+            "timestamp",
+            "message_type",
+            "content_type",
+        ],
+    );
+    assert!(int_field(frame, "id") > 0, "frame id: {frame}");
+    assert_eq!(
+        int_field(frame, "group_id"),
+        group,
+        "frame group_id: {frame}"
+    );
+    assert_eq!(str_field(frame, "sender"), sender, "frame sender: {frame}");
+    assert_eq!(
+        str_field(frame, "content"),
+        content,
+        "frame content: {frame}"
+    );
+    assert_recent(&frame["timestamp"], "frame timestamp");
+    assert_eq!(str_field(frame, "message_type"), "text", "{frame}");
+    assert_eq!(str_field(frame, "content_type"), "text/plain", "{frame}");
+    assert!(
+        frame.get("recipient").is_none(),
+        "a group frame has no recipient: {frame}"
+    );
+}
+
+/// Asserts a `receipt` frame for `message_id` by `user` with `status`.
+pub fn assert_receipt(frame: &Value, message_id: i64, user: &str, status: &str) {
+    assert_eq!(frame["type"], "receipt", "expected a receipt, got {frame}");
+    assert_has_fields(frame, &["message_id", "user", "status", "timestamp"]);
+    assert_eq!(int_field(frame, "message_id"), message_id, "{frame}");
+    assert_eq!(str_field(frame, "user"), user, "{frame}");
+    assert_eq!(str_field(frame, "status"), status, "{frame}");
+    assert_recent(&frame["timestamp"], "receipt timestamp");
+}
+
+/// Sends `frame` over `ws` and returns the next non-presence frame (the ack
+/// or error for it).
+pub async fn ws_send_and_recv(ws: &mut WsStream, frame: &Value) -> Value {
+    ws_send(ws, frame).await;
+    ws_recv_skipping_presence(ws).await
+}
+
+/// Sends `frame` over `ws` and returns the `ack` (or `error`) that answers
+/// it, skipping anything else that arrives first (messages, receipts,
+/// presence, typing) — for sockets that also receive traffic.
+pub async fn ws_send_until_ack(ws: &mut WsStream, frame: &Value) -> Value {
+    ws_send(ws, frame).await;
+    loop {
+        let reply = ws_recv(ws).await;
+        if reply["type"] == "ack" || reply["type"] == "error" {
+            return reply;
+        }
+    }
+}
+
+/// Reads non-presence frames up to and including `synced`; returns the
+/// frames before it and the `synced` frame.
+pub async fn ws_recv_until_synced<S>(ws: &mut S) -> (Vec<Value>, Value)
+where
+    S: futures_util::Stream<Item = Result<Message, tungstenite::Error>> + Unpin,
+{
+    let mut before = Vec::new();
+    loop {
+        let frame = ws_recv_skipping_presence(ws).await;
+        if frame["type"] == "synced" {
+            return (before, frame);
+        }
+        before.push(frame);
+    }
+}
+
+/// Sends `{"type":"sync","since":since}` and returns the replayed frames
+/// and the `synced` frame (see [`ws_recv_until_synced`]).
+pub async fn ws_sync(ws: &mut WsStream, since: i64) -> (Vec<Value>, Value) {
+    ws_send(ws, &json!({"type": "sync", "since": since})).await;
+    ws_recv_until_synced(ws).await
+}
+
+/// The `id` of every frame.
+pub fn ids_of(frames: &[Value]) -> Vec<i64> {
+    frames.iter().map(|f| int_field(f, "id")).collect()
+}
+
+/// Asserts that `ids` strictly increase.
+pub fn assert_ascending(ids: &[i64], what: &str) {
+    if let Some(pair) = ids.windows(2).find(|pair| pair[0] >= pair[1]) {
+        panic!(
+            "{what}: ids should strictly increase, but {} is followed by {}: {ids:?}",
+            pair[0], pair[1]
+        );
+    }
 }

@@ -419,6 +419,7 @@ api_test!(invalid_paging_parameters_are_400, |app| async move {
         "before=1.5",
         "after=-1",
         "after=abc",
+        "after=1.5",
     ] {
         let response = app.private_history(&alice.token, "bob", query).await;
         let status = response.status().as_u16();

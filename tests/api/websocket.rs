@@ -2,31 +2,12 @@
 //! acks, bursts, bad frames, presence and sync.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::helpers::*;
-
-/// How long a socket must stay quiet to count as "got nothing".
-const QUIET: Duration = Duration::from_millis(500);
-
-fn socket_message(recipient: &str, content: &str, client_id: &str) -> Value {
-    json!({"type": "message", "recipient": recipient, "content": content, "client_id": client_id})
-}
-
-fn assert_ack(frame: &Value, client_id: &str, status: &str) -> i64 {
-    assert_eq!(frame["type"], "ack", "expected an ack, got {frame}");
-    assert_has_fields(frame, &["client_id", "id", "timestamp", "status"]);
-    assert_eq!(str_field(frame, "client_id"), client_id, "{frame}");
-    let id = int_field(frame, "id");
-    assert!(id > 0, "{frame}");
-    assert_recent(&frame["timestamp"], "ack timestamp");
-    assert_eq!(str_field(frame, "status"), status, "{frame}");
-    id
-}
 
 /// Sends a message over `ws` and returns its ack.
 async fn send_over_socket(
