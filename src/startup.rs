@@ -1,7 +1,10 @@
 //! Building and running the server: [`Application::build`] connects the
 //! database, starts the actors and binds the listener (port 0 picks a free
 //! port, as the tests do); [`Application::run_until_stopped`] serves until
-//! the server is stopped.
+//! SIGINT or SIGTERM, then shuts down gracefully: it stops accepting, closes
+//! every WebSocket with 1001, lets in-flight requests finish (up to
+//! [`SHUTDOWN_GRACE`]) and flushes the persistence actor, so every message
+//! acknowledged before the signal is on disk when the process exits.
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -44,9 +47,13 @@ pub enum StartupError {
     },
 }
 
+/// How long in-flight requests get to finish at shutdown.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
 pub struct Application {
     port: u16,
     server: Server,
+    chat: Chat,
 }
 
 impl Application {
@@ -73,7 +80,7 @@ impl Application {
         let port = listener.local_addr().map_err(bind_error)?.port();
 
         let state = web::Data::new(AppState {
-            chat,
+            chat: chat.clone(),
             tokens: Tokens::new(&secret, config.token_ttl),
             files_dir,
             max_upload_bytes: config.max_upload_bytes,
@@ -90,13 +97,14 @@ impl Application {
         })
         // Chat frames are small and latency matters more than packet count.
         .tcp_nodelay(true)
-        .shutdown_timeout(10)
+        .shutdown_timeout(SHUTDOWN_GRACE.as_secs())
+        .disable_signals()
         .client_request_timeout(Duration::from_secs(30));
         if let Some(workers) = config.workers {
             server = server.workers(workers);
         }
         let server = server.listen(listener).map_err(bind_error)?.run();
-        Ok(Application { port, server })
+        Ok(Application { port, server, chat })
     }
 
     pub fn port(&self) -> u16 {
@@ -104,6 +112,46 @@ impl Application {
     }
 
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let Application { server, chat, .. } = self;
+        let handle = server.handle();
+        let mut server = std::pin::pin!(server);
+        tokio::select! {
+            result = &mut server => return result,
+            () = shutdown_signal() => {}
+        }
+        tracing::info!("shutting down: closing sockets and finishing requests");
+        // The server's commands are carried out by its own future, so it
+        // keeps being polled while they are sent.
+        let stop = async {
+            handle.pause().await;
+            chat.close_all_sockets();
+            handle.stop(true).await;
+        };
+        let (result, ()) = tokio::join!(server, stop);
+        chat.flush().await;
+        tracing::info!("all accepted writes are committed; bye");
+        result
     }
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use actix_web::rt::signal::unix::{signal, SignalKind};
+        let mut terminate = match signal(SignalKind::terminate()) {
+            Ok(terminate) => terminate,
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM; only Ctrl-C stops the server");
+                let _ = actix_web::rt::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = actix_web::rt::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = actix_web::rt::signal::ctrl_c().await;
 }

@@ -121,6 +121,15 @@ impl Hub {
         }
     }
 
+    /// Tells every open socket to close (at shutdown).
+    pub fn close_all(&self, reason: fn() -> Disconnect) {
+        for sockets in self.users.iter() {
+            for entry in sockets.iter() {
+                entry.socket.addr.do_send(reason());
+            }
+        }
+    }
+
     /// Pushes one event frame (not a message) to every socket of several users.
     pub fn push_to_all(&self, users: impl IntoIterator<Item = i64>, frame: &ByteString) {
         let push = Push::event(frame.clone());

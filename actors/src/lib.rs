@@ -120,6 +120,19 @@ impl Chat {
         })
     }
 
+    /// Closes every socket with 1001 (going away), at shutdown.
+    pub fn close_all_sockets(&self) {
+        self.hub.close_all(session::Disconnect::going_away);
+    }
+
+    /// Waits until every write accepted so far is committed: after this,
+    /// every acknowledged message is on disk.
+    pub async fn flush(&self) {
+        if let Err(error) = self.persistence.send(persistence::Flush).await {
+            tracing::error!(%error, "could not flush the persistence actor");
+        }
+    }
+
     /// Finds a user by name, case-insensitively.
     pub async fn user(&self, username: &str) -> ChatResult<Option<UserRef>> {
         let key = validate::lookup_key(username);

@@ -116,6 +116,14 @@ impl Disconnect {
         }
     }
 
+    /// The server is shutting down.
+    pub fn going_away() -> Self {
+        Disconnect {
+            code: ws::CloseCode::Away,
+            reason: "server shutting down",
+        }
+    }
+
     /// The device this socket was bound to was deleted.
     pub fn device_removed() -> Self {
         Disconnect {

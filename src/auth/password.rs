@@ -1,12 +1,13 @@
 //! Password hashing with argon2id at OWASP's parameters (19 MiB, 2 passes,
 //! 1 lane). Hashing is deliberately slow (milliseconds of CPU), so it runs on
-//! its own small pool of low-priority threads: never on an actor or async
+//! its own small pool of idle-priority threads: never on an actor or async
 //! worker thread, and never ahead of them for the CPU, so a burst of logins
 //! cannot stall the sockets. The pool's queue is bounded; when it is full a
 //! request fails fast with 503 rather than piling up 19 MiB hashes.
 
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -24,8 +25,9 @@ type Job = Box<dyn FnOnce() + Send>;
 
 /// Hashes waiting for a thread; beyond this, requests get 503.
 const QUEUE: usize = 256;
-/// Nice value of the hashing threads (0 is normal; higher yields the CPU).
-const HASHING_NICENESS: i32 = 10;
+/// A hash not started within this long (the CPU was busy with sockets the
+/// whole time) is given up with 503 rather than left hanging.
+const QUEUE_DEADLINE: Duration = Duration::from_secs(10);
 
 fn pool() -> &'static SyncSender<Job> {
     static POOL: OnceLock<SyncSender<Job>> = OnceLock::new();
@@ -45,11 +47,7 @@ fn pool() -> &'static SyncSender<Job> {
 }
 
 fn run_jobs(queue: &Mutex<Receiver<Job>>) {
-    // On Linux the nice value is per thread; `who = 0` means this thread.
-    #[cfg(target_os = "linux")]
-    unsafe {
-        libc::setpriority(libc::PRIO_PROCESS, 0, HASHING_NICENESS);
-    }
+    run_only_when_idle();
     loop {
         let job = match queue.lock() {
             Ok(queue) => queue.recv(),
@@ -62,13 +60,37 @@ fn run_jobs(queue: &Mutex<Receiver<Job>>) {
     }
 }
 
+/// Puts the calling thread in Linux's SCHED_IDLE class: it runs only on CPU
+/// time no other thread wants, and any waking socket or actor thread
+/// preempts it at once.
+fn run_only_when_idle() {
+    #[cfg(target_os = "linux")]
+    {
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: plain syscall on the calling thread (pid 0) with a valid parameter.
+        let failed = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) } != 0;
+        if failed {
+            tracing::warn!(
+                error = %std::io::Error::last_os_error(),
+                "password hashing threads run at normal priority"
+            );
+        }
+    }
+}
+
 /// Runs `work` on the hashing pool.
 async fn on_hashing_pool<T: Send + 'static>(
     work: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, ApiError> {
     let (reply, result) = tokio::sync::oneshot::channel();
+    let queued_at = Instant::now();
     let job: Job = Box::new(move || {
-        let _ = reply.send(work());
+        let outcome = if queued_at.elapsed() > QUEUE_DEADLINE {
+            None
+        } else {
+            Some(work())
+        };
+        let _ = reply.send(outcome);
     });
     match pool().try_send(job) {
         Ok(()) => {}
@@ -79,9 +101,13 @@ async fn on_hashing_pool<T: Send + 'static>(
             return Err(ChatError::internal_msg("the password hashing threads stopped").into())
         }
     }
-    result
-        .await
-        .map_err(|_| ChatError::internal_msg("a password hashing job was dropped").into())
+    match result.await {
+        Ok(Some(value)) => Ok(value),
+        Ok(None) => {
+            Err(ChatError::Unavailable("the server is too busy to check passwords".into()).into())
+        }
+        Err(_) => Err(ChatError::internal_msg("a password hashing job was dropped").into()),
+    }
 }
 
 /// Hashes a password into a PHC string with a fresh random salt.

@@ -319,6 +319,29 @@ pub struct PersistenceActor {
     shared: Arc<Shared>,
     queue: Vec<Write>,
     committing: bool,
+    /// Who asked to hear when everything queued so far is committed.
+    flush_waiters: Vec<oneshot::Sender<()>>,
+}
+
+/// Reply once every write queued before it is committed (used at shutdown).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Flush;
+
+impl Handler<Flush> for PersistenceActor {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: Flush, _: &mut Self::Context) -> Self::Result {
+        let (done, wait) = oneshot::channel();
+        if self.committing || !self.queue.is_empty() {
+            self.flush_waiters.push(done);
+        } else {
+            let _ = done.send(());
+        }
+        Box::pin(async move {
+            let _ = wait.await;
+        })
+    }
 }
 
 impl PersistenceActor {
@@ -328,6 +351,7 @@ impl PersistenceActor {
             shared: Arc::new(Shared { hub, directory }),
             queue: Vec::new(),
             committing: false,
+            flush_waiters: Vec::new(),
         }
     }
 
@@ -340,6 +364,9 @@ impl PersistenceActor {
 
     fn commit_next_batch(&mut self, ctx: &mut Context<Self>) {
         if self.queue.is_empty() {
+            for waiter in self.flush_waiters.drain(..) {
+                let _ = waiter.send(());
+            }
             return;
         }
         let take = self.queue.len().min(MAX_BATCH);
