@@ -1,29 +1,86 @@
-//! `parley-load`: a client that drives a running Parley server through its
-//! real protocol (REST for accounts, `/ws/chat` for messages). For now it has
-//! one scenario, `smoke`: two fresh users, two sockets, messages back and
-//! forth, each round trip timed.
+//! `parley-load`: drives a running Parley server through its real protocol
+//! (REST for accounts and history, `/ws/chat` for messages) and measures it.
+//! Subcommands: `smoke`, `idle`, `pairs`, `fanout`, `broadcast`, `seed`,
+//! `history` and `login` (see `load-tests/README.md`). Every run prints a
+//! summary (and with `--json` one JSON line on stdout), checks that nothing
+//! was lost or doubled, and exits non-zero if anything was.
 
-use std::time::{Duration, Instant};
+mod accounts;
+mod api;
+mod ctx;
+mod net;
+mod report;
+mod scenarios;
+mod stats;
+mod summary;
+mod traffic;
+
+use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use futures_util::{SinkExt, StreamExt};
-use serde_json::{json, Value};
-use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::ctx::Ctx;
+use crate::net::Target;
+use crate::scenarios::Traffic;
+
+pub type Failure = Box<dyn std::error::Error + Send + Sync>;
 
 #[derive(Parser)]
 #[command(
     name = "parley-load",
-    about = "Load and smoke tests for a Parley server"
+    about = "Load and smoke tests for a Parley server (loopback only)"
 )]
 struct Cli {
-    /// Base URL of the server.
+    /// Base URL of the server; its host must be a loopback address.
     #[arg(long, default_value = "http://127.0.0.1:8080", global = true)]
     url: String,
+    /// Print one JSON line with every figure on stdout (the summary goes to stderr).
+    #[arg(long, global = true)]
+    json: bool,
+    /// No progress bars or log lines.
+    #[arg(long, short, global = true)]
+    quiet: bool,
+    /// The server's process id: report its CPU time and memory.
+    #[arg(long, global = true)]
+    server_pid: Option<u32>,
+    /// The username → token cache [default: target/parley-load/accounts-<port>.json].
+    #[arg(long, global = true)]
+    accounts: Option<PathBuf>,
+    /// Where `seed` records what it stored for `history`, and reusable groups
+    /// [default: target/parley-load/state-<port>.json].
+    #[arg(long, global = true)]
+    state: Option<PathBuf>,
+    /// Seconds to wait for outstanding deliveries and acks after the send phase.
+    #[arg(long, default_value_t = 10.0, global = true)]
+    drain_timeout: f64,
+    /// Registrations/logins in flight at once while preparing accounts.
+    #[arg(long, default_value_t = 16, global = true)]
+    auth_concurrency: usize,
+    /// WebSocket handshakes in flight at once.
+    #[arg(long, default_value_t = 64, global = true)]
+    connect_concurrency: usize,
+    /// Prefix of the load users' names (`<prefix>00042`).
+    #[arg(long, default_value = "load_", global = true)]
+    user_prefix: String,
+    /// Runtime worker threads [default: the CPUs this process may run on].
+    #[arg(long, global = true)]
+    threads: Option<usize>,
     #[command(subcommand)]
     scenario: Scenario,
+}
+
+#[derive(clap::Args, Clone)]
+struct TrafficArgs {
+    /// Messages per second, all senders together (an open-loop schedule).
+    #[arg(long)]
+    rate: f64,
+    /// Seconds of sending.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Bytes of content per message.
+    #[arg(long, default_value_t = 64)]
+    content_bytes: usize,
 }
 
 #[derive(Subcommand)]
@@ -37,121 +94,262 @@ enum Scenario {
         #[arg(long, default_value_t = 5)]
         timeout_secs: u64,
     },
+    /// Register/log in users 0..N and cache their tokens (no measurement).
+    Prepare {
+        #[arg(long)]
+        users: usize,
+    },
+    /// Open and hold N authenticated sockets; connect rate and server memory per socket.
+    Idle {
+        #[arg(long)]
+        conns: usize,
+        /// Seconds to hold them open.
+        #[arg(long, default_value_t = 10)]
+        hold: u64,
+    },
+    /// P pairs of users sending private messages to each other at a total rate.
+    Pairs {
+        #[arg(long)]
+        pairs: usize,
+        /// The run counts as `sustained` if nothing was lost, at least 95% of
+        /// the rate was delivered, and delivery p99 stayed at or below this.
+        #[arg(long, default_value_t = 250.0)]
+        slo_p99_ms: f64,
+        #[command(flatten)]
+        traffic: TrafficArgs,
+    },
+    /// K groups of M members, every member posting; deliveries to all other members.
+    Fanout {
+        #[arg(long)]
+        groups: usize,
+        #[arg(long)]
+        members: usize,
+        #[command(flatten)]
+        traffic: TrafficArgs,
+    },
+    /// One group of N members; time from one post until the last member has it.
+    Broadcast {
+        #[arg(long)]
+        members: usize,
+        /// Posts to time, one at a time.
+        #[arg(long, default_value_t = 5)]
+        repeats: u32,
+        #[arg(long, default_value_t = 64)]
+        content_bytes: usize,
+    },
+    /// Fill the database with messages through pipelined socket sends.
+    Seed {
+        #[arg(long)]
+        messages: u64,
+        /// Sender sockets (each seeds one private conversation and one group).
+        #[arg(long, default_value_t = 8)]
+        senders: usize,
+        /// Unacked messages each sender keeps in flight.
+        #[arg(long, default_value_t = 256)]
+        window: u64,
+        #[arg(long, default_value_t = 100)]
+        content_bytes: usize,
+    },
+    /// Paged history reads over REST from what `seed` stored.
+    History {
+        #[arg(long)]
+        requests: u64,
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+        /// Stop after this many seconds even if requests remain.
+        #[arg(long, default_value_t = 300)]
+        max_duration: u64,
+    },
+    /// Logins per second of existing users (run it beside `pairs`).
+    Login {
+        #[arg(long)]
+        rate: f64,
+        #[arg(long, default_value_t = 10.0)]
+        duration: f64,
+        /// How many different users log in (round robin).
+        #[arg(long, default_value_t = 32)]
+        users: usize,
+        /// Logins waiting for an answer at once; beyond it a due login is skipped.
+        #[arg(long, default_value_t = 256)]
+        max_in_flight: usize,
+    },
+    /// Write RESULTS.md from the JSON lines run.sh collected (no server needed).
+    Summarize {
+        /// One `{"label","command","exit","result"}` object a line.
+        #[arg(long)]
+        input: PathBuf,
+        /// Markdown to put under the title (machine, date, commit).
+        #[arg(long)]
+        header: Option<PathBuf>,
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
-type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
-type Failure = Box<dyn std::error::Error>;
-
-#[tokio::main]
-async fn main() {
+fn main() {
     let cli = Cli::parse();
-    let outcome = match cli.scenario {
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    if let Some(threads) = cli.threads {
+        runtime.worker_threads(threads.max(1));
+    }
+    let runtime = match runtime.build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("parley-load: cannot start the runtime: {error}");
+            std::process::exit(2);
+        }
+    };
+    let code = runtime.block_on(run(cli));
+    // Don't wait for stray tasks (sockets mid-close) at shutdown.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    std::process::exit(code);
+}
+
+fn secs(value: f64, flag: &str) -> Result<Duration, String> {
+    if (0.0..=86_400.0).contains(&value) {
+        Ok(Duration::from_secs_f64(value))
+    } else {
+        Err(format!("{flag} must be between 0 and 86400 seconds"))
+    }
+}
+
+async fn run(cli: Cli) -> i32 {
+    if let Scenario::Summarize { input, header, out } = &cli.scenario {
+        return match summary::summarize(input, header.as_deref(), out) {
+            Ok(()) => 0,
+            Err(error) => {
+                eprintln!("parley-load: {error}");
+                2
+            }
+        };
+    }
+    let ctx = match context(&cli) {
+        Ok(ctx) => ctx,
+        Err(error) => {
+            eprintln!("parley-load: {error}");
+            return 2;
+        }
+    };
+    let traffic = |args: &TrafficArgs| -> Result<Traffic, Failure> {
+        if !(args.rate > 0.0 && args.rate.is_finite()) {
+            return Err("--rate must be a positive number".into());
+        }
+        Ok(Traffic {
+            rate: args.rate,
+            duration: secs(args.duration, "--duration")?,
+            content_bytes: args.content_bytes,
+            drain_timeout: ctx.drain_timeout,
+        })
+    };
+    let outcome = match &cli.scenario {
         Scenario::Smoke {
             round_trips,
             timeout_secs,
-        } => smoke(&cli.url, round_trips, Duration::from_secs(timeout_secs)).await,
-    };
-    if let Err(error) = outcome {
-        eprintln!("parley-load: {error}");
-        std::process::exit(1);
-    }
-}
-
-async fn smoke(base: &str, round_trips: u32, timeout: Duration) -> Result<(), Failure> {
-    let http = reqwest::Client::new();
-    let suffix =
-        std::process::id() % 100_000 * 1000 + Instant::now().elapsed().subsec_micros() % 1000;
-    let alice = format!("smoke_a{suffix}");
-    let bob = format!("smoke_b{suffix}");
-    let alice_token = account(&http, base, &alice).await?;
-    let bob_token = account(&http, base, &bob).await?;
-    let mut alice_socket = connect(base, &alice_token).await?;
-    let mut bob_socket = connect(base, &bob_token).await?;
-
-    let mut round_trip_times = Vec::with_capacity(round_trips as usize);
-    for n in 0..round_trips {
-        let started = Instant::now();
-        send(&mut alice_socket, &bob, &format!("ping {n}")).await?;
-        expect_message(&mut bob_socket, &alice, timeout).await?;
-        send(&mut bob_socket, &alice, &format!("pong {n}")).await?;
-        expect_message(&mut alice_socket, &bob, timeout).await?;
-        let elapsed = started.elapsed();
-        println!("round trip {n}: {:.2} ms", elapsed.as_secs_f64() * 1000.0);
-        round_trip_times.push(elapsed);
-    }
-    round_trip_times.sort();
-    if let (Some(first), Some(last)) = (round_trip_times.first(), round_trip_times.last()) {
-        let median = round_trip_times[round_trip_times.len() / 2];
-        println!(
-            "{round_trips} round trips between {alice} and {bob}: min {:.2} ms, median {:.2} ms, max {:.2} ms",
-            first.as_secs_f64() * 1000.0,
-            median.as_secs_f64() * 1000.0,
-            last.as_secs_f64() * 1000.0
-        );
-    }
-    Ok(())
-}
-
-/// Registers a user and logs in; returns the access token.
-async fn account(http: &reqwest::Client, base: &str, username: &str) -> Result<String, Failure> {
-    let password = "smoke-test-password";
-    let registered = http
-        .post(format!("{base}/auth/register"))
-        .json(&json!({"username": username, "email": format!("{username}@example.com"), "password": password}))
-        .send()
-        .await?;
-    if !registered.status().is_success() {
-        return Err(format!("register {username}: {}", registered.text().await?).into());
-    }
-    let login: Value = http
-        .post(format!("{base}/auth/login"))
-        .json(&json!({"username": username, "password": password}))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    login["access_token"]
-        .as_str()
-        .map(str::to_owned)
-        .ok_or_else(|| "login answered without an access_token".into())
-}
-
-async fn connect(base: &str, token: &str) -> Result<Socket, Failure> {
-    let ws_base = base.replacen("http", "ws", 1);
-    let mut request = format!("{ws_base}/ws/chat").into_client_request()?;
-    request
-        .headers_mut()
-        .insert("Authorization", format!("Bearer {token}").parse()?);
-    let (socket, _) = tokio_tungstenite::connect_async(request).await?;
-    Ok(socket)
-}
-
-async fn send(socket: &mut Socket, recipient: &str, content: &str) -> Result<(), Failure> {
-    let frame = json!({"type": "message", "recipient": recipient, "content": content});
-    socket.send(Message::Text(frame.to_string())).await?;
-    Ok(())
-}
-
-/// Waits for a `message` frame from `sender`, skipping acks, presence and pings.
-async fn expect_message(
-    socket: &mut Socket,
-    sender: &str,
-    timeout: Duration,
-) -> Result<(), Failure> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        let frame = tokio::time::timeout(remaining, socket.next())
+        } => scenarios::smoke::run(&ctx, *round_trips, Duration::from_secs(*timeout_secs)).await,
+        Scenario::Prepare { users } => scenarios::prepare(&ctx, *users).await,
+        Scenario::Idle { conns, hold } => {
+            scenarios::idle::run(&ctx, *conns, Duration::from_secs(*hold)).await
+        }
+        Scenario::Pairs {
+            pairs,
+            slo_p99_ms,
+            traffic: t,
+        } => match traffic(t) {
+            Ok(t) => scenarios::pairs::run(&ctx, *pairs, *slo_p99_ms, &t).await,
+            Err(e) => Err(e),
+        },
+        Scenario::Fanout {
+            groups,
+            members,
+            traffic: t,
+        } => match traffic(t) {
+            Ok(t) => scenarios::fanout::run(&ctx, *groups, *members, &t).await,
+            Err(e) => Err(e),
+        },
+        Scenario::Broadcast {
+            members,
+            repeats,
+            content_bytes,
+        } => scenarios::broadcast::run(&ctx, *members, *repeats, *content_bytes).await,
+        Scenario::Seed {
+            messages,
+            senders,
+            window,
+            content_bytes,
+        } => scenarios::seed::run(&ctx, *messages, *senders, *window, *content_bytes).await,
+        Scenario::History {
+            requests,
+            concurrency,
+            max_duration,
+        } => {
+            scenarios::history::run(
+                &ctx,
+                *requests,
+                *concurrency,
+                Duration::from_secs(*max_duration),
+            )
             .await
-            .map_err(|_| format!("no message from {sender} within {timeout:?}"))?
-            .ok_or("the server closed the socket")??;
-        let Message::Text(text) = frame else { continue };
-        let value: Value = serde_json::from_str(&text)?;
-        match value["type"].as_str() {
-            Some("message") if value["sender"] == sender => return Ok(()),
-            Some("error") => return Err(format!("server error frame: {text}").into()),
-            _ => continue,
+        }
+        Scenario::Login {
+            rate,
+            duration,
+            users,
+            max_in_flight,
+        } => match secs(*duration, "--duration") {
+            Ok(d) => scenarios::login::run(&ctx, *rate, d, *users, *max_in_flight).await,
+            Err(e) => Err(e.into()),
+        },
+        Scenario::Summarize { .. } => unreachable!("handled above"),
+    };
+    match outcome {
+        Ok(report) => {
+            if ctx.json {
+                eprint!("{}", report.human());
+                println!("{}", report.json_line());
+            } else {
+                print!("{}", report.human());
+            }
+            if report.ok() {
+                0
+            } else {
+                1
+            }
+        }
+        Err(error) => {
+            eprintln!("parley-load: {error}");
+            2
         }
     }
+}
+
+fn context(cli: &Cli) -> Result<Ctx, Failure> {
+    let target = Target::parse(&cli.url)?;
+    let cache = ctx::default_cache_dir();
+    let port = target.port();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(64)
+        .tcp_nodelay(true)
+        .build()?;
+    Ok(Ctx {
+        http,
+        quiet: cli.quiet,
+        json: cli.json,
+        server_pid: cli.server_pid,
+        accounts_path: cli
+            .accounts
+            .clone()
+            .unwrap_or_else(|| cache.join(format!("accounts-{port}.json"))),
+        state_path: cli
+            .state
+            .clone()
+            .unwrap_or_else(|| cache.join(format!("state-{port}.json"))),
+        run_id: ctx::new_run_id(),
+        auth_concurrency: cli.auth_concurrency,
+        connect_concurrency: cli.connect_concurrency,
+        drain_timeout: secs(cli.drain_timeout, "--drain-timeout")?,
+        user_prefix: cli.user_prefix.clone(),
+        target,
+    })
 }

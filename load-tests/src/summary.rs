@@ -1,0 +1,214 @@
+//! `summarize`: turns the JSON lines `run.sh` collected into
+//! `RESULTS.md`: a header (machine, date, commit — written by `run.sh`),
+//! an overview table, and every figure of every run.
+//!
+//! Input: one line per run, `{"label", "command", "exit", "result"}`,
+//! where `result` is the scenario's `--json` line (or `null`).
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::Failure;
+
+pub fn summarize(input: &Path, header: Option<&Path>, out: &Path) -> Result<(), Failure> {
+    let text = std::fs::read_to_string(input)
+        .map_err(|e| format!("cannot read {}: {e}", input.display()))?;
+    let runs: Vec<Value> = text
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{}: not JSON lines: {e}", input.display()))?;
+    let header = match header {
+        Some(path) => std::fs::read_to_string(path)?,
+        None => String::new(),
+    };
+    std::fs::write(out, render(&header, &runs))?;
+    Ok(())
+}
+
+fn render(header: &str, runs: &[Value]) -> String {
+    let mut md = String::new();
+    md.push_str("# Parley load-test results\n\n");
+    md.push_str("Written by `load-tests/run.sh`; `load-tests/README.md` explains each figure.\n\n");
+    md.push_str(header.trim_end());
+    md.push_str("\n\n## Overview\n\n");
+    md.push_str("| run | ok | throughput | latency p50 / p99 / p99.9 / max (ms) | lost / dup | tool CPU (cores) | server CPU (cores) |\n");
+    md.push_str("|---|---|---|---|---|---|---|\n");
+    for run in runs {
+        let label = run["label"].as_str().unwrap_or("?");
+        let result = &run["result"];
+        let ok = if run["exit"] == 0 && result["ok"] == true {
+            "yes"
+        } else {
+            "**no**"
+        };
+        if result.is_null() {
+            let _ = writeln!(md, "| {label} | {ok} | (no result) | | | | |");
+            continue;
+        }
+        let (throughput, latency_key) = headline(result);
+        let latency = result
+            .get(latency_key)
+            .filter(|l| l.get("p50").is_some())
+            .map(|l| {
+                format!(
+                    "{} / {} / {} / {}",
+                    num(&l["p50"]),
+                    num(&l["p99"]),
+                    num(&l["p999"]),
+                    num(&l["max"])
+                )
+            })
+            .unwrap_or_default();
+        let loss = match (result.get("lost"), result.get("duplicates")) {
+            (Some(lost), Some(dup)) => format!("{} / {}", num(lost), num(dup)),
+            _ => String::new(),
+        };
+        let cpu = |key: &str| {
+            result
+                .get(key)
+                .or_else(|| result.get(format!("connect_{key}").as_str()))
+                .map(num)
+                .unwrap_or_default()
+        };
+        let _ = writeln!(
+            md,
+            "| {label} | {ok} | {throughput} | {latency} | {loss} | {} | {} |",
+            cpu("tool_cpu_cores"),
+            cpu("server_cpu_cores")
+        );
+    }
+    md.push_str("\n## Runs\n");
+    for run in runs {
+        let label = run["label"].as_str().unwrap_or("?");
+        let _ = write!(
+            md,
+            "\n### {label}\n\n`{}` — exit {}\n\n",
+            run["command"].as_str().unwrap_or(""),
+            run["exit"]
+        );
+        let Value::Object(result) = &run["result"] else {
+            md.push_str("No JSON result (see the run's log).\n");
+            continue;
+        };
+        md.push_str("| figure | value |\n|---|---|\n");
+        for (key, value) in result {
+            if key == "scenario" {
+                continue;
+            }
+            let _ = writeln!(md, "| {key} | {} |", cell(value));
+        }
+    }
+    md
+}
+
+/// The throughput phrase of a run, and which latency figure is its headline.
+fn headline(r: &Value) -> (String, &'static str) {
+    let f = |key: &str| num(&r[key]);
+    match r["scenario"].as_str().unwrap_or("") {
+        "idle" => (
+            format!(
+                "{} sockets, {} connects/s, {} B server RSS per socket",
+                f("connected"),
+                f("connects_per_sec"),
+                f("server_rss_per_conn_bytes")
+            ),
+            "connect_latency_ms",
+        ),
+        "pairs" => (
+            format!(
+                "{} msg/s delivered ({} sent)",
+                f("delivered_per_sec"),
+                f("sent_per_sec")
+            ),
+            "delivery_latency_ms",
+        ),
+        "fanout" => (
+            format!(
+                "{} deliveries/s ({} posts/s)",
+                f("delivered_per_sec"),
+                f("sent_per_sec")
+            ),
+            "delivery_latency_ms",
+        ),
+        "broadcast" => (
+            format!(
+                "median {} ms until the last of {} members had a post",
+                f("time_to_last_median_ms"),
+                num(&r["params"]["members"])
+            ),
+            "delivery_latency_ms",
+        ),
+        "seed" => (
+            format!(
+                "{} msg/s stored ({} in all)",
+                f("stored_per_sec"),
+                f("stored")
+            ),
+            "ack_latency_ms",
+        ),
+        "history" => (format!("{} req/s", f("requests_per_sec")), "latency_ms"),
+        "login" => (format!("{} logins/s", f("logins_per_sec")), "latency_ms"),
+        "prepare" => (format!("{} s", f("secs")), ""),
+        _ => (String::new(), "round_trip_ms"),
+    }
+}
+
+fn num(value: &Value) -> String {
+    match value {
+        Value::Null => "–".into(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn cell(value: &Value) -> String {
+    if let Some(p50) = value.get("p50") {
+        return format!(
+            "p50 {} · p90 {} · p99 {} · p99.9 {} · max {} ms (n={})",
+            num(p50),
+            num(&value["p90"]),
+            num(&value["p99"]),
+            num(&value["p999"]),
+            num(&value["max"]),
+            num(&value["count"])
+        );
+    }
+    let text = match value {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let text = text.replace('|', "\\|");
+    if text.chars().count() > 600 {
+        format!("{}…", text.chars().take(600).collect::<String>())
+    } else {
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_an_overview_row_and_a_figure_table_per_run() {
+        let runs: Vec<Value> = vec![serde_json::json!({
+            "label": "pairs-15k",
+            "command": "parley-load pairs --pairs 5 --rate 100",
+            "exit": 0,
+            "result": {
+                "scenario": "pairs", "ok": true, "failures": [], "params": {"pairs": 5},
+                "sent_per_sec": 100.0, "delivered_per_sec": 99.9, "lost": 0, "duplicates": 0,
+                "tool_cpu_cores": 0.1, "server_cpu_cores": 0.2,
+                "delivery_latency_ms": {"count": 3, "p50": 1.0, "p90": 2.0, "p99": 3.0, "p999": 4.0, "max": 5.0}
+            }
+        })];
+        let md = render("- machine: test", &runs);
+        assert!(md.contains("| pairs-15k | yes | 99.9 msg/s delivered (100.0 sent) | 1.0 / 3.0 / 4.0 / 5.0 | 0 / 0 | 0.1 | 0.2 |"), "{md}");
+        assert!(md.contains("### pairs-15k"));
+        assert!(md.contains("| delivery_latency_ms | p50 1.0 · p90 2.0"));
+    }
+}
