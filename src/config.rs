@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
+use parley_actors::store::Durability;
 use parley_actors::ChatSettings;
 
 #[derive(Debug, Clone, Parser)]
@@ -47,6 +48,12 @@ pub struct Config {
     #[arg(long, env = "PARLEY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
     pub log_format: LogFormat,
 
+    /// SQLite only: `full` fsyncs every commit before acknowledging it (an ack
+    /// survives a power cut); `normal` fsyncs only at checkpoints (an ack
+    /// survives the server crashing, not the machine).
+    #[arg(long, env = "PARLEY_SQLITE_SYNC", value_enum, default_value_t = SqliteSync::Full)]
+    pub sqlite_sync: SqliteSync,
+
     /// HTTP worker threads. Default: one per CPU core.
     #[arg(long, env = "PARLEY_WORKERS")]
     pub workers: Option<usize>,
@@ -58,6 +65,12 @@ pub struct Config {
     /// A WebSocket silent (no frame, ping or pong) for this long is closed.
     #[arg(long, env = "PARLEY_CLIENT_TIMEOUT", default_value = "45s", value_parser = parse_duration)]
     pub client_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SqliteSync {
+    Full,
+    Normal,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -95,6 +108,10 @@ impl Config {
             max_content_chars: self.max_content_chars,
             heartbeat_interval: self.heartbeat_interval,
             client_timeout: self.client_timeout,
+            durability: match self.sqlite_sync {
+                SqliteSync::Full => Durability::Full,
+                SqliteSync::Normal => Durability::Normal,
+            },
             ..ChatSettings::default()
         }
     }

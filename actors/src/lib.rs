@@ -37,6 +37,9 @@ use protocol::{encode, Presence, ServerFrame};
 use room::RoomActor;
 use store::Store;
 
+/// How often the SQLite WAL is copied back into the database.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(100);
+
 /// Tunables of the chat core (the HTTP layer fills them from its config).
 #[derive(Debug, Clone)]
 pub struct ChatSettings {
@@ -55,6 +58,8 @@ pub struct ChatSettings {
     pub presence_group_limit: i64,
     /// A room with no activity for this long stops (it restarts on next use).
     pub room_idle: Duration,
+    /// SQLite: whether each commit is fsynced before its ack.
+    pub durability: store::Durability,
 }
 
 impl Default for ChatSettings {
@@ -67,6 +72,7 @@ impl Default for ChatSettings {
             socket_queue: 1024,
             presence_group_limit: 100,
             room_idle: Duration::from_secs(300),
+            durability: store::Durability::Full,
         }
     }
 }
@@ -101,12 +107,24 @@ impl Chat {
     /// Connects the database (running migrations) and starts the long-lived
     /// actors on the current actix arbiter.
     pub async fn start(database_url: &str, settings: ChatSettings) -> ChatResult<Chat> {
-        let store = Store::connect(database_url).await?;
+        let store = Store::connect(database_url, settings.durability).await?;
         let hub = Arc::new(Hub::new());
         let directory = Arc::new(Directory::default());
         let persistence =
             PersistenceActor::new(&store, hub.clone(), directory.clone()).start_unbounded();
         let devices = DeviceRegistry::new(store.clone(), persistence.clone()).start();
+        if store.needs_checkpoints() {
+            let store = store.clone();
+            actix::spawn(async move {
+                let mut every = tokio::time::interval(CHECKPOINT_INTERVAL);
+                loop {
+                    every.tick().await;
+                    if let Err(error) = store.checkpoint().await {
+                        tracing::warn!(error = ?error, "WAL checkpoint failed");
+                    }
+                }
+            });
+        }
         Ok(Chat {
             inner: Arc::new(ChatInner {
                 store,

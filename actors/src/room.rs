@@ -16,7 +16,9 @@ use crate::error::{ChatError, ChatResult};
 use crate::hub::SessionId;
 use crate::model::Timestamp;
 use crate::model::UserRef;
-use crate::persistence::{AddMember, RemoveMember, SetRoles, StoreMessage, Stored, Target};
+use crate::persistence::{
+    AddMember, NewMessage, RemoveMember, Reply, SetRoles, StoreMessage, Stored, Target,
+};
 use crate::protocol::{encode, ServerFrame};
 use crate::session::Push;
 use crate::store::MemberRow;
@@ -97,9 +99,10 @@ pub struct CheckMember {
     pub user: i64,
 }
 
-/// Post a message to the group (members only). Replies after COMMIT.
+/// Post a message to the group (members only); `reply` gets the outcome
+/// after COMMIT (or the refusal at once).
 #[derive(Message)]
-#[rtype(result = "ChatResult<Stored>")]
+#[rtype(result = "()")]
 pub struct PostMessage {
     pub sender: UserRef,
     pub content: String,
@@ -109,6 +112,7 @@ pub struct PostMessage {
     pub client_id: Option<String>,
     /// The socket it came from (gets the ack instead of the message).
     pub origin: Option<SessionId>,
+    pub reply: Reply<Stored>,
 }
 
 /// The members, oldest first (members only).
@@ -257,12 +261,13 @@ impl Handler<CheckMember> for RoomActor {
 }
 
 impl Handler<PostMessage> for RoomActor {
-    type Result = ResponseFuture<ChatResult<Stored>>;
+    type Result = ();
 
-    fn handle(&mut self, msg: PostMessage, ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: PostMessage, ctx: &mut Self::Context) {
         self.touch();
         if let Err(error) = self.require_member(msg.sender.id) {
-            return Box::pin(async move { Err(error) });
+            msg.reply.send(Err(error));
+            return;
         }
         let hub = &self.chat.hub;
         let sender = msg.sender.id;
@@ -271,20 +276,22 @@ impl Handler<PostMessage> for RoomActor {
             .keys()
             .any(|&user| user != sender && hub.is_online(user));
         // Queued now, in the order posts reach the room.
-        let request = self.chat.persistence.send(StoreMessage {
-            sender: msg.sender,
-            to: Target::Group {
-                group_id: self.group_id,
-                room: ctx.address(),
-                anyone_online,
+        self.chat.persistence.do_send(StoreMessage {
+            message: NewMessage {
+                sender: msg.sender,
+                to: Target::Group {
+                    group_id: self.group_id,
+                    room: ctx.address(),
+                    anyone_online,
+                },
+                content: msg.content,
+                message_type: msg.message_type,
+                content_type: msg.content_type,
+                client_id: msg.client_id,
+                origin: msg.origin,
             },
-            content: msg.content,
-            message_type: msg.message_type,
-            content_type: msg.content_type,
-            client_id: msg.client_id,
-            origin: msg.origin,
+            reply: msg.reply,
         });
-        Box::pin(async move { request.await? })
     }
 }
 

@@ -5,7 +5,6 @@
 //! this module.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -17,7 +16,9 @@ use crate::devices::{DeviceConnected, DeviceDisconnected};
 use crate::error::{ChatError, ChatResult};
 use crate::hub::{SessionId, Socket};
 use crate::model::{AnyMessage, DeliveryStatus, UserRef};
-use crate::persistence::{MarkDelivered, MarkRead, StoreMessage, Stored, Target};
+use crate::persistence::{
+    Ack, MarkDelivered, MarkRead, NewMessage, Reply, StoreMessage, Stored, Target,
+};
 use crate::protocol::{
     encode, error_frame, ClientFrame, Conversation, FrameError, MessageFrame, Presence,
     SendMessage, ServerFrame,
@@ -196,6 +197,37 @@ impl Handler<Push> for SessionActor {
     }
 }
 
+/// The outcome of one of this socket's sends: written as `ack` or `error`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SendOutcome {
+    client_id: Option<String>,
+    result: ChatResult<Ack>,
+}
+
+impl Handler<SendOutcome> for SessionActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SendOutcome, ctx: &mut Self::Context) {
+        let client_id = msg.client_id.as_deref();
+        let frame = match msg.result {
+            Ok(ack) => encode(&ServerFrame::Ack {
+                client_id,
+                id: ack.id,
+                timestamp: ack.timestamp,
+                status: ack.status,
+            }),
+            Err(error) => {
+                if error.is_server_fault() {
+                    tracing::error!(error = ?error, "storing a message failed");
+                }
+                error_frame(&error, client_id)
+            }
+        };
+        ctx.text(frame);
+    }
+}
+
 impl Handler<Disconnect> for SessionActor {
     type Result = ();
 
@@ -267,19 +299,21 @@ impl SessionActor {
             ctx.text(error_frame(&error, send.client_id.as_deref()));
             return;
         }
-        let client_id = send.client_id.clone();
+        let reply = Self::ack_when_stored(ctx.address(), send.client_id.clone());
         match send.to {
             Conversation::User(recipient) => {
-                let request = self.chat.persistence.send(StoreMessage {
-                    sender: self.user.clone(),
-                    to: Target::User(recipient),
-                    content: send.content,
-                    message_type: send.message_type,
-                    content_type: send.content_type,
-                    client_id: send.client_id,
-                    origin: Some(self.id),
+                self.chat.persistence.do_send(StoreMessage {
+                    message: NewMessage {
+                        sender: self.user.clone(),
+                        to: Target::User(recipient),
+                        content: send.content,
+                        message_type: send.message_type,
+                        content_type: send.content_type,
+                        client_id: send.client_id,
+                        origin: Some(self.id),
+                    },
+                    reply,
                 });
-                self.reply_when_stored(async move { request.await? }, client_id, ctx);
             }
             Conversation::Group(group_id) => {
                 let post = PostMessage {
@@ -289,25 +323,35 @@ impl SessionActor {
                     content_type: send.content_type,
                     client_id: send.client_id,
                     origin: Some(self.id),
+                    reply,
                 };
                 if let Some(room) = self.chat.running_room(group_id) {
-                    let request = room.send(post);
-                    self.reply_when_stored(async move { request.await? }, client_id, ctx);
+                    room.do_send(post);
                 } else {
                     // Starting the room is async; hold later frames until the
                     // post is queued so this socket's sends keep their order.
                     let chat = self.chat.clone();
                     let start = async move {
-                        let room = chat.room(group_id).await?;
-                        Ok::<_, ChatError>(room.send(post))
+                        match chat.room(group_id).await {
+                            Ok(room) => room.do_send(post),
+                            Err(error) => post.reply.send(Err(error)),
+                        }
                     };
-                    ctx.wait(start.into_actor(self).map(move |queued, session, ctx| {
-                        let stored = async move { queued?.await? };
-                        session.reply_when_stored(stored, client_id, ctx);
-                    }));
+                    ctx.wait(start.into_actor(self));
                 }
             }
         }
+    }
+
+    /// The reply for a send: once the message is committed (or refused),
+    /// this socket's mailbox gets the outcome to write as `ack` or `error`.
+    fn ack_when_stored(session: Addr<SessionActor>, client_id: Option<String>) -> Reply<Stored> {
+        Reply::new(move |result: ChatResult<Stored>| {
+            session.do_send(SendOutcome {
+                client_id,
+                result: result.map(|stored| stored.ack()),
+            })
+        })
     }
 
     fn on_read(&mut self, message_id: i64, ctx: &mut ws::WebsocketContext<Self>) {
@@ -434,34 +478,5 @@ impl SessionActor {
                 up_to: last_id,
             });
         }
-    }
-
-    /// Sends the `ack` (or an `error` frame) once the message is committed.
-    fn reply_when_stored(
-        &mut self,
-        stored: impl Future<Output = ChatResult<Stored>> + 'static,
-        client_id: Option<String>,
-        ctx: &mut ws::WebsocketContext<Self>,
-    ) {
-        ctx.spawn(stored.into_actor(self).map(move |result, _, ctx| {
-            let frame = match result {
-                Ok(stored) => {
-                    let ack = stored.ack();
-                    encode(&ServerFrame::Ack {
-                        client_id: client_id.as_deref(),
-                        id: ack.id,
-                        timestamp: ack.timestamp,
-                        status: ack.status,
-                    })
-                }
-                Err(error) => {
-                    if error.is_server_fault() {
-                        tracing::error!(error = ?error, "storing a message failed");
-                    }
-                    error_frame(&error, client_id.as_deref())
-                }
-            };
-            ctx.text(frame);
-        }));
     }
 }

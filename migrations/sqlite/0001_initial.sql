@@ -46,9 +46,17 @@ CREATE TABLE group_members (
 CREATE INDEX group_members_user ON group_members (user_id);
 
 
--- Private and group messages share one id sequence, so one sync cursor covers both.
+-- Private and group messages share one id sequence, so one sync cursor covers
+-- both. Ids are handed out by the writer from `id_sequence`, a whole batch at
+-- a time, so a batch of messages is stored with one multi-row INSERT.
+CREATE TABLE id_sequence (
+    name    TEXT   PRIMARY KEY,
+    last_id BIGINT NOT NULL
+);
+INSERT INTO id_sequence (name, last_id) VALUES ('messages', 0);
+
 CREATE TABLE messages (
-    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    id              INTEGER PRIMARY KEY,
     sender_id       BIGINT NOT NULL REFERENCES users (id),
     conversation_id BIGINT REFERENCES conversations (id),
     recipient_id    BIGINT REFERENCES users (id),

@@ -4,7 +4,7 @@
 use actix::Addr;
 use actix_web::{web, HttpResponse};
 use parley_actors::model::{GroupMessage, Timestamp, UserRef};
-use parley_actors::persistence::{CreateGroup, Stored};
+use parley_actors::persistence::{CreateGroup, Reply, Stored};
 use parley_actors::room::{
     Add, ChangeRole, CheckMember, ListMembers, PostMessage, Remove, Role, RoomActor,
 };
@@ -117,18 +117,17 @@ pub async fn post_message(
     validate::content(&body.content, state.chat.settings.max_content_chars)?;
     let (message_type, content_type) = message_types(body.message_type, body.content_type)?;
     let room = state.chat.room(group_id).await?;
-    let stored = ask(
-        &room,
-        PostMessage {
-            sender: user,
-            content: body.content,
-            message_type,
-            content_type,
-            client_id: None,
-            origin: None,
-        },
-    )
-    .await?;
+    let (reply, stored) = Reply::channel();
+    room.do_send(PostMessage {
+        sender: user,
+        content: body.content,
+        message_type,
+        content_type,
+        client_id: None,
+        origin: None,
+        reply,
+    });
+    let stored = stored.await?;
     let Stored::Group(m, _) = &stored else {
         return Err(ChatError::internal_msg("a group post stored something else").into());
     };

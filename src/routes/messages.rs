@@ -2,7 +2,7 @@
 
 use actix_web::{web, HttpResponse};
 use parley_actors::model::{DeliveryStatus, PrivateMessage, Timestamp};
-use parley_actors::persistence::{MarkRead, StoreMessage, Stored, Target};
+use parley_actors::persistence::{MarkRead, NewMessage, Reply, StoreMessage, Stored, Target};
 use parley_actors::protocol::{DEFAULT_CONTENT_TYPE, DEFAULT_MESSAGE_TYPE};
 use parley_actors::{ask, validate, ChatError};
 use serde::{Deserialize, Serialize};
@@ -64,9 +64,9 @@ pub async fn send_private(
 ) -> ApiResult<HttpResponse> {
     validate::content(&body.content, state.chat.settings.max_content_chars)?;
     let (message_type, content_type) = message_types(body.message_type, body.content_type)?;
-    let stored = ask(
-        &state.chat.persistence,
-        StoreMessage {
+    let (reply, stored) = Reply::channel();
+    state.chat.persistence.do_send(StoreMessage {
+        message: NewMessage {
             sender: user,
             to: Target::User(body.recipient),
             content: body.content,
@@ -75,8 +75,9 @@ pub async fn send_private(
             client_id: None,
             origin: None,
         },
-    )
-    .await?;
+        reply,
+    });
+    let stored = stored.await?;
     match &stored {
         Stored::Private(message) => Ok(HttpResponse::Ok().json(PrivateMessageView::from(message))),
         _ => Err(ChatError::internal_msg("a private send stored something else").into()),

@@ -8,7 +8,7 @@ use sqlx::Connection;
 
 use crate::error::{ChatError, ChatResult};
 use crate::model::{DeliveryStatus, GroupMessage, GroupRecord, PrivateMessage, Timestamp, UserRef};
-use crate::persistence::{Ack, MarkRead, Shared, Stored, StoreMessage, Target, Write};
+use crate::persistence::{Ack, MarkRead, NewMessage, Shared, Stored, Target, Write};
 use crate::protocol::{encode, ServerFrame};
 use crate::room::FanOut;
 use crate::session::Push;
@@ -67,8 +67,17 @@ async fn apply_all(
 ) -> Result<(), sqlx::Error> {
     let mut conn = pool.acquire().await?;
     let mut tx = conn.begin().await?;
-    for write in writes.iter_mut() {
-        apply(&mut tx, write, shared, effects).await?;
+    let mut rest = writes;
+    while !rest.is_empty() {
+        // Consecutive message stores go in together, as multi-row INSERTs.
+        let run = rest
+            .iter()
+            .take_while(|write| matches!(write, Write::StoreMessage(_)))
+            .count()
+            .max(1);
+        let (now, tail) = rest.split_at_mut(run);
+        apply(&mut tx, now, shared, effects).await?;
+        rest = tail;
     }
     tx.commit().await
 }
@@ -100,13 +109,17 @@ fn finish(writes: Vec<Write>, effects: Vec<Effect>, shared: &Shared) {
     }
 }
 
+/// Applies one write, or a run of message stores.
 async fn apply(
     conn: &mut q::Conn,
-    write: &mut Write,
+    writes: &mut [Write],
     shared: &Shared,
     effects: &mut Vec<Effect>,
 ) -> Result<(), sqlx::Error> {
     let now = Timestamp::now();
+    let [write] = writes else {
+        return store_messages(conn, writes, now, shared, effects).await;
+    };
     match write {
         Write::CreateUser(p) => {
             let m = &p.msg;
@@ -131,8 +144,8 @@ async fn apply(
                 created_by: m.creator.username.to_string(),
             }));
         }
-        Write::StoreMessage(p) => {
-            p.result = Some(store_message(conn, &p.msg, now, shared, effects).await?);
+        Write::StoreMessage(_) => {
+            store_messages(conn, writes, now, shared, effects).await?;
         }
         Write::RegisterDevice(p) => {
             let m = &p.msg;
@@ -249,67 +262,176 @@ async fn mark_read(
     Ok(Ok(()))
 }
 
-async fn store_message(
+/// Where a message goes, once its recipient or group is known.
+enum Resolved {
+    Private {
+        recipient: UserRef,
+        conversation: i64,
+        status: DeliveryStatus,
+    },
+    Group {
+        group_id: i64,
+        room: actix::Addr<crate::room::RoomActor>,
+        status: DeliveryStatus,
+    },
+}
+
+/// Stores a run of messages: resolves each target (refusals become that
+/// write's error), reserves ids for the rest in one statement, inserts them
+/// in a few multi-row statements, and answers each write in id order.
+async fn store_messages(
     conn: &mut q::Conn,
-    m: &StoreMessage,
+    run: &mut [Write],
     now: Timestamp,
     shared: &Shared,
     effects: &mut Vec<Effect>,
-) -> Result<ChatResult<Stored>, sqlx::Error> {
+) -> Result<(), sqlx::Error> {
+    let mut accepted = Vec::with_capacity(run.len());
+    for (index, write) in run.iter_mut().enumerate() {
+        let Write::StoreMessage(p) = write else {
+            continue;
+        };
+        match resolve(conn, &p.msg, now, shared, effects).await? {
+            Ok(target) => accepted.push((index, target)),
+            Err(refusal) => p.result = Some(Err(refusal)),
+        }
+    }
+    if accepted.is_empty() {
+        return Ok(());
+    }
+    let count = accepted.len() as i64;
+    let first_id = q::reserve_message_ids(conn, count).await? - count + 1;
+    let rows: Vec<q::MessageRow> = accepted
+        .iter()
+        .zip(first_id..)
+        .filter_map(|((index, target), id)| match &run[*index] {
+            Write::StoreMessage(p) => Some(message_row(&p.msg, target, id, now)),
+            _ => None,
+        })
+        .collect();
+    let mut inserted = q::insert_messages(conn, &rows).await?;
+    drop(rows);
+    inserted.sort_unstable();
+    for ((index, target), id) in accepted.into_iter().zip(first_id..) {
+        let Write::StoreMessage(p) = &mut run[index] else {
+            continue;
+        };
+        let result = if inserted.binary_search(&id).is_ok() {
+            Ok(stored(&p.msg, target, id, now, effects))
+        } else {
+            duplicate(conn, &p.msg).await?
+        };
+        p.result = Some(result);
+    }
+    Ok(())
+}
+
+/// Finds the recipient (and the conversation) or takes the group the room
+/// checked; refuses an unknown recipient (404) or oneself (400).
+async fn resolve(
+    conn: &mut q::Conn,
+    m: &NewMessage,
+    now: Timestamp,
+    shared: &Shared,
+    effects: &mut Vec<Effect>,
+) -> Result<ChatResult<Resolved>, sqlx::Error> {
     let sender = &m.sender;
-    match &m.to {
-        Target::User(name) => {
-            let key = crate::validate::lookup_key(name);
-            let cached = shared.directory.users.get(&key).map(|user| user.clone());
-            let recipient = match cached {
-                Some(user) => user,
-                None => match q::user_by_key(&mut *conn, &key).await? {
-                    Some((id, username)) => {
-                        let user = UserRef { id, username: username.into() };
-                        effects.push(Effect::CacheUser(key, user.clone()));
-                        user
-                    }
-                    None => return Ok(Err(ChatError::not_found("recipient: no such user"))),
+    let name = match &m.to {
+        Target::Group {
+            group_id,
+            room,
+            anyone_online,
+        } => {
+            return Ok(Ok(Resolved::Group {
+                group_id: *group_id,
+                room: room.clone(),
+                status: if *anyone_online {
+                    DeliveryStatus::Delivered
+                } else {
+                    DeliveryStatus::Sent
                 },
-            };
-            if recipient.id == sender.id {
-                return Ok(Err(ChatError::invalid(
-                    "recipient: cannot send a private message to yourself",
-                )));
+            }))
+        }
+        Target::User(name) => name,
+    };
+    let key = crate::validate::lookup_key(name);
+    let cached = shared.directory.users.get(&key).map(|user| user.clone());
+    let recipient = match cached {
+        Some(user) => user,
+        None => match q::user_by_key(&mut *conn, &key).await? {
+            Some((id, username)) => {
+                let user = UserRef {
+                    id,
+                    username: username.into(),
+                };
+                effects.push(Effect::CacheUser(key, user.clone()));
+                user
             }
-            let pair = (sender.id.min(recipient.id), sender.id.max(recipient.id));
-            let cached = shared.directory.conversations.get(&pair).map(|id| *id);
-            let conversation = match cached {
-                Some(id) => id,
-                None => {
-                    let id = q::conversation_id(conn, pair.0, pair.1, now).await?;
-                    effects.push(Effect::CacheConversation(pair, id));
-                    id
-                }
-            };
-            let status = if shared.hub.is_online(recipient.id) {
-                DeliveryStatus::Delivered
-            } else {
-                DeliveryStatus::Sent
-            };
-            let row = q::NewMessage {
-                sender_id: sender.id,
-                conversation_id: Some(conversation),
-                recipient_id: Some(recipient.id),
-                group_id: None,
-                content: &m.content,
-                message_type: &m.message_type,
-                content_type: &m.content_type,
-                created_at: now,
-                status: Some(status.as_str()),
-                client_id: m.client_id.as_deref(),
-            };
-            let Some(id) = q::insert_message(conn, &row).await? else {
-                return duplicate(conn, m).await;
-            };
+            None => return Ok(Err(ChatError::not_found("recipient: no such user"))),
+        },
+    };
+    if recipient.id == sender.id {
+        return Ok(Err(ChatError::invalid(
+            "recipient: cannot send a private message to yourself",
+        )));
+    }
+    let pair = (sender.id.min(recipient.id), sender.id.max(recipient.id));
+    let cached = shared.directory.conversations.get(&pair).map(|id| *id);
+    let conversation = match cached {
+        Some(id) => id,
+        None => {
+            let id = q::conversation_id(conn, pair.0, pair.1, now).await?;
+            effects.push(Effect::CacheConversation(pair, id));
+            id
+        }
+    };
+    let status = if shared.hub.is_online(recipient.id) {
+        DeliveryStatus::Delivered
+    } else {
+        DeliveryStatus::Sent
+    };
+    Ok(Ok(Resolved::Private {
+        recipient,
+        conversation,
+        status,
+    }))
+}
+
+fn message_row<'a>(m: &'a NewMessage, target: &Resolved, id: i64, now: Timestamp) -> q::MessageRow<'a> {
+    let (conversation_id, recipient_id, group_id, status) = match target {
+        Resolved::Private {
+            recipient,
+            conversation,
+            status,
+        } => (Some(*conversation), Some(recipient.id), None, Some(status.as_str())),
+        Resolved::Group { group_id, .. } => (None, None, Some(*group_id), None),
+    };
+    q::MessageRow {
+        id,
+        sender_id: m.sender.id,
+        conversation_id,
+        recipient_id,
+        group_id,
+        content: &m.content,
+        message_type: &m.message_type,
+        content_type: &m.content_type,
+        created_at: now,
+        status,
+        client_id: m.client_id.as_deref(),
+    }
+}
+
+/// The stored message, with its delivery queued for after COMMIT.
+fn stored(m: &NewMessage, target: Resolved, id: i64, now: Timestamp, effects: &mut Vec<Effect>) -> Stored {
+    match target {
+        Resolved::Private {
+            recipient,
+            status,
+            ..
+        } => {
             let message = PrivateMessage {
                 id,
-                sender: sender.username.to_string(),
+                sender: m.sender.username.to_string(),
                 recipient: recipient.username.to_string(),
                 content: m.content.clone(),
                 message_type: m.message_type.clone(),
@@ -320,55 +442,39 @@ async fn store_message(
             effects.push(Effect::DeliverPrivate {
                 push: Push::message(id, encode(&ServerFrame::Message((&message).into()))),
                 recipient: recipient.id,
-                sender: sender.id,
+                sender: m.sender.id,
                 origin: m.origin,
             });
-            Ok(Ok(Stored::Private(message)))
+            Stored::Private(message)
         }
-        Target::Group { group_id, room, anyone_online } => {
-            let row = q::NewMessage {
-                sender_id: sender.id,
-                conversation_id: None,
-                recipient_id: None,
-                group_id: Some(*group_id),
-                content: &m.content,
-                message_type: &m.message_type,
-                content_type: &m.content_type,
-                created_at: now,
-                status: None,
-                client_id: m.client_id.as_deref(),
-            };
-            let Some(id) = q::insert_message(conn, &row).await? else {
-                return duplicate(conn, m).await;
-            };
+        Resolved::Group {
+            group_id,
+            room,
+            status,
+        } => {
             let message = GroupMessage {
                 id,
-                group_id: *group_id,
-                sender: sender.username.to_string(),
+                group_id,
+                sender: m.sender.username.to_string(),
                 content: m.content.clone(),
                 message_type: m.message_type.clone(),
                 content_type: m.content_type.clone(),
                 timestamp: now,
             };
             effects.push(Effect::DeliverGroup(
-                room.clone(),
+                room,
                 FanOut {
                     push: Push::message(id, encode(&ServerFrame::Message((&message).into()))),
                     origin: m.origin,
                 },
             ));
-            let status = if *anyone_online {
-                DeliveryStatus::Delivered
-            } else {
-                DeliveryStatus::Sent
-            };
-            Ok(Ok(Stored::Group(message, status)))
+            Stored::Group(message, status)
         }
     }
 }
 
 /// The reply to a resend: the first message stored under this `client_id`.
-async fn duplicate(conn: &mut q::Conn, m: &StoreMessage) -> Result<ChatResult<Stored>, sqlx::Error> {
+async fn duplicate(conn: &mut q::Conn, m: &NewMessage) -> Result<ChatResult<Stored>, sqlx::Error> {
     let client_id = m.client_id.as_deref().unwrap_or_default();
     let (id, created_at, status) = q::message_by_client_id(conn, m.sender.id, client_id).await?;
     let status = status

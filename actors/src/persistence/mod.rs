@@ -80,10 +80,47 @@ pub enum Target {
     },
 }
 
-/// Store a message; after COMMIT it is delivered and the reply (the ack) sent.
+/// Where the outcome of a write goes once its transaction committed (or
+/// failed): to a caller awaiting it ([`Reply::channel`]), or straight into
+/// an actor's mailbox ([`Reply::new`]) so that a session sending many
+/// messages keeps no future alive per message in flight.
+pub struct Reply<T>(Box<dyn FnOnce(ChatResult<T>) + Send>);
+
+impl<T: Send + 'static> Reply<T> {
+    pub fn new(deliver: impl FnOnce(ChatResult<T>) + Send + 'static) -> Self {
+        Reply(Box::new(deliver))
+    }
+
+    /// A reply and the future that resolves to it.
+    pub fn channel() -> (Self, impl std::future::Future<Output = ChatResult<T>>) {
+        let (sender, receiver) = oneshot::channel();
+        let reply = Reply::new(move |result| {
+            // The asker may have gone away (a closed request); nothing to do then.
+            let _ = sender.send(result);
+        });
+        let outcome = async move {
+            receiver
+                .await
+                .unwrap_or_else(|_| Err(ChatError::internal_msg("a write was dropped unanswered")))
+        };
+        (reply, outcome)
+    }
+
+    pub fn send(self, result: ChatResult<T>) {
+        (self.0)(result)
+    }
+}
+
+/// Store a message; after COMMIT it is delivered, then `reply` gets the outcome.
 #[derive(Message)]
-#[rtype(result = "ChatResult<Stored>")]
+#[rtype(result = "()")]
 pub struct StoreMessage {
+    pub message: NewMessage,
+    pub reply: Reply<Stored>,
+}
+
+/// A message to store.
+pub struct NewMessage {
     pub sender: UserRef,
     pub to: Target,
     pub content: String,
@@ -225,58 +262,70 @@ pub struct TouchUser {
 
 // ---- The actor --------------------------------------------------------------
 
-/// A write waiting for its transaction, with the channel its reply goes back on.
+/// A write waiting for its transaction, with where its reply goes.
 pub(crate) struct Pending<M, T> {
     pub msg: M,
     /// Filled in by the batch; sent only after COMMIT.
     pub result: Option<ChatResult<T>>,
-    reply: oneshot::Sender<ChatResult<T>>,
+    reply: Reply<T>,
 }
 
-impl<M, T> Pending<M, T> {
-    fn new(msg: M) -> (Self, oneshot::Receiver<ChatResult<T>>) {
-        let (reply, receiver) = oneshot::channel();
-        let pending = Pending {
+impl<M, T: Send + 'static> Pending<M, T> {
+    fn new(msg: M, reply: Reply<T>) -> Self {
+        Pending {
             msg,
             result: None,
             reply,
-        };
-        (pending, receiver)
+        }
     }
 
     fn send_reply(self) {
         let result = self
             .result
             .unwrap_or_else(|| Err(ChatError::internal_msg("write finished without a result")));
-        // The asker may have gone away (a closed socket); nothing to do then.
-        let _ = self.reply.send(result);
+        self.reply.send(result);
     }
 
     fn fail(self, error: ChatError) {
-        let _ = self.reply.send(Err(error));
+        self.reply.send(Err(error));
     }
 }
 
-/// Declares the queued form of every write message and its handler: each
-/// handler only queues the write and returns a future of the reply.
+/// Declares the queued form of every write and, for the request-reply
+/// messages, their handlers: each only queues the write and returns a
+/// future of the reply. (Message stores carry their own [`Reply`]; their
+/// handler is below.)
 macro_rules! writes {
-    ($($variant:ident($message:ty) -> $output:ty;)*) => {
+    (
+        asked { $($variant:ident($message:ty) -> $output:ty;)* }
+        carrying_reply { $($fr_variant:ident($fr_message:ty) -> $fr_output:ty;)* }
+    ) => {
         pub(crate) enum Write {
             $($variant(Pending<$message, $output>),)*
+            $($fr_variant(Pending<$fr_message, $fr_output>),)*
         }
 
         impl Write {
             fn send_reply(self) {
-                match self { $(Write::$variant(p) => p.send_reply(),)* }
+                match self {
+                    $(Write::$variant(p) => p.send_reply(),)*
+                    $(Write::$fr_variant(p) => p.send_reply(),)*
+                }
             }
 
             fn fail(self, error: ChatError) {
-                match self { $(Write::$variant(p) => p.fail(error),)* }
+                match self {
+                    $(Write::$variant(p) => p.fail(error),)*
+                    $(Write::$fr_variant(p) => p.fail(error),)*
+                }
             }
 
             /// Forgets the result of a rolled-back attempt before the write is retried.
             fn reset(&mut self) {
-                match self { $(Write::$variant(p) => p.result = None,)* }
+                match self {
+                    $(Write::$variant(p) => p.result = None,)*
+                    $(Write::$fr_variant(p) => p.result = None,)*
+                }
             }
         }
 
@@ -285,13 +334,9 @@ macro_rules! writes {
                 type Result = ResponseFuture<ChatResult<$output>>;
 
                 fn handle(&mut self, msg: $message, ctx: &mut Self::Context) -> Self::Result {
-                    let (pending, reply) = Pending::new(msg);
-                    self.enqueue(Write::$variant(pending), ctx);
-                    Box::pin(async move {
-                        reply.await.unwrap_or_else(|_| {
-                            Err(ChatError::internal_msg("persistence actor dropped a write"))
-                        })
-                    })
+                    let (reply, outcome) = Reply::channel();
+                    self.enqueue(Write::$variant(Pending::new(msg, reply)), ctx);
+                    Box::pin(outcome)
                 }
             }
         )*
@@ -299,9 +344,9 @@ macro_rules! writes {
 }
 
 writes! {
+    asked {
     CreateUser(CreateUser) -> UserRecord;
     CreateGroup(CreateGroup) -> GroupRecord;
-    StoreMessage(StoreMessage) -> Stored;
     RegisterDevice(RegisterDevice) -> DeviceRecord;
     DeleteDevice(DeleteDevice) -> i64;
     TouchDevice(TouchDevice) -> ();
@@ -312,6 +357,19 @@ writes! {
     MarkDelivered(MarkDelivered) -> usize;
     MarkRead(MarkRead) -> ();
     TouchUser(TouchUser) -> ();
+    }
+    carrying_reply {
+    StoreMessage(NewMessage) -> Stored;
+    }
+}
+
+impl Handler<StoreMessage> for PersistenceActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: StoreMessage, ctx: &mut Self::Context) {
+        let pending = Pending::new(msg.message, msg.reply);
+        self.enqueue(Write::StoreMessage(pending), ctx);
+    }
 }
 
 pub struct PersistenceActor {

@@ -22,11 +22,16 @@ use crate::model::{
 
 pub(crate) mod sqlite {
     pub type Db = sqlx::Sqlite;
+    /// SQLite looks up a numbered parameter's name by a linear scan, so a
+    /// statement with thousands of `$n` costs quadratic time to bind; `?`
+    /// placeholders bind in order at no such cost.
+    const POSITIONAL_PLACEHOLDERS: bool = true;
     include!("queries.rs");
 }
 
 pub(crate) mod postgres {
     pub type Db = sqlx::Postgres;
+    const POSITIONAL_PLACEHOLDERS: bool = false;
     include!("queries.rs");
 }
 
@@ -54,6 +59,20 @@ macro_rules! on_backend {
     };
 }
 
+/// When a commit counts as done (SQLite; Postgres follows its own
+/// `synchronous_commit` setting).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// Each commit is fsynced before it is acknowledged: an ack survives a
+    /// power cut or OS crash.
+    #[default]
+    Full,
+    /// Commits reach the OS but are fsynced only at checkpoints: an ack
+    /// survives the server process crashing or being killed, not a power
+    /// cut or OS crash (the last commits may be lost then).
+    Normal,
+}
+
 /// A member of a group as the room actor keeps it.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct MemberRow {
@@ -69,6 +88,8 @@ pub struct MemberRow {
 pub struct Store {
     pub(crate) read: Pool,
     pub(crate) write: Pool,
+    /// SQLite only: the connection that copies the WAL back into the database.
+    checkpointer: Option<SqlitePool>,
 }
 
 /// How long a request waits for a database connection before failing with
@@ -79,9 +100,9 @@ impl Store {
     /// Connects by URL scheme (`sqlite:` or `postgres:`/`postgresql:`),
     /// creating the SQLite file and its directory if needed, and runs the
     /// embedded migrations.
-    pub async fn connect(url: &str) -> ChatResult<Store> {
+    pub async fn connect(url: &str, durability: Durability) -> ChatResult<Store> {
         let store = if url.starts_with("sqlite:") {
-            Self::connect_sqlite(url).await?
+            Self::connect_sqlite(url, durability).await?
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             Self::connect_postgres(url).await?
         } else {
@@ -93,27 +114,45 @@ impl Store {
         Ok(store)
     }
 
-    async fn connect_sqlite(url: &str) -> ChatResult<Store> {
+    async fn connect_sqlite(url: &str, durability: Durability) -> ChatResult<Store> {
+        let synchronous = match durability {
+            Durability::Full => SqliteSynchronous::Full,
+            Durability::Normal => SqliteSynchronous::Normal,
+        };
         let options = SqliteConnectOptions::from_str(url)
             .map_err(|err| ChatError::invalid(format!("database URL: {err}")))?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            // FULL: a commit is on disk before the client's ack goes out.
-            .synchronous(SqliteSynchronous::Full)
+            .synchronous(synchronous)
             .busy_timeout(ACQUIRE_TIMEOUT)
-            .foreign_keys(true);
+            .foreign_keys(true)
+            // A page cache big enough that a batch never spills mid-transaction,
+            // statement journals in memory rather than temp files, and reads
+            // through a memory map rather than a read() per page.
+            .pragma("cache_size", "-65536")
+            .pragma("temp_store", "memory")
+            .pragma("mmap_size", "268435456")
+            // Once a checkpoint has caught up, shrink the WAL file back.
+            .pragma("journal_size_limit", "67108864");
         if let Some(dir) = Path::new(options.get_filename()).parent() {
             if !dir.as_os_str().is_empty() {
                 std::fs::create_dir_all(dir).map_err(ChatError::internal)?;
             }
         }
         // Opening the writer first creates the file and switches it to WAL
-        // before any reader connects.
+        // before any reader connects. The writer does not checkpoint the WAL
+        // itself (that would stall a commit for the whole copy); a separate
+        // connection does, in the background (see `Store::checkpoint`), with
+        // the writer's own checkpoint kept only as a backstop at ~400 MiB.
         let write = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_with(options.clone())
+            .connect_with(options.clone().pragma("wal_autocheckpoint", "100000"))
             .await?;
+        let checkpointer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_lazy_with(options.clone());
         let read = SqlitePoolOptions::new()
             .max_connections(8)
             .acquire_timeout(ACQUIRE_TIMEOUT)
@@ -122,6 +161,7 @@ impl Store {
         Ok(Store {
             read: Pool::Sqlite(read),
             write: Pool::Sqlite(write),
+            checkpointer: Some(checkpointer),
         })
     }
 
@@ -138,6 +178,7 @@ impl Store {
         Ok(Store {
             read: Pool::Postgres(read),
             write: Pool::Postgres(write),
+            checkpointer: None,
         })
     }
 
@@ -147,6 +188,22 @@ impl Store {
             Pool::Postgres(pool) => sqlx::migrate!("../migrations/postgres").run(pool).await,
         };
         result.map_err(ChatError::internal)
+    }
+
+    /// Copies committed WAL pages back into the SQLite database without
+    /// blocking the writer (a PASSIVE checkpoint). No-op on Postgres.
+    pub async fn checkpoint(&self) -> ChatResult<()> {
+        if let Some(pool) = &self.checkpointer {
+            sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                .execute(pool)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Whether the store needs [`Store::checkpoint`] called regularly.
+    pub fn needs_checkpoints(&self) -> bool {
+        self.checkpointer.is_some()
     }
 
     /// Whether the database answers a trivial query.

@@ -1,8 +1,9 @@
 // Every SQL statement Parley runs. This file is included twice by
 // `store/mod.rs`, into the `sqlite` and `postgres` modules, each of which
-// defines `Db`; the text is identical for both backends. Numbered parameters
-// must first appear in order ($1 before $2 ...): SQLite numbers `$n`
-// parameters by first appearance.
+// defines `Db`; the text is identical for both backends, except for the
+// placeholders of the multi-row INSERT (see `POSITIONAL_PLACEHOLDERS`).
+// Numbered parameters must first appear in order ($1 before $2 ...): SQLite
+// numbers `$n` parameters by first appearance.
 
 use sqlx::Executor;
 
@@ -324,7 +325,8 @@ pub async fn conversation_id(
 
 /// A message row to insert: either `conversation_id` + `recipient_id` (private)
 /// or `group_id` (group).
-pub struct NewMessage<'a> {
+pub struct MessageRow<'a> {
+    pub id: i64,
     pub sender_id: i64,
     pub conversation_id: Option<i64>,
     pub recipient_id: Option<i64>,
@@ -337,31 +339,93 @@ pub struct NewMessage<'a> {
     pub client_id: Option<&'a str>,
 }
 
-/// Inserts a message; `None` when the sender already stored one with this
-/// `client_id` (the unique index decides, so resends are idempotent).
-pub async fn insert_message(
-    conn: &mut Conn,
-    message: &NewMessage<'_>,
-) -> Result<Option<i64>, sqlx::Error> {
+/// Reserves `count` message ids; returns the last one (the ids are
+/// `last - count + 1 ..= last`). Rolled back with the batch, so no gaps
+/// are left by failed batches.
+pub async fn reserve_message_ids(conn: &mut Conn, count: i64) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar(
-        "INSERT INTO messages (sender_id, conversation_id, recipient_id, group_id, content, \
-         message_type, content_type, created_at, status, client_id) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
-         ON CONFLICT (sender_id, client_id) WHERE client_id IS NOT NULL DO NOTHING \
-         RETURNING id",
+        "UPDATE id_sequence SET last_id = last_id + $1 WHERE name = 'messages' RETURNING last_id",
     )
-    .bind(message.sender_id)
-    .bind(message.conversation_id)
-    .bind(message.recipient_id)
-    .bind(message.group_id)
-    .bind(message.content)
-    .bind(message.message_type)
-    .bind(message.content_type)
-    .bind(message.created_at.0)
-    .bind(message.status)
-    .bind(message.client_id)
-    .fetch_optional(&mut *conn)
+    .bind(count)
+    .fetch_one(&mut *conn)
     .await
+}
+
+/// Rows per INSERT statement, largest first: a batch is cut into these so
+/// that only a handful of distinct statements are ever prepared.
+const INSERT_CHUNKS: [usize; 5] = [256, 64, 16, 4, 1];
+const MESSAGE_COLUMNS: usize = 11;
+
+fn insert_messages_sql(rows: usize) -> &'static str {
+    static STATEMENTS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let statements = STATEMENTS.get_or_init(|| {
+        INSERT_CHUNKS
+            .iter()
+            .map(|&rows| {
+                let values: Vec<String> = (0..rows)
+                    .map(|row| {
+                        let first = row * MESSAGE_COLUMNS + 1;
+                        let params: Vec<String> = (first..first + MESSAGE_COLUMNS)
+                            .map(|n| match POSITIONAL_PLACEHOLDERS {
+                                true => "?".to_owned(),
+                                false => format!("${n}"),
+                            })
+                            .collect();
+                        format!("({})", params.join(", "))
+                    })
+                    .collect();
+                format!(
+                    "INSERT INTO messages (id, sender_id, conversation_id, recipient_id, group_id, \
+                     content, message_type, content_type, created_at, status, client_id) \
+                     VALUES {} \
+                     ON CONFLICT (sender_id, client_id) WHERE client_id IS NOT NULL DO NOTHING \
+                     RETURNING id",
+                    values.join(", ")
+                )
+            })
+            .collect()
+    });
+    let index = INSERT_CHUNKS
+        .iter()
+        .position(|&size| size == rows)
+        .expect("a chunk size");
+    &statements[index]
+}
+
+/// Inserts rows whose ids are already reserved; returns the ids actually
+/// inserted. A row missing from the answer had a `client_id` its sender
+/// used before (the unique index decides, so resends are idempotent).
+pub async fn insert_messages(
+    conn: &mut Conn,
+    rows: &[MessageRow<'_>],
+) -> Result<Vec<i64>, sqlx::Error> {
+    let mut inserted = Vec::with_capacity(rows.len());
+    let mut rest = rows;
+    while !rest.is_empty() {
+        let size = *INSERT_CHUNKS
+            .iter()
+            .find(|&&size| size <= rest.len())
+            .expect("chunk sizes end with 1");
+        let (chunk, tail) = rest.split_at(size);
+        let mut query = sqlx::query_scalar::<_, i64>(insert_messages_sql(size));
+        for row in chunk {
+            query = query
+                .bind(row.id)
+                .bind(row.sender_id)
+                .bind(row.conversation_id)
+                .bind(row.recipient_id)
+                .bind(row.group_id)
+                .bind(row.content)
+                .bind(row.message_type)
+                .bind(row.content_type)
+                .bind(row.created_at.0)
+                .bind(row.status)
+                .bind(row.client_id);
+        }
+        inserted.extend(query.fetch_all(&mut *conn).await?);
+        rest = tail;
+    }
+    Ok(inserted)
 }
 
 /// What was stored earlier under a sender's `client_id`: (id, created_at, status).
