@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
+use parley_actors::limits::Rate;
 use parley_actors::store::Durability;
 use parley_actors::ChatSettings;
 
@@ -54,6 +55,29 @@ pub struct Config {
     #[arg(long, env = "PARLEY_SQLITE_SYNC", value_enum, default_value_t = SqliteSync::Full)]
     pub sqlite_sync: SqliteSync,
 
+    /// Frames that may wait for one socket; a socket whose client lets more
+    /// pile up is closed with 1008 (the client reconnects and syncs).
+    #[arg(long, env = "PARLEY_SOCKET_QUEUE", default_value_t = 1024)]
+    pub socket_queue: usize,
+
+    /// `on` or `off`: rate limits on message sends (per user) and on logins
+    /// and registrations (per client address). Turn off for load tests and
+    /// test suites that register many users from one address.
+    #[arg(long, env = "PARLEY_RATE_LIMITS", value_enum, default_value_t = Switch::On)]
+    pub rate_limits: Switch,
+
+    /// Messages a user may send per second (REST and socket together).
+    #[arg(long, env = "PARLEY_MESSAGE_RATE", default_value_t = 20.0)]
+    pub message_rate: f64,
+
+    /// Messages a user may send in a burst after a quiet spell.
+    #[arg(long, env = "PARLEY_MESSAGE_BURST", default_value_t = 50.0)]
+    pub message_burst: f64,
+
+    /// Logins plus registrations per minute from one client address (also the burst).
+    #[arg(long, env = "PARLEY_AUTH_RATE", default_value_t = 10.0)]
+    pub auth_rate: f64,
+
     /// HTTP worker threads. Default: one per CPU core.
     #[arg(long, env = "PARLEY_WORKERS")]
     pub workers: Option<usize>,
@@ -65,6 +89,12 @@ pub struct Config {
     /// A WebSocket silent (no frame, ping or pong) for this long is closed.
     #[arg(long, env = "PARLEY_CLIENT_TIMEOUT", default_value = "45s", value_parser = parse_duration)]
     pub client_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Switch {
+    On,
+    Off,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -108,12 +138,20 @@ impl Config {
             max_content_chars: self.max_content_chars,
             heartbeat_interval: self.heartbeat_interval,
             client_timeout: self.client_timeout,
+            socket_queue: self.socket_queue,
             durability: match self.sqlite_sync {
                 SqliteSync::Full => Durability::Full,
                 SqliteSync::Normal => Durability::Normal,
             },
+            message_rate: (self.rate_limits == Switch::On)
+                .then(|| Rate::per_second(self.message_rate, self.message_burst)),
             ..ChatSettings::default()
         }
+    }
+
+    /// Logins and registrations per client address, when limited.
+    pub fn auth_rate(&self) -> Option<Rate> {
+        (self.rate_limits == Switch::On).then(|| Rate::per_minute(self.auth_rate, self.auth_rate))
     }
 }
 

@@ -55,8 +55,15 @@ impl ResponseError for ApiError {
         }
         let detail = self.0.to_string();
         let mut response = HttpResponse::build(self.status_code());
-        if let ChatError::MethodNotAllowed(allow) = &self.0 {
-            response.insert_header((header::ALLOW, *allow));
+        match &self.0 {
+            ChatError::MethodNotAllowed(allow) => {
+                response.insert_header((header::ALLOW, *allow));
+            }
+            ChatError::TooManyRequests { retry_after } => {
+                let seconds = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+                response.insert_header((header::RETRY_AFTER, seconds.to_string()));
+            }
+            _ => {}
         }
         response.json(ErrorBody {
             detail: &detail,

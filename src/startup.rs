@@ -11,7 +11,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use actix_web::dev::Server;
-use actix_web::{web, App, HttpServer};
+use std::net::IpAddr;
+
+use actix_web::{web, App, HttpRequest, HttpServer};
+use parley_actors::limits::RateLimiter;
 use parley_actors::{Chat, ChatError};
 
 use crate::auth::{
@@ -29,6 +32,20 @@ pub struct AppState {
     /// Where uploaded bytes are kept, one file per `file_id`.
     pub files_dir: PathBuf,
     pub max_upload_bytes: u64,
+    /// Logins and registrations per client address, when limited.
+    pub auth_limiter: Option<RateLimiter<IpAddr>>,
+}
+
+impl AppState {
+    /// Takes one login/registration from the client address's allowance.
+    pub fn check_auth_rate(&self, req: &HttpRequest) -> Result<(), ChatError> {
+        let (Some(limiter), Some(peer)) = (&self.auth_limiter, req.peer_addr()) else {
+            return Ok(());
+        };
+        limiter
+            .check(&peer.ip())
+            .map_err(|retry_after| ChatError::TooManyRequests { retry_after })
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +101,17 @@ impl Application {
             tokens: Tokens::new(&secret, config.token_ttl),
             files_dir,
             max_upload_bytes: config.max_upload_bytes,
+            auth_limiter: config.auth_rate().map(RateLimiter::new),
+        });
+        let sweeper = state.clone();
+        actix_web::rt::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                every.tick().await;
+                if let Some(limiter) = &sweeper.auth_limiter {
+                    limiter.forget_idle();
+                }
+            }
         });
         let query_errors = web::QueryConfig::default()
             .error_handler(|err, _| ApiError(ChatError::invalid(format!("query: {err}"))).into());

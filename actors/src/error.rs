@@ -32,6 +32,9 @@ pub enum ChatError {
     /// A body, file or frame above its limit (413).
     #[error("{0}")]
     TooLarge(String),
+    /// A rate limit was hit (429); retrying after `retry_after` will work.
+    #[error("too many requests; retry in {} s", retry_after.as_secs().max(1))]
+    TooManyRequests { retry_after: std::time::Duration },
     /// A dependency (the database) is unreachable right now; retrying later may work (503).
     #[error("service temporarily unavailable")]
     Unavailable(#[source] BoxedCause),
@@ -54,6 +57,7 @@ impl ChatError {
             ChatError::MethodNotAllowed(_) => 405,
             ChatError::Conflict(_) => 409,
             ChatError::TooLarge(_) => 413,
+            ChatError::TooManyRequests { .. } => 429,
             ChatError::Internal(_) => 500,
             ChatError::Unavailable(_) => 503,
         }
@@ -62,6 +66,20 @@ impl ChatError {
     /// Whether this is the server's fault (logged with its cause, detail kept generic).
     pub fn is_server_fault(&self) -> bool {
         self.status() >= 500
+    }
+
+    /// Whether the failure is the database being out of reach (503).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, ChatError::Unavailable(_))
+    }
+
+    /// Classifies a database error without consuming it.
+    pub fn from_ref(error: &sqlx::Error) -> ChatError {
+        if is_connection_error(error) {
+            ChatError::Unavailable(error.to_string().into())
+        } else {
+            ChatError::internal_msg(error)
+        }
     }
 
     /// Wraps any error as an internal fault.
@@ -107,14 +125,25 @@ impl From<sqlx::Error> for ChatError {
                     None => ChatError::Internal(err.into()),
                 }
             }
-            sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::Io(_)
-            | sqlx::Error::Tls(_)
-            | sqlx::Error::WorkerCrashed => ChatError::Unavailable(err.into()),
+            _ if is_connection_error(&err) => ChatError::Unavailable(err.into()),
             _ => ChatError::Internal(err.into()),
         }
     }
+}
+
+/// Errors that mean the database cannot be reached right now.
+fn is_connection_error(err: &sqlx::Error) -> bool {
+    matches!(
+        err,
+        sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed
+    ) || matches!(err, sqlx::Error::Database(db) if db.code().is_some_and(|code| {
+        // Postgres: the server is shutting down or refuses connections.
+        code.starts_with("57P") || code.starts_with("08")
+    }))
 }
 
 impl From<actix::MailboxError> for ChatError {

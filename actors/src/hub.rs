@@ -121,6 +121,15 @@ impl Hub {
         }
     }
 
+    /// Tells every open socket of one user to close.
+    pub fn close_user(&self, user: i64, reason: fn() -> Disconnect) {
+        if let Some(sockets) = self.users.get(&user) {
+            for entry in sockets.iter() {
+                entry.socket.addr.do_send(reason());
+            }
+        }
+    }
+
     /// Tells every open socket to close (at shutdown).
     pub fn close_all(&self, reason: fn() -> Disconnect) {
         for sockets in self.users.iter() {

@@ -12,6 +12,7 @@
 pub mod devices;
 pub mod error;
 pub mod hub;
+pub mod limits;
 pub mod model;
 pub mod persistence;
 pub mod protocol;
@@ -37,6 +38,9 @@ use protocol::{encode, Presence, ServerFrame};
 use room::RoomActor;
 use store::Store;
 
+/// How often rate-limit buckets that refilled are forgotten.
+const LIMITER_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+
 /// How often the SQLite WAL is copied back into the database.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -60,6 +64,8 @@ pub struct ChatSettings {
     pub room_idle: Duration,
     /// SQLite: whether each commit is fsynced before its ack.
     pub durability: store::Durability,
+    /// Message sends per user (REST and socket together); `None` = unlimited.
+    pub message_rate: Option<limits::Rate>,
 }
 
 impl Default for ChatSettings {
@@ -73,6 +79,7 @@ impl Default for ChatSettings {
             presence_group_limit: 100,
             room_idle: Duration::from_secs(300),
             durability: store::Durability::Full,
+            message_rate: Some(limits::Rate::per_second(20.0, 50.0)),
         }
     }
 }
@@ -92,6 +99,8 @@ pub struct ChatInner {
     pub devices: Addr<DeviceRegistry>,
     /// group id → its running room.
     pub(crate) rooms: DashMap<i64, Addr<RoomActor>>,
+    /// Sends per user, when limited.
+    message_limiter: Option<limits::RateLimiter<i64>>,
     pub settings: ChatSettings,
 }
 
@@ -110,6 +119,10 @@ impl Chat {
         let store = Store::connect(database_url, settings.durability).await?;
         let hub = Arc::new(Hub::new());
         let directory = Arc::new(Directory::default());
+        let now_secs = Timestamp::now().0 / 1000;
+        for (jti, expires_at) in store.revoked_tokens(now_secs).await? {
+            directory.revoked_tokens.insert(jti, expires_at);
+        }
         let persistence =
             PersistenceActor::new(&store, hub.clone(), directory.clone()).start_unbounded();
         let devices = DeviceRegistry::new(store.clone(), persistence.clone()).start();
@@ -125,7 +138,7 @@ impl Chat {
                 }
             });
         }
-        Ok(Chat {
+        let chat = Chat {
             inner: Arc::new(ChatInner {
                 store,
                 hub,
@@ -133,9 +146,58 @@ impl Chat {
                 persistence,
                 devices,
                 rooms: DashMap::new(),
+                message_limiter: settings.message_rate.map(limits::RateLimiter::new),
                 settings,
             }),
-        })
+        };
+        let sweeper = chat.clone();
+        actix::spawn(async move {
+            let mut every = tokio::time::interval(LIMITER_SWEEP_INTERVAL);
+            loop {
+                every.tick().await;
+                if let Some(limiter) = &sweeper.message_limiter {
+                    limiter.forget_idle();
+                }
+                let now = Timestamp::now().0 / 1000;
+                sweeper
+                    .directory
+                    .revoked_tokens
+                    .retain(|_, expires_at| *expires_at > now);
+                sweeper
+                    .persistence
+                    .do_send(persistence::PurgeRevokedTokens { now });
+            }
+        });
+        Ok(chat)
+    }
+
+    /// What token checks need about a user: cached after the first look.
+    /// `None` if there is no such user.
+    pub async fn account(&self, user: i64) -> ChatResult<Option<model::AccountState>> {
+        if let Some(state) = self.directory.accounts.get(&user) {
+            return Ok(Some(*state));
+        }
+        let state = self.store.account(user).await?;
+        if let Some(state) = state {
+            // A change committed meanwhile has already cached the newer state.
+            self.directory.accounts.entry(user).or_insert(state);
+        }
+        Ok(state)
+    }
+
+    /// Whether a token id was revoked by logout.
+    pub fn is_revoked(&self, jti: &str) -> bool {
+        self.directory.revoked_tokens.contains_key(jti)
+    }
+
+    /// Takes one message send from the user's allowance; 429 when it is spent.
+    pub fn check_message_rate(&self, user: i64) -> ChatResult<()> {
+        match &self.message_limiter {
+            Some(limiter) => limiter
+                .check(&user)
+                .map_err(|retry_after| ChatError::TooManyRequests { retry_after }),
+            None => Ok(()),
+        }
     }
 
     /// Closes every socket with 1001 (going away), at shutdown.

@@ -54,12 +54,21 @@ pub struct UserRecord {
     pub created_at: Timestamp,
 }
 
-/// What login needs to check a password.
+/// What login needs to check a password and issue a token.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Credentials {
     pub id: i64,
     pub username: String,
     pub password_hash: String,
+    /// Tokens carry it; a password change bumps it, so older tokens stop working.
+    pub token_generation: i64,
+}
+
+/// What token checks need to know about an account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AccountState {
+    pub token_generation: i64,
+    pub deleted: bool,
 }
 
 /// The lifecycle of a private message.

@@ -125,6 +125,14 @@ impl Disconnect {
         }
     }
 
+    /// The user deleted their account.
+    pub fn account_deleted() -> Self {
+        Disconnect {
+            code: ws::CloseCode::Normal,
+            reason: "account deleted",
+        }
+    }
+
     /// The device this socket was bound to was deleted.
     pub fn device_removed() -> Self {
         Disconnect {
@@ -256,6 +264,9 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for SessionActor {
                 ctx.stop();
             }
             Err(ws::ProtocolError::Overflow) => {
+                let limit = self.chat.settings.max_frame_bytes;
+                let error = ChatError::TooLarge(format!("frame: larger than {limit} bytes"));
+                ctx.text(error_frame(&error, None));
                 ctx.close(Some(ws::CloseReason {
                     code: ws::CloseCode::Size,
                     description: Some("frame too large".into()),
@@ -291,6 +302,7 @@ impl SessionActor {
         if let Some(client_id) = &send.client_id {
             validate::client_id(client_id)?;
         }
+        self.chat.check_message_rate(self.user.id)?;
         Ok(())
     }
 

@@ -137,6 +137,34 @@ pub fn client_id(value: &str) -> ChatResult<()> {
     }
 }
 
+/// The file ids (UUIDs, alone or in a `/files/{id}` url) a message's text
+/// mentions; such a message lets everyone who sees it download the file.
+pub fn mentioned_file_ids(text: &str) -> Vec<&str> {
+    const UUID_LEN: usize = 36;
+    let bytes = text.as_bytes();
+    let is_uuid = |candidate: &[u8]| {
+        candidate.iter().enumerate().all(|(i, b)| match i {
+            8 | 13 | 18 | 23 => *b == b'-',
+            _ => b.is_ascii_hexdigit(),
+        })
+    };
+    let mut found = Vec::new();
+    let mut i = 0;
+    while i + UUID_LEN <= bytes.len() {
+        let starts_word = i == 0 || !bytes[i - 1].is_ascii_alphanumeric();
+        let ends_word = bytes
+            .get(i + UUID_LEN)
+            .is_none_or(|b| !b.is_ascii_alphanumeric());
+        if starts_word && ends_word && is_uuid(&bytes[i..i + UUID_LEN]) {
+            found.push(&text[i..i + UUID_LEN]);
+            i += UUID_LEN;
+        } else {
+            i += 1;
+        }
+    }
+    found
+}
+
 /// Case-folded form under which usernames and emails are unique and looked up.
 pub fn lookup_key(value: &str) -> String {
     value.to_lowercase()
@@ -172,6 +200,18 @@ mod tests {
         assert!(content(&"é".repeat(8192), 8192).is_ok());
         assert!(content(&"é".repeat(8193), 8192).is_err());
         assert!(content("", 8192).is_err());
+    }
+
+    #[test]
+    fn file_mentions_are_found_in_urls_and_json() {
+        let id = "0f8e6a2c-1b2d-4e5f-8a9b-0c1d2e3f4a5b";
+        assert_eq!(mentioned_file_ids(&format!("see /files/{id}")), vec![id]);
+        assert_eq!(
+            mentioned_file_ids(&format!(r#"{{"url":"/files/{id}","filename":"a.png"}}"#)),
+            vec![id]
+        );
+        assert!(mentioned_file_ids("no files here").is_empty());
+        assert!(mentioned_file_ids(&format!("x{id}")).is_empty());
     }
 
     #[test]

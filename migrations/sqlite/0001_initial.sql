@@ -9,7 +9,15 @@ CREATE TABLE users (
     email_key     TEXT    NOT NULL,
     password_hash TEXT    NOT NULL,
     created_at    BIGINT  NOT NULL,
-    last_seen     BIGINT            -- when the user's last socket closed (or first opened)
+    last_seen     BIGINT,           -- when the user's last socket closed (or first opened)
+    token_generation BIGINT NOT NULL DEFAULT 0,  -- bumped by a password change: older tokens die
+    deleted_at    BIGINT            -- set when the account is deleted; its name stays taken
+);
+
+-- Tokens revoked by logout, kept until they would have expired anyway.
+CREATE TABLE revoked_tokens (
+    jti        TEXT   PRIMARY KEY,
+    expires_at BIGINT NOT NULL
 );
 CREATE UNIQUE INDEX users_username_key ON users (username_key);
 CREATE UNIQUE INDEX users_email_key ON users (email_key);
@@ -91,4 +99,12 @@ CREATE TABLE files (
     filename    TEXT   NOT NULL,
     size        BIGINT NOT NULL,
     upload_time BIGINT NOT NULL
+);
+
+-- Which messages mention which files (by id or url): who may download a
+-- file besides its uploader.
+CREATE TABLE file_refs (
+    file_id    TEXT   NOT NULL REFERENCES files (file_id),
+    message_id BIGINT NOT NULL REFERENCES messages (id),
+    PRIMARY KEY (file_id, message_id)
 );

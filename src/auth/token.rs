@@ -24,8 +24,22 @@ struct Claims {
     name: String,
     iat: u64,
     exp: u64,
-    /// Unique per token.
+    /// Unique per token: what logout revokes.
     jti: String,
+    /// The account's token generation when issued: a password change bumps
+    /// it, which makes every older token invalid.
+    #[serde(rename = "gen")]
+    generation: i64,
+}
+
+/// A token that verified: whose it is and what revocation checks need.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedToken {
+    pub user: UserRef,
+    pub jti: String,
+    /// Unix seconds.
+    pub expires_at: i64,
+    pub generation: i64,
 }
 
 pub struct Tokens {
@@ -48,7 +62,7 @@ impl Tokens {
         }
     }
 
-    pub fn issue(&self, user: &UserRef) -> Result<String, ChatError> {
+    pub fn issue(&self, user: &UserRef, generation: i64) -> Result<String, ChatError> {
         let now = jsonwebtoken::get_current_timestamp();
         let claims = Claims {
             sub: user.id.to_string(),
@@ -56,21 +70,32 @@ impl Tokens {
             iat: now,
             exp: now + self.ttl.as_secs(),
             jti: uuid::Uuid::new_v4().simple().to_string(),
+            generation,
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(ChatError::internal)
     }
 
-    pub fn verify(&self, token: &str) -> Result<UserRef, ChatError> {
-        let rejected = || ChatError::Unauthenticated("token: invalid or expired".to_owned());
+    /// Checks signature, algorithm and expiry (not revocation: see `auth::authenticate`).
+    pub fn verify(&self, token: &str) -> Result<VerifiedToken, ChatError> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|_| rejected())?;
-        let id = data.claims.sub.parse().map_err(|_| rejected())?;
-        Ok(UserRef {
-            id,
-            username: data.claims.name.into(),
+        let claims = data.claims;
+        Ok(VerifiedToken {
+            user: UserRef {
+                id: claims.sub.parse().map_err(|_| rejected())?,
+                username: claims.name.into(),
+            },
+            jti: claims.jti,
+            expires_at: i64::try_from(claims.exp).map_err(|_| rejected())?,
+            generation: claims.generation,
         })
     }
+}
+
+/// The one answer for every token that does not prove who the caller is.
+pub fn rejected() -> ChatError {
+    ChatError::Unauthenticated("token: invalid, expired or revoked".to_owned())
 }
 
 /// The configured secret, or the one kept in `data_dir` (generated on first use).
@@ -113,17 +138,20 @@ mod tests {
     #[test]
     fn an_issued_token_verifies_as_its_user() {
         let tokens = Tokens::new(b"secret", Duration::from_secs(60));
-        let token = tokens.issue(&alice()).unwrap();
-        assert_eq!(tokens.verify(&token).unwrap(), alice());
+        let token = tokens.issue(&alice(), 3).unwrap();
+        let verified = tokens.verify(&token).unwrap();
+        assert_eq!(verified.user, alice());
+        assert_eq!(verified.generation, 3);
+        assert_eq!(verified.jti.len(), 32);
     }
 
     #[test]
     fn a_token_signed_with_another_key_or_algorithm_is_refused() {
         let tokens = Tokens::new(b"secret", Duration::from_secs(60));
         let other = Tokens::new(b"other", Duration::from_secs(60));
-        assert!(tokens.verify(&other.issue(&alice()).unwrap()).is_err());
+        assert!(tokens.verify(&other.issue(&alice(), 0).unwrap()).is_err());
         // Same key, but HS512: the algorithm is pinned to HS256.
-        let claims = serde_json::json!({"sub": "7", "name": "alice", "exp": u64::MAX / 2});
+        let claims = serde_json::json!({"sub": "7", "name": "alice", "exp": 4102444800u64, "jti": "x", "gen": 0});
         let hs512 = jsonwebtoken::encode(
             &Header::new(Algorithm::HS512),
             &claims,
@@ -142,7 +170,7 @@ mod tests {
     #[test]
     fn an_expired_token_is_refused() {
         let tokens = Tokens::new(b"secret", Duration::ZERO);
-        let token = tokens.issue(&alice()).unwrap();
+        let token = tokens.issue(&alice(), 0).unwrap();
         std::thread::sleep(Duration::from_millis(1100));
         assert!(tokens.verify(&token).is_err());
     }

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use actix_files::NamedFile;
 use actix_multipart::{Field, Multipart};
-use actix_web::http::header::{ContentDisposition, DispositionParam, DispositionType};
+use actix_web::http::header::{self, ContentDisposition, DispositionParam, DispositionType};
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 use parley_actors::model::{FileRecord, Timestamp};
@@ -135,24 +135,32 @@ fn bad_multipart(error: actix_multipart::MultipartError) -> ApiError {
     .into()
 }
 
-#[tracing::instrument(skip_all, fields(caller = %_user.username))]
+/// `GET /files/{file_id}`: for the uploader, and for anyone who can see a
+/// message that mentions the file (its id or url). Everyone else gets the
+/// same 404 as for a file that does not exist.
+#[tracing::instrument(skip_all, fields(caller = %user.username))]
 pub async fn download(
     req: HttpRequest,
     state: web::Data<AppState>,
-    AuthUser(_user): AuthUser,
+    AuthUser(user): AuthUser,
     file_id: web::Path<String>,
 ) -> ApiResult<HttpResponse> {
-    let record = state
-        .chat
-        .store
-        .file(&file_id)
-        .await?
-        .ok_or_else(|| ChatError::not_found("file_id: no such file"))?;
+    let hidden = || ChatError::not_found("file_id: no such file");
+    let record = state.chat.store.file(&file_id).await?.ok_or_else(hidden)?;
+    let allowed = record.uploader_id == user.id
+        || state
+            .chat
+            .store
+            .file_visible_to(&record.file_id, user.id)
+            .await?;
+    if !allowed {
+        return Err(hidden().into());
+    }
     let file = NamedFile::open_async(state.files_dir.join(&record.file_id))
         .await
         .map_err(|err| {
             tracing::error!(file_id = %record.file_id, %err, "file metadata without bytes");
-            ChatError::not_found("file_id: no such file")
+            hidden()
         })?;
     let file = file
         .set_content_type(mime::APPLICATION_OCTET_STREAM)
@@ -162,5 +170,10 @@ pub async fn download(
         })
         .use_etag(false)
         .use_last_modified(false);
-    Ok(file.into_response(&req))
+    let mut response = file.into_response(&req);
+    response.headers_mut().insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        header::HeaderValue::from_static("nosniff"),
+    );
+    Ok(response)
 }

@@ -117,6 +117,7 @@ pub async fn post_message(
     validate::content(&body.content, state.chat.settings.max_content_chars)?;
     let (message_type, content_type) = message_types(body.message_type, body.content_type)?;
     let room = state.chat.room(group_id).await?;
+    state.chat.check_message_rate(user.id)?;
     let (reply, stored) = Reply::channel();
     room.do_send(PostMessage {
         sender: user,

@@ -64,6 +64,7 @@ pub async fn send_private(
 ) -> ApiResult<HttpResponse> {
     validate::content(&body.content, state.chat.settings.max_content_chars)?;
     let (message_type, content_type) = message_types(body.message_type, body.content_type)?;
+    state.chat.check_message_rate(user.id)?;
     let (reply, stored) = Reply::channel();
     state.chat.persistence.do_send(StoreMessage {
         message: NewMessage {

@@ -3,6 +3,7 @@
 //! answer to the response; none of them writes to the database.
 
 mod auth;
+mod client;
 mod devices;
 mod files;
 mod groups;
@@ -17,6 +18,9 @@ use crate::error::ApiError;
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(resource("/auth/register", "POST").route(web::post().to(auth::register)))
         .service(resource("/auth/login", "POST").route(web::post().to(auth::login)))
+        .service(resource("/auth/logout", "POST").route(web::post().to(auth::logout)))
+        .service(resource("/auth/password", "POST").route(web::post().to(auth::change_password)))
+        .service(resource("/auth/account", "DELETE").route(web::delete().to(auth::delete_account)))
         .service(
             resource("/messages/private", "POST").route(web::post().to(messages::send_private)),
         )
@@ -58,7 +62,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         )
         .service(resource("/files/upload", "POST").route(web::post().to(files::upload)))
         .service(resource("/files/{file_id}", "GET").route(web::get().to(files::download)))
-        .service(resource("/ws/chat", "GET").route(web::get().to(ws::chat)));
+        .service(resource("/ws/chat", "GET").route(web::get().to(ws::chat)))
+        .service(resource("/", "GET").route(web::get().to(client::index)))
+        .service(resource("/app.js", "GET").route(web::get().to(client::app_js)))
+        .service(resource("/style.css", "GET").route(web::get().to(client::style_css)));
 }
 
 /// A resource that answers methods it has no route for with 405, the error

@@ -23,7 +23,7 @@ pub async fn chat(
     state: web::Data<AppState>,
     query: web::Query<SocketQuery>,
 ) -> ApiResult<HttpResponse> {
-    let user = authenticate(&req, query.token.as_deref())?;
+    let user = authenticate(&req, query.token.as_deref()).await?.user;
     let device = match &query.device_id {
         Some(device_id) => Some(
             ask(

@@ -14,7 +14,6 @@ api_test!(
     |app| async move {
         let alice = app.create_user("alice").await;
         for (method, path) in [
-            (Method::GET, "/"),
             (Method::GET, "/does-not-exist"),
             (Method::POST, "/auth/nope"),
             (Method::GET, "/groups/1/nope"),

@@ -49,8 +49,17 @@ api_test!(
         )
         .await;
         let file_id = assert_upload(&body, "data.bin", payload.len());
+        // Bob may fetch it once a message he can see mentions it.
+        let url = body["url"].as_str().expect("the upload has a url");
+        let sent = app
+            .send_private(
+                &alice.token,
+                &json!({"recipient": bob.username, "content": format!("here: {url}")}),
+            )
+            .await;
+        assert_eq!(sent.status().as_u16(), 200);
 
-        // The uploader and anyone else signed in can fetch it by its id.
+        // The uploader and the recipient can fetch it by its id.
         for user in [&alice, &bob] {
             let response = app.download_file(&user.token, &file_id).await;
             assert_eq!(

@@ -159,6 +159,9 @@ where
     let mut config = Config::for_data_dir(data_dir.path());
     config.bind = "127.0.0.1:0".to_string();
     config.jwt_secret = Some(format!("test-secret-{}", uuid::Uuid::new_v4().simple()));
+    // Tests register many users from one address and send in bursts; the
+    // rate-limit tests turn the limits back on through `configure`.
+    config.rate_limits = parley::config::Switch::Off;
 
     let database = match backend {
         Backend::Sqlite => {

@@ -7,7 +7,7 @@ use bytestring::ByteString;
 use sqlx::Connection;
 
 use crate::error::{ChatError, ChatResult};
-use crate::model::{DeliveryStatus, GroupMessage, GroupRecord, PrivateMessage, Timestamp, UserRef};
+use crate::model::{AccountState, DeliveryStatus, GroupMessage, GroupRecord, PrivateMessage, Timestamp, UserRef};
 use crate::persistence::{Ack, MarkRead, NewMessage, Shared, Stored, Target, Write};
 use crate::protocol::{encode, ServerFrame};
 use crate::room::FanOut;
@@ -26,6 +26,10 @@ enum Effect {
         origin: Option<crate::hub::SessionId>,
     },
     DeliverGroup(actix::Addr<crate::room::RoomActor>, FanOut),
+    CacheAccount(i64, AccountState),
+    Revoke(String, i64),
+    /// The account is gone: forget its name and close its sockets.
+    AccountDeleted(UserRef),
     /// A frame for every socket of these users.
     Push {
         users: smallvec::SmallVec<[i64; 2]>,
@@ -37,6 +41,14 @@ pub(crate) async fn run(pool: &Pool, mut writes: Vec<Write>, shared: &Shared) {
     let mut effects = Vec::new();
     match apply_all(pool, &mut writes, shared, &mut effects).await {
         Ok(()) => finish(writes, effects, shared),
+        Err(error) if ChatError::from_ref(&error).is_unavailable() => {
+            // The database is unreachable: retrying write by write would
+            // only make each writer wait again. Fail them all now (503).
+            tracing::warn!(%error, writes = writes.len(), "database unavailable; failing the batch");
+            for write in writes {
+                write.fail(ChatError::Unavailable(error.to_string().into()));
+            }
+        }
         Err(error) => {
             if writes.len() > 1 {
                 tracing::debug!(%error, writes = writes.len(), "batch failed; retrying its writes one by one");
@@ -102,6 +114,17 @@ fn finish(writes: Vec<Write>, effects: Vec<Effect>, shared: &Shared) {
             }
             Effect::DeliverGroup(room, fan_out) => room.do_send(fan_out),
             Effect::Push { users, frame } => shared.hub.push_to_all(users, &frame),
+            Effect::CacheAccount(user, state) => {
+                shared.directory.accounts.insert(user, state);
+            }
+            Effect::Revoke(jti, expires_at) => {
+                shared.directory.revoked_tokens.insert(jti, expires_at);
+            }
+            Effect::AccountDeleted(user) => {
+                let key = crate::validate::lookup_key(&user.username);
+                shared.directory.users.remove(&key);
+                shared.hub.close_user(user.id, crate::session::Disconnect::account_deleted);
+            }
         }
     }
     for write in writes {
@@ -203,6 +226,37 @@ async fn apply(
         }
         Write::TouchUser(p) => {
             q::touch_user(conn, p.msg.at, p.msg.user).await?;
+            p.result = Some(Ok(()));
+        }
+        Write::RevokeToken(p) => {
+            q::insert_revoked_token(conn, &p.msg.jti, p.msg.expires_at).await?;
+            effects.push(Effect::Revoke(p.msg.jti.clone(), p.msg.expires_at));
+            p.result = Some(Ok(()));
+        }
+        Write::PurgeRevokedTokens(p) => {
+            q::purge_revoked_tokens(conn, p.msg.now).await?;
+            p.result = Some(Ok(()));
+        }
+        Write::ChangePassword(p) => {
+            let user = p.msg.user.id;
+            let token_generation = q::change_password(conn, &p.msg.password_hash, user).await?;
+            let state = AccountState {
+                token_generation,
+                deleted: false,
+            };
+            effects.push(Effect::CacheAccount(user, state));
+            p.result = Some(Ok(token_generation));
+        }
+        Write::DeleteAccount(p) => {
+            let user = &p.msg.user;
+            if q::delete_account(conn, now, user.id).await? {
+                let state = AccountState {
+                    token_generation: i64::MIN,
+                    deleted: true,
+                };
+                effects.push(Effect::CacheAccount(user.id, state));
+                effects.push(Effect::AccountDeleted(user.clone()));
+            }
             p.result = Some(Ok(()));
         }
     }
@@ -317,6 +371,9 @@ async fn store_messages(
             continue;
         };
         let result = if inserted.binary_search(&id).is_ok() {
+            for file_id in crate::validate::mentioned_file_ids(&p.msg.content) {
+                q::insert_file_ref(conn, file_id, id).await?;
+            }
             Ok(stored(&p.msg, target, id, now, effects))
         } else {
             duplicate(conn, &p.msg).await?

@@ -15,13 +15,14 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 use dashmap::DashMap;
+use futures_util::FutureExt;
 use tokio::sync::oneshot;
 
 use crate::error::{ChatError, ChatResult};
 use crate::hub::{Hub, SessionId};
 use crate::model::{
-    DeliveryStatus, DeviceRecord, FileRecord, GroupMessage, GroupRecord, PrivateMessage, Timestamp,
-    UserRecord, UserRef,
+    AccountState, DeliveryStatus, DeviceRecord, FileRecord, GroupMessage, GroupRecord,
+    PrivateMessage, Timestamp, UserRecord, UserRef,
 };
 use crate::room::{Role, RoomActor};
 use crate::store::{Pool, Store};
@@ -29,14 +30,20 @@ use crate::store::{Pool, Store};
 /// Most writes committed in one transaction.
 pub const MAX_BATCH: usize = 1024;
 
-/// Caches of immutable facts, filled only after the transaction that
-/// established them committed, so a rolled-back batch never leaves a trace.
+/// Caches of facts the writer established, filled only after the
+/// transaction that established them committed, so a rolled-back batch
+/// never leaves a trace.
 #[derive(Default)]
 pub struct Directory {
-    /// Lower-cased username → user (users are never renamed).
+    /// Lower-cased username → user (users are never renamed; deleted
+    /// accounts are removed).
     pub users: DashMap<String, UserRef>,
     /// (lower user id, higher user id) → conversation id.
     pub conversations: DashMap<(i64, i64), i64>,
+    /// user id → what token checks need (filled on first check).
+    pub accounts: DashMap<i64, AccountState>,
+    /// jti → expiry (Unix seconds) of tokens revoked by logout.
+    pub revoked_tokens: DashMap<String, i64>,
 }
 
 /// What a write needs from the rest of the system, during and after its transaction.
@@ -260,6 +267,40 @@ pub struct TouchUser {
     pub at: Timestamp,
 }
 
+/// Revoke one token (logout) until it would expire anyway.
+#[derive(Message)]
+#[rtype(result = "ChatResult<()>")]
+pub struct RevokeToken {
+    pub jti: String,
+    /// Unix seconds.
+    pub expires_at: i64,
+}
+
+/// Forget revocations of tokens that have expired by now.
+#[derive(Message)]
+#[rtype(result = "ChatResult<()>")]
+pub struct PurgeRevokedTokens {
+    /// Unix seconds.
+    pub now: i64,
+}
+
+/// Set a new password hash; every token issued before stops working.
+/// Replies with the new token generation (for the token issued in return).
+#[derive(Message)]
+#[rtype(result = "ChatResult<i64>")]
+pub struct ChangePassword {
+    pub user: UserRef,
+    pub password_hash: String,
+}
+
+/// Delete an account: its tokens stop working, its sockets close, its
+/// name stays taken and its messages stay with their recipients.
+#[derive(Message)]
+#[rtype(result = "ChatResult<()>")]
+pub struct DeleteAccount {
+    pub user: UserRef,
+}
+
 // ---- The actor --------------------------------------------------------------
 
 /// A write waiting for its transaction, with where its reply goes.
@@ -357,6 +398,10 @@ writes! {
     MarkDelivered(MarkDelivered) -> usize;
     MarkRead(MarkRead) -> ();
     TouchUser(TouchUser) -> ();
+    RevokeToken(RevokeToken) -> ();
+    PurgeRevokedTokens(PurgeRevokedTokens) -> ();
+    ChangePassword(ChangePassword) -> i64;
+    DeleteAccount(DeleteAccount) -> ();
     }
     carrying_reply {
     StoreMessage(NewMessage) -> Stored;
@@ -433,9 +478,21 @@ impl PersistenceActor {
         let pool = self.pool.clone();
         let shared = self.shared.clone();
         let commit = async move {
-            match pool {
-                Pool::Sqlite(pool) => batch::sqlite::run(&pool, writes, &shared).await,
-                Pool::Postgres(pool) => batch::postgres::run(&pool, writes, &shared).await,
+            let run = async {
+                match pool {
+                    Pool::Sqlite(pool) => batch::sqlite::run(&pool, writes, &shared).await,
+                    Pool::Postgres(pool) => batch::postgres::run(&pool, writes, &shared).await,
+                }
+            };
+            // A panic while committing fails this batch (its writers get a
+            // 500 as their replies are dropped) but not the actor: the next
+            // batch runs as usual.
+            if std::panic::AssertUnwindSafe(run)
+                .catch_unwind()
+                .await
+                .is_err()
+            {
+                tracing::error!("a write batch panicked; its writes failed, the writer goes on");
             }
         };
         ctx.spawn(commit.into_actor(self).map(|(), actor, ctx| {

@@ -16,8 +16,8 @@ use sqlx::{PgPool, SqlitePool};
 
 use crate::error::{ChatError, ChatResult};
 use crate::model::{
-    AnyMessage, Credentials, DeviceRecord, FileRecord, GroupMessage, GroupRecord, GroupSummary,
-    Page, PrivateMessage, UserRef,
+    AccountState, AnyMessage, Credentials, DeviceRecord, FileRecord, GroupMessage, GroupRecord,
+    GroupSummary, Page, PrivateMessage, UserRef,
 };
 
 pub(crate) mod sqlite {
@@ -93,8 +93,8 @@ pub struct Store {
 }
 
 /// How long a request waits for a database connection before failing with
-/// 503 instead of hanging.
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// 503 instead of hanging (also how long an unreachable database is retried).
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl Store {
     /// Connects by URL scheme (`sqlite:` or `postgres:`/`postgresql:`),
@@ -295,6 +295,29 @@ impl Store {
     ) -> ChatResult<Vec<AnyMessage>> {
         Ok(on_backend!(&self.read, |q, pool| {
             q::visible_since(pool, user, after, limit).await
+        })?)
+    }
+
+    /// A user's token generation and whether the account is deleted.
+    pub async fn account(&self, user: i64) -> ChatResult<Option<AccountState>> {
+        let row = on_backend!(&self.read, |q, pool| q::account(pool, user).await)?;
+        Ok(row.map(|(token_generation, deleted_at)| AccountState {
+            token_generation,
+            deleted: deleted_at.is_some(),
+        }))
+    }
+
+    /// Tokens revoked by logout that have not expired: (jti, expiry in Unix seconds).
+    pub async fn revoked_tokens(&self, now_secs: i64) -> ChatResult<Vec<(String, i64)>> {
+        Ok(on_backend!(&self.read, |q, pool| {
+            q::revoked_tokens(pool, now_secs).await
+        })?)
+    }
+
+    /// Whether `user` can see a message that mentions the file.
+    pub async fn file_visible_to(&self, file_id: &str, user: i64) -> ChatResult<bool> {
+        Ok(on_backend!(&self.read, |q, pool| {
+            q::file_visible_to(pool, file_id, user).await
         })?)
     }
 

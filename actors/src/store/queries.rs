@@ -23,7 +23,7 @@ pub async fn user_by_key<'e, E: Executor<'e, Database = Db>>(
     ex: E,
     key: &str,
 ) -> Result<Option<(i64, String)>, sqlx::Error> {
-    sqlx::query_as("SELECT id, username FROM users WHERE username_key = $1")
+    sqlx::query_as("SELECT id, username FROM users WHERE username_key = $1 AND deleted_at IS NULL")
         .bind(key)
         .fetch_optional(ex)
         .await
@@ -33,7 +33,7 @@ pub async fn user_by_id<'e, E: Executor<'e, Database = Db>>(
     ex: E,
     id: i64,
 ) -> Result<Option<(i64, String)>, sqlx::Error> {
-    sqlx::query_as("SELECT id, username FROM users WHERE id = $1")
+    sqlx::query_as("SELECT id, username FROM users WHERE id = $1 AND deleted_at IS NULL")
         .bind(id)
         .fetch_optional(ex)
         .await
@@ -43,10 +43,53 @@ pub async fn credentials<'e, E: Executor<'e, Database = Db>>(
     ex: E,
     key: &str,
 ) -> Result<Option<Credentials>, sqlx::Error> {
-    sqlx::query_as("SELECT id, username, password_hash FROM users WHERE username_key = $1")
+    sqlx::query_as("SELECT id, username, password_hash, token_generation FROM users \
+         WHERE username_key = $1 AND deleted_at IS NULL")
         .bind(key)
         .fetch_optional(ex)
         .await
+}
+
+/// A user's token generation, and whether the account is deleted.
+pub async fn account<'e, E: Executor<'e, Database = Db>>(
+    ex: E,
+    id: i64,
+) -> Result<Option<(i64, Option<i64>)>, sqlx::Error> {
+    sqlx::query_as("SELECT token_generation, deleted_at FROM users WHERE id = $1")
+        .bind(id)
+        .fetch_optional(ex)
+        .await
+}
+
+/// Revoked tokens that have not expired yet: (jti, expiry in Unix seconds).
+pub async fn revoked_tokens<'e, E: Executor<'e, Database = Db>>(
+    ex: E,
+    now_secs: i64,
+) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    sqlx::query_as("SELECT jti, expires_at FROM revoked_tokens WHERE expires_at > $1")
+        .bind(now_secs)
+        .fetch_all(ex)
+        .await
+}
+
+/// Whether `user` can see a message that mentions the file.
+pub async fn file_visible_to<'e, E: Executor<'e, Database = Db>>(
+    ex: E,
+    file_id: &str,
+    user: i64,
+) -> Result<bool, sqlx::Error> {
+    let found: Option<i64> = sqlx::query_scalar(
+        "SELECT r.message_id FROM file_refs r JOIN messages m ON m.id = r.message_id \
+         WHERE r.file_id = $1 \
+           AND (m.conversation_id IN (SELECT id FROM conversations WHERE user_lo = $2 OR user_hi = $2) \
+             OR m.group_id IN (SELECT group_id FROM group_members WHERE user_id = $2)) \
+         LIMIT 1",
+    )
+    .bind(file_id)
+    .bind(user)
+    .fetch_optional(ex)
+    .await?;
+    Ok(found.is_some())
 }
 
 /// The exclusive id bounds of a page, and whether it is read upwards.
@@ -646,4 +689,74 @@ pub async fn touch_user(conn: &mut Conn, at: Timestamp, user: i64) -> Result<(),
         .execute(&mut *conn)
         .await
         .map(|_| ())
+}
+
+/// Records that a message mentions a file (if such a file exists).
+pub async fn insert_file_ref(
+    conn: &mut Conn,
+    file_id: &str,
+    message_id: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO file_refs (file_id, message_id) \
+         SELECT $1, $2 WHERE EXISTS (SELECT 1 FROM files WHERE file_id = $1) \
+         ON CONFLICT (file_id, message_id) DO NOTHING",
+    )
+    .bind(file_id)
+    .bind(message_id)
+    .execute(&mut *conn)
+    .await
+    .map(|_| ())
+}
+
+pub async fn insert_revoked_token(
+    conn: &mut Conn,
+    jti: &str,
+    expires_at: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO revoked_tokens (jti, expires_at) VALUES ($1, $2) ON CONFLICT (jti) DO NOTHING",
+    )
+    .bind(jti)
+    .bind(expires_at)
+    .execute(&mut *conn)
+    .await
+    .map(|_| ())
+}
+
+pub async fn purge_revoked_tokens(conn: &mut Conn, now_secs: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM revoked_tokens WHERE expires_at <= $1")
+        .bind(now_secs)
+        .execute(&mut *conn)
+        .await
+        .map(|_| ())
+}
+
+/// Sets a new password hash and invalidates every token issued before;
+/// returns the new token generation.
+pub async fn change_password(
+    conn: &mut Conn,
+    password_hash: &str,
+    user: i64,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "UPDATE users SET password_hash = $1, token_generation = token_generation + 1 \
+         WHERE id = $2 RETURNING token_generation",
+    )
+    .bind(password_hash)
+    .bind(user)
+    .fetch_one(&mut *conn)
+    .await
+}
+
+/// Marks an account deleted; false if it already was.
+pub async fn delete_account(conn: &mut Conn, at: Timestamp, user: i64) -> Result<bool, sqlx::Error> {
+    let deleted: Option<i64> = sqlx::query_scalar(
+        "UPDATE users SET deleted_at = $1 WHERE id = $2 AND deleted_at IS NULL RETURNING id",
+    )
+    .bind(at.0)
+    .bind(user)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(deleted.is_some())
 }

@@ -1,0 +1,1536 @@
+// Parley web client: plain JavaScript, no framework, no build step.
+//
+// Talks to the server it is served from: REST for accounts, history, groups
+// and files; one WebSocket (/ws/chat?token=…) for everything live. The token
+// lives in sessionStorage, so two tabs can be two different users. A small
+// per-user cache in localStorage remembers the contact list (there is no
+// endpoint that lists private conversations) and the highest message id
+// seen, so a new page only replays what it missed with `sync`.
+//
+// Every piece of user content reaches the page through textContent or
+// attribute setters, never through innerHTML.
+
+'use strict';
+
+(() => {
+  // ---- constants ------------------------------------------------------------
+
+  const PAGE_SIZE = 50;
+  const TYPING_SEND_EVERY_MS = 1000;
+  const TYPING_SHOW_MS = 3000;
+  const FILE_CONTENT_TYPE = 'application/vnd.parley.file+json';
+  const FILE_MESSAGE_TYPE = 'file';
+  const FILE_URL_RE = /^\/files\/[A-Za-z0-9-]{1,64}$/;
+  const TOKEN_KEY = 'parley.token';
+  const USER_KEY = 'parley.username';
+  const ACTIVE_KEY = 'parley.active';
+  const MAX_NOTICES = 4;
+  const MAX_CACHED_UNREAD = 500;
+
+  // ---- small helpers ----------------------------------------------------------
+
+  const $ = (id) => document.getElementById(id);
+
+  /** Creates an element with a class and optional text (always via textContent). */
+  function el(tag, className, text) {
+    const node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text !== undefined && text !== null) node.textContent = String(text);
+    return node;
+  }
+
+  const lower = (s) => String(s).toLowerCase();
+  const sameUser = (a, b) => a != null && b != null && lower(a) === lower(b);
+
+  function uuid() {
+    if (window.crypto && typeof crypto.randomUUID === 'function') return crypto.randomUUID();
+    const b = crypto.getRandomValues(new Uint8Array(16));
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    const h = Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
+    return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+  }
+
+  function formatTime(ts) {
+    const d = ts ? new Date(ts) : new Date();
+    if (Number.isNaN(d.getTime())) return '';
+    const now = new Date();
+    const sameDay = d.toDateString() === now.toDateString();
+    const time = d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+    return sameDay ? time : `${d.toLocaleDateString([], { month: 'short', day: 'numeric' })} ${time}`;
+  }
+
+  function formatSize(n) {
+    const size = Number(n) || 0;
+    if (size < 1024) return `${size} B`;
+    if (size < 1024 * 1024) return `${(size / 1024).toFixed(1)} KB`;
+    return `${(size / (1024 * 1024)).toFixed(1)} MB`;
+  }
+
+  /** The username and expiry inside a JWT, if it can be read. */
+  function tokenClaims(token) {
+    try {
+      const part = token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
+      const json = decodeURIComponent(
+        Array.from(atob(part), (c) => '%' + c.charCodeAt(0).toString(16).padStart(2, '0')).join(''),
+      );
+      return JSON.parse(json);
+    } catch (_) {
+      return {};
+    }
+  }
+
+  // ---- state ------------------------------------------------------------------
+
+  /**
+   * One conversation's loaded messages. `key` is `u:<lower username>` for a
+   * private conversation and `g:<id>` for a group.
+   */
+  function newConversation(key) {
+    return {
+      key,
+      byId: new Map(), // id → message
+      pending: new Map(), // client_id → pending message (not yet acked)
+      loaded: false,
+      loading: false,
+      hasOlder: false,
+      oldestId: null,
+    };
+  }
+
+  const state = {
+    token: null,
+    me: null,
+    ws: null,
+    wsOpen: false,
+    syncing: false,
+    reconnectAttempt: 0,
+    reconnectTimer: null,
+    stopped: true,
+    maxId: 0, // the highest message id seen (the `sync` cursor)
+    contacts: new Map(), // lower name → {name, lastId, preview, unread:Set<id>}
+    groups: new Map(), // id → {id, name, description, role, unread, lastId, preview}
+    presence: new Map(), // lower name → 'online' | 'offline'
+    convs: new Map(), // key → conversation
+    active: null, // {kind:'user', name} | {kind:'group', id}
+    typing: new Map(), // key → {users: Map<lower name, {name, until}>}
+    typingSentAt: new Map(), // key → ms
+    readSent: new Set(), // private message ids we already marked read
+    groupReadSent: new Map(), // group id → highest id we sent read for
+    groupsRefreshing: null,
+    pendingGroupRefresh: false,
+    observer: null,
+  };
+
+  const keyOfUser = (name) => `u:${lower(name)}`;
+  const keyOfGroup = (id) => `g:${id}`;
+  const activeKey = () =>
+    state.active ? (state.active.kind === 'user' ? keyOfUser(state.active.name) : keyOfGroup(state.active.id)) : null;
+
+  function conv(key) {
+    let c = state.convs.get(key);
+    if (!c) {
+      c = newConversation(key);
+      state.convs.set(key, c);
+    }
+    return c;
+  }
+
+  // ---- per-user cache (contacts and the sync cursor) ------------------------
+
+  const cacheKey = () => `parley.cache.${lower(state.me)}`;
+
+  function loadCache() {
+    try {
+      const raw = localStorage.getItem(cacheKey());
+      if (!raw) return;
+      const data = JSON.parse(raw);
+      state.maxId = Number(data.maxId) || 0;
+      for (const c of data.contacts || []) {
+        if (!c || typeof c.name !== 'string') continue;
+        state.contacts.set(lower(c.name), {
+          name: c.name,
+          lastId: Number(c.lastId) || 0,
+          preview: typeof c.preview === 'string' ? c.preview : '',
+          unread: new Set((c.unread || []).filter(Number.isInteger)),
+        });
+      }
+    } catch (_) {
+      /* a broken cache is simply rebuilt */
+    }
+  }
+
+  let saveTimer = null;
+  function saveCache() {
+    if (saveTimer || !state.me) return;
+    saveTimer = setTimeout(() => {
+      saveTimer = null;
+      if (!state.me) return;
+      try {
+        const contacts = [...state.contacts.values()].map((c) => ({
+          name: c.name,
+          lastId: c.lastId,
+          preview: c.preview.slice(0, 120),
+          unread: [...c.unread].slice(-MAX_CACHED_UNREAD),
+        }));
+        localStorage.setItem(cacheKey(), JSON.stringify({ maxId: state.maxId, contacts }));
+      } catch (_) {
+        /* storage full or disabled: the cache is only an optimisation */
+      }
+    }, 300);
+  }
+
+  // ---- notices ------------------------------------------------------------------
+
+  function notify(text, kind = 'error') {
+    const box = $('notices');
+    const node = $('notice-template').content.firstElementChild.cloneNode(true);
+    node.classList.add(`notice-${kind}`);
+    node.dataset.kind = kind;
+    node.querySelector('.notice-text').textContent = text;
+    node.querySelector('.notice-close').addEventListener('click', () => node.remove());
+    box.appendChild(node);
+    while (box.children.length > MAX_NOTICES) box.firstElementChild.remove();
+    if (kind !== 'error') setTimeout(() => node.remove(), 5000);
+  }
+
+  // ---- REST -----------------------------------------------------------------------
+
+  class ApiError extends Error {
+    constructor(status, detail) {
+      super(detail);
+      this.status = status;
+    }
+  }
+
+  /** Calls the API; throws ApiError with the server's `detail` on failure. */
+  async function api(method, path, body, { raw = false } = {}) {
+    const headers = {};
+    if (state.token) headers.Authorization = `Bearer ${state.token}`;
+    let payload;
+    if (body instanceof FormData) {
+      payload = body;
+    } else if (body !== undefined) {
+      headers['Content-Type'] = 'application/json';
+      payload = JSON.stringify(body);
+    }
+    let res;
+    try {
+      res = await fetch(path, { method, headers, body: payload });
+    } catch (_) {
+      throw new ApiError(0, 'cannot reach the server');
+    }
+    if (!res.ok) {
+      let detail = `${res.status} ${res.statusText}`;
+      try {
+        const err = await res.json();
+        if (err && err.detail) detail = err.detail;
+      } catch (_) {
+        /* not a JSON body */
+      }
+      if (res.status === 401 && state.token && !path.startsWith('/auth/')) {
+        signOut('Your session has expired. Please sign in again.');
+      }
+      throw new ApiError(res.status, detail);
+    }
+    if (raw) return res;
+    if (res.status === 204) return null;
+    return res.json();
+  }
+
+  function showApiError(err, prefix) {
+    const detail = err instanceof ApiError ? err.message : String(err && err.message ? err.message : err);
+    notify(prefix ? `${prefix}: ${detail}` : detail, 'error');
+  }
+
+  // ---- auth screen ----------------------------------------------------------------
+
+  function setAuthMode(mode) {
+    const form = $('auth-form');
+    form.dataset.mode = mode;
+    $('tab-login').setAttribute('aria-selected', String(mode === 'login'));
+    $('tab-register').setAttribute('aria-selected', String(mode === 'register'));
+    $('auth-submit').textContent = mode === 'login' ? 'Sign in' : 'Create account';
+    $('auth-password').setAttribute('autocomplete', mode === 'login' ? 'current-password' : 'new-password');
+    $('auth-email').required = mode === 'register';
+  }
+
+  async function onAuthSubmit(ev) {
+    ev.preventDefault();
+    const mode = $('auth-form').dataset.mode;
+    const username = $('auth-username').value.trim();
+    const password = $('auth-password').value;
+    const email = $('auth-email').value.trim();
+    const button = $('auth-submit');
+    button.disabled = true;
+    try {
+      if (mode === 'register') {
+        await api('POST', '/auth/register', { username, email, password });
+      }
+      const login = await api('POST', '/auth/login', { username, password });
+      $('auth-password').value = '';
+      startSession(login.access_token, username);
+    } catch (err) {
+      showApiError(err, mode === 'register' ? 'Could not create the account' : 'Could not sign in');
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  // ---- session lifecycle ----------------------------------------------------------
+
+  function startSession(token, typedName) {
+    const claims = tokenClaims(token);
+    state.token = token;
+    state.me = typeof claims.name === 'string' && claims.name ? claims.name : typedName;
+    sessionStorage.setItem(TOKEN_KEY, token);
+    sessionStorage.setItem(USER_KEY, state.me);
+    state.stopped = false;
+    loadCache();
+
+    $('auth-view').hidden = true;
+    $('chat-view').hidden = false;
+    $('me-name').textContent = state.me;
+    document.title = `Parley — ${state.me}`;
+    renderSidebar();
+    renderConversation();
+    connect();
+    refreshGroups().then(() => restoreActive());
+  }
+
+  /** Reopens the conversation that was open before a reload. */
+  function restoreActive() {
+    if (state.active || !state.me) return;
+    try {
+      const t = JSON.parse(sessionStorage.getItem(ACTIVE_KEY) || 'null');
+      if (t && t.kind === 'user' && typeof t.name === 'string' && t.name) {
+        ensureContact(t.name);
+        openConversation({ kind: 'user', name: t.name });
+      } else if (t && t.kind === 'group' && state.groups.has(t.id)) {
+        openConversation({ kind: 'group', id: t.id });
+      }
+    } catch (_) {
+      /* nothing to restore */
+    }
+  }
+
+  function signOut(message) {
+    state.stopped = true;
+    if (state.ws) {
+      try {
+        state.ws.close(1000, 'signed out');
+      } catch (_) {
+        /* already closed */
+      }
+    }
+    clearTimeout(state.reconnectTimer);
+    sessionStorage.removeItem(TOKEN_KEY);
+    sessionStorage.removeItem(USER_KEY);
+    sessionStorage.removeItem(ACTIVE_KEY);
+    Object.assign(state, {
+      token: null,
+      me: null,
+      ws: null,
+      wsOpen: false,
+      syncing: false,
+      maxId: 0,
+      active: null,
+    });
+    for (const m of [state.contacts, state.groups, state.presence, state.convs, state.typing, state.typingSentAt]) m.clear();
+    state.readSent.clear();
+    state.groupReadSent.clear();
+    $('chat-view').hidden = true;
+    $('auth-view').hidden = false;
+    document.title = 'Parley';
+    $('message-list').replaceChildren();
+    if (message) notify(message, 'info');
+    $('auth-username').focus();
+  }
+
+  // ---- WebSocket --------------------------------------------------------------------
+
+  function setConnState(s, label) {
+    const node = $('conn-status');
+    node.dataset.state = s;
+    node.textContent = label;
+  }
+
+  function connect() {
+    if (state.stopped || !state.token) return;
+    const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
+    const url = `${proto}//${location.host}/ws/chat?token=${encodeURIComponent(state.token)}`;
+    setConnState('connecting', state.reconnectAttempt ? 'Reconnecting…' : 'Connecting…');
+    let ws;
+    try {
+      ws = new WebSocket(url);
+    } catch (_) {
+      scheduleReconnect();
+      return;
+    }
+    state.ws = ws;
+    let opened = false;
+
+    ws.addEventListener('open', () => {
+      if (state.ws !== ws) return;
+      opened = true;
+      state.wsOpen = true;
+      state.reconnectAttempt = 0;
+      setConnState('online', 'Online');
+      // Catch up on anything we missed, then resend unacknowledged messages
+      // (same client_id: the server stores each at most once).
+      state.syncing = true;
+      sendFrame({ type: 'sync', since: state.maxId });
+      for (const c of state.convs.values()) {
+        for (const p of c.pending.values()) if (p.frame && !p.failed) sendFrame(p.frame);
+      }
+      if (state.reconnected) refreshGroups();
+      state.reconnected = true;
+    });
+
+    ws.addEventListener('message', (ev) => {
+      if (state.ws !== ws) return;
+      let frame;
+      try {
+        frame = JSON.parse(ev.data);
+      } catch (_) {
+        return;
+      }
+      handleFrame(frame);
+    });
+
+    ws.addEventListener('close', () => {
+      if (state.ws !== ws) return;
+      state.ws = null;
+      state.wsOpen = false;
+      state.syncing = false;
+      if (state.stopped) return;
+      if (!opened) {
+        // The handshake failed: an expired token answers 401; find out.
+        api('GET', '/groups').catch(() => {});
+      }
+      scheduleReconnect();
+    });
+  }
+
+  function scheduleReconnect() {
+    if (state.stopped) return;
+    const attempt = state.reconnectAttempt++;
+    const base = Math.min(15000, 500 * 2 ** attempt);
+    const delay = Math.round(base / 2 + Math.random() * (base / 2));
+    setConnState('offline', `Offline — reconnecting in ${Math.ceil(delay / 1000)} s`);
+    clearTimeout(state.reconnectTimer);
+    state.reconnectTimer = setTimeout(connect, delay);
+  }
+
+  function sendFrame(frame) {
+    if (!state.ws || !state.wsOpen) return false;
+    try {
+      state.ws.send(JSON.stringify(frame));
+      return true;
+    } catch (_) {
+      return false;
+    }
+  }
+
+  // ---- incoming frames ------------------------------------------------------------
+
+  function handleFrame(f) {
+    switch (f.type) {
+      case 'message':
+        onMessageFrame(f);
+        break;
+      case 'ack':
+        onAck(f);
+        break;
+      case 'receipt':
+        onReceipt(f);
+        break;
+      case 'status':
+        onPresence(f.user, f.status);
+        break;
+      case 'typing':
+        onTyping(f);
+        break;
+      case 'synced':
+        onSynced(f);
+        break;
+      case 'error':
+        onErrorFrame(f);
+        break;
+      default:
+        break;
+    }
+  }
+
+  function seeId(id) {
+    if (Number.isInteger(id) && id > state.maxId) {
+      state.maxId = id;
+      saveCache();
+    }
+  }
+
+  function previewOf(msg) {
+    const file = fileInfo(msg);
+    if (file) return `📎 ${file.filename}`;
+    return String(msg.content).replace(/\s+/g, ' ').slice(0, 80);
+  }
+
+  function onMessageFrame(f) {
+    const replay = state.syncing;
+    seeId(f.id);
+    const msg = {
+      id: f.id,
+      sender: f.sender,
+      recipient: f.recipient,
+      group_id: f.group_id,
+      content: f.content,
+      timestamp: f.timestamp,
+      message_type: f.message_type,
+      content_type: f.content_type,
+      status: f.status,
+    };
+    if (f.group_id != null) {
+      const g = state.groups.get(f.group_id);
+      if (!g) {
+        // Someone added us to a group, or we joined from elsewhere: reload the list.
+        scheduleGroupRefresh();
+      } else {
+        g.lastId = Math.max(g.lastId || 0, f.id);
+        g.preview = `${f.sender}: ${previewOf(msg)}`;
+        // Replayed group messages are already counted by GET /groups (refreshed after `synced`).
+        if (!replay && !sameUser(f.sender, state.me) && !isViewing(keyOfGroup(f.group_id))) {
+          g.unread = (g.unread || 0) + 1;
+        }
+      }
+      const c = state.convs.get(keyOfGroup(f.group_id));
+      if (c && (c.loaded || c.loading)) addMessage(c, msg);
+      clearTypingFor(keyOfGroup(f.group_id), f.sender);
+    } else {
+      const mine = sameUser(f.sender, state.me);
+      const other = mine ? f.recipient : f.sender;
+      const contact = ensureContact(other);
+      if (f.id >= contact.lastId) {
+        contact.lastId = f.id;
+        contact.preview = (mine ? 'You: ' : '') + previewOf(msg);
+      }
+      if (!mine && f.status !== 'read' && !state.readSent.has(f.id)) contact.unread.add(f.id);
+      const c = state.convs.get(keyOfUser(other));
+      if (c && (c.loaded || c.loading)) addMessage(c, msg);
+      if (!mine) {
+        clearTypingFor(keyOfUser(other), f.sender);
+      }
+      saveCache();
+    }
+    renderSidebar();
+    if (activeKey()) {
+      renderMessages();
+      markVisibleRead();
+    }
+  }
+
+  function onAck(f) {
+    seeId(f.id);
+    for (const c of state.convs.values()) {
+      const p = c.pending.get(f.client_id);
+      if (!p) continue;
+      c.pending.delete(f.client_id);
+      const msg = {
+        id: f.id,
+        sender: state.me,
+        recipient: p.recipient,
+        group_id: p.group_id,
+        content: p.content,
+        timestamp: f.timestamp,
+        message_type: p.message_type,
+        content_type: p.content_type,
+        status: f.status,
+      };
+      if (!c.byId.has(f.id)) addMessage(c, msg);
+      if (p.recipient) {
+        // `delivered` means the recipient has a socket open right now; `sent`, none.
+        if (f.status === 'delivered' || f.status === 'sent') {
+          const seen = f.status === 'delivered' ? 'online' : 'offline';
+          if (state.presence.get(lower(p.recipient)) !== seen) onPresence(p.recipient, seen);
+        }
+        const contact = ensureContact(p.recipient);
+        if (f.id >= contact.lastId) {
+          contact.lastId = f.id;
+          contact.preview = `You: ${previewOf(msg)}`;
+        }
+        saveCache();
+      } else if (p.group_id != null) {
+        const g = state.groups.get(p.group_id);
+        if (g) {
+          g.lastId = Math.max(g.lastId || 0, f.id);
+          g.preview = `You: ${previewOf(msg)}`;
+        }
+      }
+      renderSidebar();
+      if (activeKey() === c.key) renderMessages();
+      return;
+    }
+  }
+
+  const STATUS_RANK = { sent: 1, delivered: 2, read: 3 };
+
+  function onReceipt(f) {
+    if (sameUser(f.user, state.me)) {
+      // We read this message on another of our sockets.
+      for (const contact of state.contacts.values()) contact.unread.delete(f.message_id);
+      state.readSent.add(f.message_id);
+      renderSidebar();
+      saveCache();
+      return;
+    }
+    for (const c of state.convs.values()) {
+      const m = c.byId.get(f.message_id);
+      if (m && (STATUS_RANK[f.status] || 0) > (STATUS_RANK[m.status] || 0)) {
+        m.status = f.status;
+        if (activeKey() === c.key) renderMessages();
+      }
+    }
+  }
+
+  function onPresence(user, status) {
+    if (!user || (status !== 'online' && status !== 'offline')) return;
+    state.presence.set(lower(user), status);
+    renderSidebar();
+    renderConversationHeader();
+  }
+
+  function onTyping(f) {
+    if (sameUser(f.user, state.me)) return;
+    const key = f.group_id != null ? keyOfGroup(f.group_id) : keyOfUser(f.user);
+    let t = state.typing.get(key);
+    if (!t) {
+      t = new Map();
+      state.typing.set(key, t);
+    }
+    t.set(lower(f.user), { name: f.user, until: Date.now() + TYPING_SHOW_MS });
+    // Someone typing has a socket open.
+    if (state.presence.get(lower(f.user)) !== 'online') onPresence(f.user, 'online');
+    renderTyping();
+    setTimeout(renderTyping, TYPING_SHOW_MS + 50);
+  }
+
+  function clearTypingFor(key, user) {
+    const t = state.typing.get(key);
+    if (t && t.delete(lower(user))) renderTyping();
+  }
+
+  function onSynced(f) {
+    seeId(f.last_id);
+    if (f.more) {
+      // The replay stopped at its size limit: ask for the rest.
+      sendFrame({ type: 'sync', since: f.last_id });
+      return;
+    }
+    state.syncing = false;
+    saveCache();
+    // Group unread counts come from the server; replayed group messages may
+    // have changed them.
+    refreshGroups();
+    renderSidebar();
+    markVisibleRead();
+  }
+
+  function onErrorFrame(f) {
+    if (f.client_id) {
+      for (const c of state.convs.values()) {
+        const p = c.pending.get(f.client_id);
+        if (p) {
+          p.failed = f.detail || 'refused';
+          if (activeKey() === c.key) renderMessages();
+        }
+      }
+    }
+    notify(f.detail || 'The server refused a request', 'error');
+  }
+
+  // ---- contacts and groups ------------------------------------------------------------
+
+  function ensureContact(name) {
+    const k = lower(name);
+    let c = state.contacts.get(k);
+    if (!c) {
+      c = { name, lastId: 0, preview: '', unread: new Set() };
+      state.contacts.set(k, c);
+      saveCache();
+    }
+    return c;
+  }
+
+  function scheduleGroupRefresh() {
+    if (state.groupsRefreshing) {
+      state.pendingGroupRefresh = true;
+      return;
+    }
+    refreshGroups();
+  }
+
+  async function refreshGroups() {
+    if (state.groupsRefreshing) {
+      state.pendingGroupRefresh = true;
+      return state.groupsRefreshing;
+    }
+    const run = (async () => {
+      try {
+        const list = await api('GET', '/groups');
+        const seen = new Set();
+        for (const g of list) {
+          seen.add(g.id);
+          const old = state.groups.get(g.id) || {};
+          const viewing = isViewing(keyOfGroup(g.id));
+          state.groups.set(g.id, {
+            ...old,
+            id: g.id,
+            name: g.name,
+            description: g.description || '',
+            role: g.role,
+            unread: viewing ? 0 : Number(g.unread) || 0,
+          });
+        }
+        for (const id of [...state.groups.keys()]) if (!seen.has(id)) state.groups.delete(id);
+        if (state.active && state.active.kind === 'group' && !state.groups.has(state.active.id)) {
+          state.active = null;
+          renderConversation();
+        }
+        renderSidebar();
+        renderConversationHeader();
+        markVisibleRead();
+      } catch (err) {
+        if (!(err instanceof ApiError && err.status === 401)) showApiError(err, 'Could not load groups');
+      }
+    })();
+    state.groupsRefreshing = run;
+    await run;
+    state.groupsRefreshing = null;
+    if (state.pendingGroupRefresh) {
+      state.pendingGroupRefresh = false;
+      return refreshGroups();
+    }
+    return undefined;
+  }
+
+  async function onNewConversation(ev) {
+    ev.preventDefault();
+    const input = $('new-conversation-input');
+    const name = input.value.trim();
+    if (!name) return;
+    if (sameUser(name, state.me)) {
+      notify('That is you — pick someone else to talk to.', 'error');
+      return;
+    }
+    const existing = state.contacts.get(lower(name));
+    if (existing) {
+      input.value = '';
+      openConversation({ kind: 'user', name: existing.name });
+      return;
+    }
+    // Loading the history checks that the user exists (404 otherwise).
+    try {
+      const page = await api('GET', `/messages/private/${encodeURIComponent(name)}?limit=${PAGE_SIZE}`);
+      const shown = page.length ? (sameUser(page[0].sender, state.me) ? page[0].recipient : page[0].sender) : name;
+      const contact = ensureContact(shown);
+      const c = conv(keyOfUser(shown));
+      c.loaded = false;
+      mergePage(c, page, true);
+      if (page.length) {
+        const last = page[page.length - 1];
+        contact.lastId = last.id;
+        contact.preview = (sameUser(last.sender, state.me) ? 'You: ' : '') + previewOf(last);
+      }
+      input.value = '';
+      saveCache();
+      openConversation({ kind: 'user', name: contact.name });
+    } catch (err) {
+      if (err instanceof ApiError && err.status === 404) notify(`No user called “${name}”.`, 'error');
+      else showApiError(err, 'Could not start the conversation');
+    }
+  }
+
+  async function onNewGroup(ev) {
+    ev.preventDefault();
+    const name = $('new-group-name').value.trim();
+    const description = $('new-group-description').value.trim();
+    if (!name) return;
+    try {
+      const g = await api('POST', '/groups', { name, description });
+      state.groups.set(g.id, {
+        id: g.id,
+        name: g.name,
+        description: g.description || '',
+        role: 'owner',
+        unread: 0,
+        lastId: 0,
+        preview: '',
+      });
+      $('new-group-name').value = '';
+      $('new-group-description').value = '';
+      renderSidebar();
+      openConversation({ kind: 'group', id: g.id });
+    } catch (err) {
+      showApiError(err, 'Could not create the group');
+    }
+  }
+
+  async function onAddMember(ev) {
+    ev.preventDefault();
+    if (!state.active || state.active.kind !== 'group') return;
+    const groupId = state.active.id;
+    const input = $('add-member-input');
+    const username = input.value.trim();
+    if (!username) return;
+    try {
+      const member = await api('POST', `/groups/${groupId}/members`, { username });
+      input.value = '';
+      notify(`${member.username} was added to the group.`, 'info');
+      loadMembers(groupId);
+    } catch (err) {
+      showApiError(err, `Could not add ${username}`);
+    }
+  }
+
+  async function loadMembers(groupId) {
+    try {
+      const members = await api('GET', `/groups/${groupId}/members`);
+      const g = state.groups.get(groupId);
+      if (g) g.members = members;
+      renderConversationHeader();
+    } catch (err) {
+      if (!(err instanceof ApiError && (err.status === 401 || err.status === 403 || err.status === 404))) {
+        showApiError(err, 'Could not load the members');
+      }
+    }
+  }
+
+  // ---- conversations -------------------------------------------------------------
+
+  function isViewing(key) {
+    return activeKey() === key && document.visibilityState === 'visible';
+  }
+
+  function openConversation(target) {
+    state.active = target;
+    sessionStorage.setItem(ACTIVE_KEY, JSON.stringify(target));
+    const key = activeKey();
+    const c = conv(key);
+    if (target.kind === 'group') {
+      const g = state.groups.get(target.id);
+      if (g) g.unread = 0;
+      loadMembers(target.id);
+    }
+    renderSidebar();
+    renderConversation();
+    if (!c.loaded) loadHistory(c, false);
+    else {
+      scrollToBottom();
+      markVisibleRead();
+    }
+    $('composer-input').focus();
+  }
+
+  function historyPath(key, before) {
+    const q = `limit=${PAGE_SIZE}${before ? `&before=${before}` : ''}`;
+    if (key.startsWith('g:')) return `/groups/${key.slice(2)}/messages?${q}`;
+    const contact = state.contacts.get(key.slice(2));
+    const name = contact ? contact.name : key.slice(2);
+    return `/messages/private/${encodeURIComponent(name)}?${q}`;
+  }
+
+  /** Adds a page of history; `newest` is true for the first (newest) page. */
+  function mergePage(c, page, newest) {
+    const groupId = c.key.startsWith('g:') ? Number(c.key.slice(2)) : undefined;
+    for (const m of page) {
+      const existing = c.byId.get(m.id);
+      const msg = { ...m, group_id: groupId };
+      if (existing && (STATUS_RANK[existing.status] || 0) > (STATUS_RANK[m.status] || 0)) msg.status = existing.status;
+      c.byId.set(m.id, msg);
+      if (groupId === undefined && !sameUser(m.sender, state.me) && m.status !== 'read' && !state.readSent.has(m.id)) {
+        const contact = state.contacts.get(c.key.slice(2));
+        if (contact) contact.unread.add(m.id);
+      }
+    }
+    if (page.length) {
+      const first = page[0].id;
+      c.oldestId = c.oldestId == null ? first : Math.min(c.oldestId, first);
+    }
+    // A full page means there may be more below it (one extra request at worst).
+    if (newest && c.loaded && c.oldestId != null && page.length && c.oldestId < page[0].id) {
+      /* older pages were loaded before: keep their flag */
+    } else {
+      c.hasOlder = page.length === PAGE_SIZE;
+    }
+    c.loaded = true;
+  }
+
+  async function loadHistory(c, older) {
+    if (c.loading) return;
+    c.loading = true;
+    renderOlderControls();
+    const scroller = $('message-scroller');
+    const fromBottom = scroller.scrollHeight - scroller.scrollTop;
+    try {
+      const page = await api('GET', historyPath(c.key, older ? c.oldestId : null));
+      mergePage(c, page, !older);
+      if (activeKey() === c.key) {
+        renderMessages();
+        if (older) scroller.scrollTop = scroller.scrollHeight - fromBottom;
+        else scrollToBottom();
+        markVisibleRead();
+      }
+    } catch (err) {
+      if (!(err instanceof ApiError && err.status === 401)) showApiError(err, 'Could not load messages');
+    } finally {
+      c.loading = false;
+      renderOlderControls();
+    }
+  }
+
+  function scrollToBottom() {
+    const s = $('message-scroller');
+    s.scrollTop = s.scrollHeight;
+  }
+
+  function nearBottom() {
+    const s = $('message-scroller');
+    return s.scrollHeight - s.scrollTop - s.clientHeight < 80;
+  }
+
+  function addMessage(c, msg) {
+    const existing = c.byId.get(msg.id);
+    if (existing && (STATUS_RANK[existing.status] || 0) > (STATUS_RANK[msg.status] || 0)) msg.status = existing.status;
+    c.byId.set(msg.id, msg);
+    if (c.oldestId == null) c.oldestId = msg.id;
+  }
+
+  // ---- sending ---------------------------------------------------------------------
+
+  function targetFields() {
+    return state.active.kind === 'user' ? { recipient: state.active.name } : { group_id: state.active.id };
+  }
+
+  function queueMessage(content, message_type, content_type) {
+    const c = conv(activeKey());
+    const client_id = uuid();
+    const fields = targetFields();
+    const frame = { type: 'message', ...fields, content, message_type, content_type, client_id };
+    const pending = {
+      client_id,
+      ...fields,
+      content,
+      message_type,
+      content_type,
+      frame,
+      failed: null,
+      timestamp: new Date().toISOString(),
+    };
+    c.pending.set(client_id, pending);
+    if (state.active.kind === 'user') ensureContact(state.active.name);
+    sendFrame(frame); // if the socket is down, it is sent on reconnect
+    renderMessages();
+    scrollToBottom();
+    return pending;
+  }
+
+  function onComposerSubmit(ev) {
+    ev.preventDefault();
+    if (!state.active) return;
+    const input = $('composer-input');
+    const content = input.value;
+    if (!content.trim()) return;
+    queueMessage(content, 'text', 'text/plain');
+    input.value = '';
+    autoGrow();
+  }
+
+  function onComposerKey(ev) {
+    if (ev.key === 'Enter' && !ev.shiftKey && !ev.isComposing) {
+      ev.preventDefault();
+      $('composer').requestSubmit();
+    }
+  }
+
+  function onComposerInput() {
+    autoGrow();
+    if (!state.active || !$('composer-input').value) return;
+    const key = activeKey();
+    const now = Date.now();
+    if (now - (state.typingSentAt.get(key) || 0) < TYPING_SEND_EVERY_MS) return;
+    if (sendFrame({ type: 'typing', ...targetFields() })) state.typingSentAt.set(key, now);
+  }
+
+  function autoGrow() {
+    const t = $('composer-input');
+    t.style.height = 'auto';
+    t.style.height = `${Math.min(t.scrollHeight, 160)}px`;
+  }
+
+  async function onFileChosen() {
+    const input = $('file-input');
+    const file = input.files && input.files[0];
+    input.value = '';
+    if (!file || !state.active) return;
+    const key = activeKey();
+    const fields = targetFields();
+    const c = conv(key);
+    const uploadId = `upload-${uuid()}`;
+    c.pending.set(uploadId, {
+      client_id: uploadId,
+      ...fields,
+      content: JSON.stringify({ url: '', filename: file.name, size: file.size }),
+      message_type: FILE_MESSAGE_TYPE,
+      content_type: FILE_CONTENT_TYPE,
+      uploading: true,
+      timestamp: new Date().toISOString(),
+    });
+    if (activeKey() === key) {
+      renderMessages();
+      scrollToBottom();
+    }
+    try {
+      const form = new FormData();
+      form.append('file', file, file.name);
+      const up = await api('POST', '/files/upload', form);
+      c.pending.delete(uploadId);
+      const content = JSON.stringify({ url: up.url, filename: up.filename, size: up.size });
+      const client_id = uuid();
+      const frame = { type: 'message', ...fields, content, message_type: FILE_MESSAGE_TYPE, content_type: FILE_CONTENT_TYPE, client_id };
+      c.pending.set(client_id, {
+        client_id,
+        ...fields,
+        content,
+        message_type: FILE_MESSAGE_TYPE,
+        content_type: FILE_CONTENT_TYPE,
+        frame,
+        failed: null,
+        timestamp: new Date().toISOString(),
+      });
+      sendFrame(frame);
+    } catch (err) {
+      c.pending.delete(uploadId);
+      showApiError(err, `Could not upload ${file.name}`);
+    }
+    if (activeKey() === key) {
+      renderMessages();
+      scrollToBottom();
+    }
+  }
+
+  /** The file a message carries, if it is a file message with a safe URL. */
+  function fileInfo(msg) {
+    const declared = msg.content_type === FILE_CONTENT_TYPE || msg.message_type === FILE_MESSAGE_TYPE;
+    // Private history does not return content or message types, so a JSON
+    // body of exactly this shape is recognised too.
+    if (!declared && (msg.content_type || msg.message_type)) return null;
+    const text = String(msg.content || '');
+    if (!text.startsWith('{')) return null;
+    try {
+      const data = JSON.parse(text);
+      if (!data || typeof data !== 'object' || typeof data.filename !== 'string' || typeof data.url !== 'string') return null;
+      if (data.url && !FILE_URL_RE.test(data.url)) return null; // only our own /files/{id}: the token goes with it
+      return { url: data.url, filename: data.filename || 'file', size: Number(data.size) || 0 };
+    } catch (_) {
+      return null;
+    }
+  }
+
+  async function downloadFile(file, button) {
+    button.disabled = true;
+    const label = button.querySelector('.file-action');
+    if (label) label.textContent = 'Downloading…';
+    try {
+      const res = await api('GET', file.url, undefined, { raw: true });
+      const blob = await res.blob();
+      const href = URL.createObjectURL(blob);
+      const a = document.createElement('a');
+      a.href = href;
+      a.download = file.filename;
+      a.hidden = true;
+      document.body.appendChild(a);
+      a.click();
+      a.remove();
+      setTimeout(() => URL.revokeObjectURL(href), 60000);
+      button.dataset.downloaded = 'true';
+    } catch (err) {
+      showApiError(err, `Could not download ${file.filename}`);
+    } finally {
+      button.disabled = false;
+      if (label) label.textContent = 'Download';
+    }
+  }
+
+  // ---- reading ---------------------------------------------------------------------
+
+  function ensureObserver() {
+    if (state.observer) return state.observer;
+    state.observer = new IntersectionObserver(
+      (entries) => {
+        let any = false;
+        for (const e of entries) {
+          if (e.isIntersecting) {
+            e.target.dataset.seen = 'true';
+            any = true;
+          }
+        }
+        if (any) markVisibleRead();
+      },
+      { root: $('message-scroller'), threshold: 0.5 },
+    );
+    return state.observer;
+  }
+
+  /** Sends `read` for what the user can see in the open conversation. */
+  function markVisibleRead() {
+    if (!state.active || document.visibilityState !== 'visible' || !state.me) return;
+    const key = activeKey();
+    const c = state.convs.get(key);
+    if (!c || !c.loaded) return;
+    const list = $('message-list');
+    if (state.active.kind === 'user') {
+      const contact = state.contacts.get(lower(state.active.name));
+      let changed = false;
+      for (const node of list.querySelectorAll('li[data-unread="true"][data-seen="true"]')) {
+        const id = Number(node.dataset.id);
+        const m = c.byId.get(id);
+        if (!m || state.readSent.has(id)) continue;
+        state.readSent.add(id);
+        if (!sendFrame({ type: 'read', message_id: id })) {
+          api('POST', `/messages/${id}/read`).catch(() => state.readSent.delete(id));
+        }
+        m.status = 'read';
+        node.dataset.unread = 'false';
+        if (contact) contact.unread.delete(id);
+        changed = true;
+      }
+      if (changed) {
+        renderSidebar();
+        saveCache();
+      }
+    } else {
+      const g = state.groups.get(state.active.id);
+      let top = 0;
+      for (const node of list.querySelectorAll('li[data-seen="true"]')) top = Math.max(top, Number(node.dataset.id) || 0);
+      const sent = state.groupReadSent.get(state.active.id) || 0;
+      if (top > sent) {
+        state.groupReadSent.set(state.active.id, top);
+        if (!sendFrame({ type: 'read', message_id: top })) {
+          api('POST', `/messages/${top}/read`).catch(() => {});
+        }
+      }
+      if (g && g.unread) {
+        g.unread = 0;
+        renderSidebar();
+      }
+    }
+  }
+
+  // ---- rendering: sidebar ----------------------------------------------------------
+
+  function presenceOf(name) {
+    return state.presence.get(lower(name)) || 'unknown';
+  }
+
+  function presenceDot(name) {
+    const p = presenceOf(name);
+    const dot = el('span', 'presence');
+    dot.dataset.presence = p;
+    dot.dataset.testid = 'presence';
+    const label = p === 'unknown' ? 'presence unknown' : p;
+    dot.title = label;
+    dot.setAttribute('role', 'img');
+    dot.setAttribute('aria-label', label);
+    return dot;
+  }
+
+  function badge(n) {
+    const b = el('span', 'badge', n > 99 ? '99+' : String(n));
+    b.dataset.testid = 'unread';
+    b.setAttribute('aria-label', `${n} unread`);
+    return b;
+  }
+
+  function renderSidebar() {
+    if (!state.me) return;
+    const key = activeKey();
+
+    const contacts = [...state.contacts.values()].sort((a, b) => b.lastId - a.lastId || a.name.localeCompare(b.name));
+    const cl = $('contact-list');
+    cl.replaceChildren(
+      ...contacts.map((c) => {
+        const li = el('li');
+        const btn = el('button', 'conv-item');
+        btn.type = 'button';
+        btn.dataset.testid = `contact-${c.name}`;
+        btn.dataset.username = c.name;
+        if (key === keyOfUser(c.name)) btn.setAttribute('aria-current', 'true');
+        const avatar = el('span', 'avatar', c.name.slice(0, 1).toUpperCase());
+        avatar.setAttribute('aria-hidden', 'true');
+        avatar.style.setProperty('--hue', String(hueOf(c.name)));
+        const wrap = el('span', 'avatar-wrap');
+        wrap.append(avatar, presenceDot(c.name));
+        const text = el('span', 'conv-text');
+        text.append(el('span', 'conv-name', c.name), el('span', 'conv-preview', c.preview || ' '));
+        btn.append(wrap, text);
+        if (c.unread.size) btn.append(badge(c.unread.size));
+        btn.addEventListener('click', () => openConversation({ kind: 'user', name: c.name }));
+        li.append(btn);
+        return li;
+      }),
+    );
+    $('contacts-empty').hidden = contacts.length > 0;
+
+    const groups = [...state.groups.values()].sort(
+      (a, b) => (b.lastId || 0) - (a.lastId || 0) || a.name.localeCompare(b.name),
+    );
+    const gl = $('group-list');
+    gl.replaceChildren(
+      ...groups.map((g) => {
+        const li = el('li');
+        const btn = el('button', 'conv-item');
+        btn.type = 'button';
+        btn.dataset.testid = `group-${g.id}`;
+        btn.dataset.groupName = g.name;
+        if (key === keyOfGroup(g.id)) btn.setAttribute('aria-current', 'true');
+        const avatar = el('span', 'avatar avatar-group', '#');
+        avatar.setAttribute('aria-hidden', 'true');
+        avatar.style.setProperty('--hue', String(hueOf(`g${g.id}${g.name}`)));
+        const wrap = el('span', 'avatar-wrap');
+        wrap.append(avatar);
+        const online = onlineMembers(g);
+        if (online !== null) {
+          const dot = el('span', 'presence');
+          dot.dataset.presence = online > 0 ? 'online' : 'offline';
+          dot.title = `${online} online`;
+          dot.setAttribute('role', 'img');
+          dot.setAttribute('aria-label', `${online} other members online`);
+          wrap.append(dot);
+        }
+        const text = el('span', 'conv-text');
+        text.append(el('span', 'conv-name', g.name), el('span', 'conv-preview', g.preview || g.description || ' '));
+        btn.append(wrap, text);
+        if (g.unread) btn.append(badge(g.unread));
+        btn.addEventListener('click', () => openConversation({ kind: 'group', id: g.id }));
+        li.append(btn);
+        return li;
+      }),
+    );
+    $('groups-empty').hidden = groups.length > 0;
+
+    const total =
+      contacts.reduce((n, c) => n + c.unread.size, 0) + groups.reduce((n, g) => n + (g.unread || 0), 0);
+    document.title = total ? `(${total}) Parley — ${state.me}` : `Parley — ${state.me}`;
+  }
+
+  function onlineMembers(g) {
+    if (!g.members) return null;
+    return g.members.filter((m) => !sameUser(m.username, state.me) && presenceOf(m.username) === 'online').length;
+  }
+
+  function hueOf(s) {
+    let h = 0;
+    for (const ch of lower(s)) h = (h * 31 + ch.codePointAt(0)) % 360;
+    return h;
+  }
+
+  // ---- rendering: conversation -------------------------------------------------------
+
+  function renderConversation() {
+    const has = !!state.active;
+    $('conversation-placeholder').hidden = has;
+    $('conversation-body').hidden = !has;
+    $('message-list').replaceChildren();
+    if (!has) return;
+    $('composer-input').value = '';
+    autoGrow();
+    renderConversationHeader();
+    renderMessages();
+    renderTyping();
+    scrollToBottom();
+  }
+
+  function renderConversationHeader() {
+    if (!state.active) return;
+    const title = $('conversation-title');
+    const sub = $('conversation-subtitle');
+    const dot = $('conversation-presence');
+    const addForm = $('add-member-form');
+    if (state.active.kind === 'user') {
+      title.textContent = state.active.name;
+      const p = presenceOf(state.active.name);
+      dot.hidden = false;
+      dot.dataset.presence = p;
+      dot.title = p;
+      sub.textContent = p === 'unknown' ? 'Direct message' : p === 'online' ? 'Online' : 'Offline';
+      addForm.hidden = true;
+    } else {
+      const g = state.groups.get(state.active.id);
+      title.textContent = g ? g.name : `Group ${state.active.id}`;
+      dot.hidden = true;
+      const parts = [];
+      if (g && g.description) parts.push(g.description);
+      if (g && g.members) {
+        parts.push(
+          `${g.members.length} member${g.members.length === 1 ? '' : 's'}: ` +
+            g.members.map((m) => (m.role === 'member' ? m.username : `${m.username} (${m.role})`)).join(', '),
+        );
+      }
+      sub.textContent = parts.join(' · ');
+      const canAdd = g && (g.role === 'owner' || g.role === 'admin');
+      addForm.hidden = !canAdd;
+    }
+    $('composer-input').placeholder =
+      state.active.kind === 'user' ? `Message ${state.active.name}…` : `Message #${title.textContent}…`;
+  }
+
+  function renderOlderControls() {
+    const c = state.active && state.convs.get(activeKey());
+    const btn = $('load-older-button');
+    const start = $('history-start');
+    if (!c) {
+      btn.hidden = true;
+      start.hidden = true;
+      return;
+    }
+    btn.hidden = !c.hasOlder;
+    btn.disabled = c.loading;
+    btn.textContent = c.loading ? 'Loading…' : 'Load older messages';
+    start.hidden = c.hasOlder || !c.loaded || c.byId.size === 0;
+  }
+
+  const STATUS_LABEL = { sent: '✓', delivered: '✓✓', read: '✓✓ Read' };
+  const STATUS_TITLE = { sent: 'Sent', delivered: 'Delivered', read: 'Read' };
+
+  /** Reconciles the message list with the open conversation's messages. */
+  function renderMessages() {
+    renderOlderControls();
+    if (!state.active) return;
+    const c = state.convs.get(activeKey());
+    const list = $('message-list');
+    if (!c) {
+      list.replaceChildren();
+      return;
+    }
+    const stick = nearBottom();
+    const isGroup = state.active.kind === 'group';
+    const items = [...c.byId.values()].sort((a, b) => a.id - b.id);
+    const pend = [...c.pending.values()];
+    const wanted = [];
+    for (const m of items) wanted.push({ key: `m${m.id}`, m, pending: null });
+    for (const p of pend) wanted.push({ key: `p${p.client_id}`, m: p, pending: p });
+
+    const existing = new Map();
+    for (const node of list.children) existing.set(node.dataset.key, node);
+    const observer = ensureObserver();
+
+    let prevSender = null;
+    let prevTime = 0;
+    let cursor = list.firstElementChild;
+    for (const w of wanted) {
+      const mine = sameUser(w.m.sender || state.me, state.me) || !!w.pending;
+      const sender = w.pending ? state.me : w.m.sender;
+      const t = new Date(w.m.timestamp || 0).getTime();
+      const continued = sameUser(prevSender, sender) && t - prevTime < 5 * 60 * 1000;
+      prevSender = sender;
+      prevTime = t;
+      const sig = signature(w, continued, isGroup);
+      let node = existing.get(w.key);
+      if (!node || node.dataset.sig !== sig) {
+        const fresh = buildMessage(w, mine, continued, isGroup);
+        fresh.dataset.sig = sig;
+        if (node) {
+          if (node.dataset.seen) fresh.dataset.seen = node.dataset.seen;
+          observer.unobserve(node);
+          node.replaceWith(fresh);
+          if (cursor === node) cursor = fresh;
+        }
+        node = fresh;
+        if (!w.pending) observer.observe(node);
+      }
+      existing.delete(w.key);
+      if (node === cursor) cursor = cursor.nextElementSibling;
+      else list.insertBefore(node, cursor);
+    }
+    for (const node of existing.values()) {
+      observer.unobserve(node);
+      node.remove();
+    }
+    if (stick) scrollToBottom();
+  }
+
+  function signature(w, continued, isGroup) {
+    const m = w.m;
+    const p = w.pending;
+    return [m.status || '', p ? (p.failed ? 'f' : p.uploading ? 'u' : 'p') : '', continued ? 'c' : '', isGroup ? 'g' : '', m.content.length].join('|');
+  }
+
+  function buildMessage(w, mine, continued, isGroup) {
+    const m = w.m;
+    const p = w.pending;
+    const li = el('li', `message ${mine ? 'mine' : 'theirs'}${continued ? ' continued' : ''}`);
+    li.dataset.testid = 'message';
+    li.dataset.key = w.key;
+    if (p) {
+      li.dataset.clientId = p.client_id;
+      li.dataset.pending = p.failed ? 'failed' : 'true';
+    } else {
+      li.dataset.id = String(m.id);
+      li.dataset.sender = m.sender;
+      const unread = !mine && !isGroup && m.status !== 'read' && !state.readSent.has(m.id);
+      li.dataset.unread = String(unread);
+    }
+    li.dataset.mine = String(mine);
+
+    if (!continued) {
+      const meta = el('div', 'message-meta');
+      if (!mine || isGroup) meta.append(el('span', 'message-sender', mine ? 'You' : m.sender));
+      const time = el('time', 'message-time', formatTime(m.timestamp));
+      if (m.timestamp) time.setAttribute('datetime', m.timestamp);
+      meta.append(time);
+      li.append(meta);
+    }
+
+    const bubble = el('div', 'bubble');
+    const file = fileInfo(m);
+    if (file) {
+      bubble.classList.add('file-bubble');
+      const btn = el('button', 'file-link');
+      btn.type = 'button';
+      btn.dataset.testid = 'file-download';
+      btn.dataset.filename = file.filename;
+      const icon = el('span', 'file-icon');
+      icon.setAttribute('aria-hidden', 'true');
+      const info = el('span', 'file-info');
+      info.append(el('span', 'file-name', file.filename), el('span', 'file-size', formatSize(file.size)));
+      const action = el('span', 'file-action', p && p.uploading ? 'Uploading…' : 'Download');
+      btn.append(icon, info, action);
+      btn.setAttribute('aria-label', `Download ${file.filename} (${formatSize(file.size)})`);
+      if (p || !file.url) btn.disabled = true;
+      else btn.addEventListener('click', () => downloadFile(file, btn));
+      bubble.append(btn);
+    } else {
+      const text = el('div', 'message-content', m.content);
+      text.dataset.testid = 'message-content';
+      bubble.append(text);
+    }
+    li.append(bubble);
+
+    if (mine && (p || !isGroup)) {
+      const st = el('div', 'message-status');
+      st.dataset.testid = 'message-status';
+      if (p) {
+        if (p.failed) {
+          st.classList.add('failed');
+          st.append(el('span', null, `Not sent: ${p.failed} `));
+          if (p.frame) {
+            const retry = el('button', 'link-button', 'Retry');
+            retry.type = 'button';
+            retry.addEventListener('click', () => {
+              p.failed = null;
+              sendFrame(p.frame);
+              renderMessages();
+            });
+            const drop = el('button', 'link-button', 'Discard');
+            drop.type = 'button';
+            drop.addEventListener('click', () => {
+              for (const c of state.convs.values()) c.pending.delete(p.client_id);
+              renderMessages();
+            });
+            st.append(retry, drop);
+          }
+          st.dataset.status = 'failed';
+        } else {
+          st.textContent = p.uploading ? 'Uploading…' : 'Sending…';
+          st.dataset.status = 'pending';
+        }
+      } else {
+        const s = m.status || 'sent';
+        st.textContent = STATUS_LABEL[s] || s;
+        st.title = STATUS_TITLE[s] || s;
+        st.dataset.status = s;
+        st.classList.add(`status-${s}`);
+      }
+      li.append(st);
+    }
+    return li;
+  }
+
+  function renderTyping() {
+    const node = $('typing-indicator');
+    const key = activeKey();
+    const t = key && state.typing.get(key);
+    const now = Date.now();
+    const names = [];
+    if (t) {
+      for (const [k, v] of t) {
+        if (v.until > now) names.push(v.name);
+        else t.delete(k);
+      }
+    }
+    if (!names.length) {
+      node.textContent = '';
+      node.dataset.active = 'false';
+      return;
+    }
+    node.dataset.active = 'true';
+    node.textContent =
+      names.length === 1
+        ? `${names[0]} is typing…`
+        : names.length === 2
+          ? `${names[0]} and ${names[1]} are typing…`
+          : `${names.length} people are typing…`;
+  }
+
+  // ---- wiring ----------------------------------------------------------------------
+
+  function init() {
+    $('tab-login').addEventListener('click', () => setAuthMode('login'));
+    $('tab-register').addEventListener('click', () => setAuthMode('register'));
+    $('auth-form').addEventListener('submit', onAuthSubmit);
+    $('logout-button').addEventListener('click', () => signOut());
+    $('new-conversation-form').addEventListener('submit', onNewConversation);
+    $('new-group-form').addEventListener('submit', onNewGroup);
+    $('add-member-form').addEventListener('submit', onAddMember);
+    $('composer').addEventListener('submit', onComposerSubmit);
+    $('composer-input').addEventListener('keydown', onComposerKey);
+    $('composer-input').addEventListener('input', onComposerInput);
+    $('attach-button').addEventListener('click', () => $('file-input').click());
+    $('file-input').addEventListener('change', onFileChosen);
+    $('load-older-button').addEventListener('click', () => {
+      const c = state.active && state.convs.get(activeKey());
+      if (c && c.hasOlder) loadHistory(c, true);
+    });
+    $('message-scroller').addEventListener('scroll', () => {
+      const s = $('message-scroller');
+      const c = state.active && state.convs.get(activeKey());
+      if (s.scrollTop < 40 && c && c.loaded && c.hasOlder && !c.loading && s.scrollHeight > s.clientHeight) {
+        loadHistory(c, true);
+      }
+    });
+    document.addEventListener('visibilitychange', () => {
+      if (document.visibilityState === 'visible' && state.me) {
+        const g = state.active && state.active.kind === 'group' && state.groups.get(state.active.id);
+        if (g) g.unread = 0;
+        markVisibleRead();
+        refreshGroups();
+      }
+    });
+    // Membership changes are not pushed: look again now and then.
+    setInterval(() => {
+      if (state.me && document.visibilityState === 'visible') refreshGroups();
+    }, 30000);
+
+    setAuthMode('login');
+    const token = sessionStorage.getItem(TOKEN_KEY);
+    const claims = token ? tokenClaims(token) : {};
+    if (token && (!claims.exp || claims.exp * 1000 > Date.now())) {
+      startSession(token, sessionStorage.getItem(USER_KEY) || '');
+    } else {
+      sessionStorage.removeItem(TOKEN_KEY);
+      $('auth-view').hidden = false;
+      $('auth-username').focus();
+    }
+  }
+
+  init();
+})();
