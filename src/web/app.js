@@ -106,6 +106,7 @@
     syncing: false,
     reconnectAttempt: 0,
     reconnectTimer: null,
+    reconnected: false, // set after the first open: later opens also reload the groups
     stopped: true,
     maxId: 0, // the highest message id seen (the `sync` cursor)
     contacts: new Map(), // lower name → {name, lastId, preview, unread:Set<id>}
@@ -314,7 +315,16 @@
     }
   }
 
-  function signOut(message) {
+  /** Signs out; `revoke` also asks the server to revoke the token (the Sign out button). */
+  function signOut(message, revoke = false) {
+    if (revoke && state.token) {
+      // Best effort: the token dies on the server even if this page is closed next.
+      fetch('/auth/logout', {
+        method: 'POST',
+        headers: { Authorization: `Bearer ${state.token}` },
+        keepalive: true,
+      }).catch(() => {});
+    }
     state.stopped = true;
     if (state.ws) {
       try {
@@ -333,6 +343,7 @@
       ws: null,
       wsOpen: false,
       syncing: false,
+      reconnected: false,
       maxId: 0,
       active: null,
     });
@@ -350,6 +361,7 @@
   // ---- WebSocket --------------------------------------------------------------------
 
   function setConnState(s, label) {
+    $('chat-view').dataset.conn = s;
     const node = $('conn-status');
     node.dataset.state = s;
     node.textContent = label;
@@ -471,7 +483,7 @@
 
   function previewOf(msg) {
     const file = fileInfo(msg);
-    if (file) return `📎 ${file.filename}`;
+    if (file) return `File: ${file.filename}`;
     return String(msg.content).replace(/\s+/g, ' ').slice(0, 80);
   }
 
@@ -508,7 +520,7 @@
     } else {
       const mine = sameUser(f.sender, state.me);
       const other = mine ? f.recipient : f.sender;
-      const contact = ensureContact(other);
+      const contact = ensureContact(other, true);
       if (f.id >= contact.lastId) {
         contact.lastId = f.id;
         contact.preview = (mine ? 'You: ' : '') + previewOf(msg);
@@ -521,6 +533,7 @@
       }
       saveCache();
     }
+    if (replay) return; // rendered once at `synced`
     renderSidebar();
     if (activeKey()) {
       renderMessages();
@@ -631,6 +644,7 @@
     // have changed them.
     refreshGroups();
     renderSidebar();
+    if (activeKey()) renderMessages();
     markVisibleRead();
   }
 
@@ -638,10 +652,17 @@
     if (f.client_id) {
       for (const c of state.convs.values()) {
         const p = c.pending.get(f.client_id);
-        if (p) {
-          p.failed = f.detail || 'refused';
-          if (activeKey() === c.key) renderMessages();
+        if (!p) continue;
+        if (f.code === 429 && p.frame && (p.retries || 0) < 5) {
+          // Rate limited: keep it pending and send it again shortly (same client_id).
+          p.retries = (p.retries || 0) + 1;
+          setTimeout(() => {
+            if (c.pending.get(p.client_id) === p && !p.failed) sendFrame(p.frame);
+          }, 1000 * p.retries + Math.random() * 500);
+          return;
         }
+        p.failed = f.detail || 'refused';
+        if (activeKey() === c.key) renderMessages();
       }
     }
     notify(f.detail || 'The server refused a request', 'error');
@@ -649,12 +670,20 @@
 
   // ---- contacts and groups ------------------------------------------------------------
 
-  function ensureContact(name) {
+  /** The contact for `name`; `canonical` when the name comes from the server (as registered). */
+  function ensureContact(name, canonical = false) {
     const k = lower(name);
     let c = state.contacts.get(k);
     if (!c) {
       c = { name, lastId: 0, preview: '', unread: new Set() };
       state.contacts.set(k, c);
+      saveCache();
+    } else if (canonical && c.name !== name) {
+      c.name = name;
+      if (state.active && state.active.kind === 'user' && lower(state.active.name) === k) {
+        state.active.name = name;
+        renderConversationHeader();
+      }
       saveCache();
     }
     return c;
@@ -731,7 +760,7 @@
     try {
       const page = await api('GET', `/messages/private/${encodeURIComponent(name)}?limit=${PAGE_SIZE}`);
       const shown = page.length ? (sameUser(page[0].sender, state.me) ? page[0].recipient : page[0].sender) : name;
-      const contact = ensureContact(shown);
+      const contact = ensureContact(shown, page.length > 0);
       const c = conv(keyOfUser(shown));
       c.loaded = false;
       mergePage(c, page, true);
@@ -1198,7 +1227,7 @@
         const wrap = el('span', 'avatar-wrap');
         wrap.append(avatar);
         const online = onlineMembers(g);
-        if (online !== null) {
+        if (online !== null && (online > 0 || knowsAnyPresence(g))) {
           const dot = el('span', 'presence');
           dot.dataset.presence = online > 0 ? 'online' : 'offline';
           dot.title = `${online} online`;
@@ -1220,6 +1249,10 @@
     const total =
       contacts.reduce((n, c) => n + c.unread.size, 0) + groups.reduce((n, g) => n + (g.unread || 0), 0);
     document.title = total ? `(${total}) Parley — ${state.me}` : `Parley — ${state.me}`;
+  }
+
+  function knowsAnyPresence(g) {
+    return g.members.some((m) => !sameUser(m.username, state.me) && presenceOf(m.username) !== 'unknown');
   }
 
   function onlineMembers(g) {
@@ -1295,7 +1328,8 @@
     btn.hidden = !c.hasOlder;
     btn.disabled = c.loading;
     btn.textContent = c.loading ? 'Loading…' : 'Load older messages';
-    start.hidden = c.hasOlder || !c.loaded || c.byId.size === 0;
+    start.hidden = c.hasOlder || !c.loaded;
+    start.textContent = c.byId.size || c.pending.size ? 'Beginning of the conversation' : 'No messages yet — say hello!';
   }
 
   const STATUS_LABEL = { sent: '✓', delivered: '✓✓', read: '✓✓ Read' };
@@ -1487,7 +1521,7 @@
     $('tab-login').addEventListener('click', () => setAuthMode('login'));
     $('tab-register').addEventListener('click', () => setAuthMode('register'));
     $('auth-form').addEventListener('submit', onAuthSubmit);
-    $('logout-button').addEventListener('click', () => signOut());
+    $('logout-button').addEventListener('click', () => signOut(undefined, true));
     $('new-conversation-form').addEventListener('submit', onNewConversation);
     $('new-group-form').addEventListener('submit', onNewGroup);
     $('add-member-form').addEventListener('submit', onAddMember);

@@ -218,8 +218,15 @@ async function main() {
     });
 
     await step('alice signs out and signs in again', async () => {
+      const oldToken = await tokenOf(alice);
       await alice.t('logout-button').click();
       await visible(alice.t('auth-view'), 'the sign-in screen after signing out');
+      if (await tokenOf(alice)) throw new StepFailure('the token is still in sessionStorage after signing out');
+      // Signing out revokes the token on the server (POST /auth/logout).
+      await until(
+        async () => (await fetch(BASE + '/groups', { headers: { Authorization: `Bearer ${oldToken}` } })).status === 401,
+        'the signed-out token to be refused (401)',
+      );
       await alice.t('tab-login').click();
       await alice.t('auth-username').fill('alice');
       await alice.t('auth-password').fill('wrong password!');
@@ -451,6 +458,27 @@ async function main() {
       // bob has the group open; the 60 private messages arrived live.
       await hasText(bob.t('contact-alice').locator('[data-testid="unread"]'), '60', 'bob’s unread count for alice');
       await shot(bob.page, 'bob-unread-bulk');
+    });
+
+    await step('bob signs in on a new device and his conversations are rebuilt', async () => {
+      // A fresh context has no local cache: the client finds its contacts by
+      // replaying with sync from 0, and the groups from GET /groups.
+      const phone = await person(browser, 'bob-new-device');
+      await phone.page.goto(BASE + '/');
+      await visible(phone.t('auth-view'), 'the sign-in screen on the new device');
+      await phone.t('auth-username').fill('BOB'); // usernames are case-insensitive
+      await phone.t('auth-password').fill(PASSWORD_B);
+      await phone.t('auth-submit').click();
+      await visible(phone.t('chat-view'), 'the chat view on the new device');
+      await hasText(phone.t('me'), 'bob', 'the name as registered');
+      const contact = phone.t('contact-alice');
+      await visible(contact, 'alice in the rebuilt contact list');
+      await hasText(contact.locator('[data-testid="unread"]'), '60', 'the unread count rebuilt from the replay');
+      await visible(phone.t(`group-${groupId}`), 'the group on the new device');
+      await hasText(phone.t(`group-${groupId}`), 'Project X', 'the group name on the new device');
+      await shot(phone.page, 'bob-new-device');
+      await phone.context.close();
+      delete pages['bob-new-device'];
     });
 
     if (errors.length) {

@@ -40,9 +40,15 @@ PORT="$(node -e 'const s=require("net").createServer();s.listen(0,"127.0.0.1",()
 DATA_DIR="$(mktemp -d "${TMPDIR:-/tmp}/parley-e2e.XXXXXX")"
 LOG="$DATA_DIR/server.log"
 SERVER_PID=""
+TEST_PID=""
 
 cleanup() {
   local status=$?
+  # The test first (playwright-core closes Chromium on SIGTERM), then the server.
+  if [[ -n "$TEST_PID" ]] && kill -0 "$TEST_PID" 2>/dev/null; then
+    kill "$TEST_PID" 2>/dev/null || true
+    wait "$TEST_PID" 2>/dev/null || true
+  fi
   if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
     kill "$SERVER_PID" 2>/dev/null || true
     for _ in $(seq 1 50); do
@@ -93,9 +99,11 @@ done
 echo "==> server is up at $BASE_URL"
 
 mkdir -p "$ROOT/target/browser"
-set +e
+# In the background with `wait`, so a signal reaches the trap at once.
 PARLEY_URL="$BASE_URL" CHROMIUM="$CHROMIUM" SCREENSHOT_DIR="$ROOT/target/browser" \
-  node "$HERE/e2e.mjs"
-STATUS=$?
-set -e
+  node "$HERE/e2e.mjs" &
+TEST_PID=$!
+STATUS=0
+wait "$TEST_PID" || STATUS=$?
+TEST_PID=""
 exit $STATUS
