@@ -23,6 +23,7 @@ use crate::auth::{
 };
 use crate::config::Config;
 use crate::error::ApiError;
+use crate::middleware::HttpMetrics;
 use crate::{middleware, routes};
 
 /// What every handler can reach.
@@ -113,6 +114,8 @@ impl Application {
                 }
             }
         });
+        let http_metrics = HttpMetrics::register(&chat.metrics.registry);
+        let chat_metrics = chat.metrics.clone();
         let query_errors = web::QueryConfig::default()
             .error_handler(|err, _| ApiError(ChatError::invalid(format!("query: {err}"))).into());
         let mut server = HttpServer::new(move || {
@@ -120,6 +123,10 @@ impl Application {
                 .app_data(state.clone())
                 .app_data(query_errors.clone())
                 .wrap(middleware::CatchPanic)
+                .wrap(middleware::Observe::new(
+                    http_metrics.clone(),
+                    chat_metrics.clone(),
+                ))
                 .configure(routes::configure)
                 .default_service(web::to(routes::not_found))
         })

@@ -4,6 +4,7 @@
 //! concurrent map, not an actor, so a push costs no extra message hop.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use actix::prelude::*;
 use bytestring::ByteString;
@@ -22,6 +23,12 @@ pub struct Socket {
     pub addr: Addr<SessionActor>,
 }
 
+/// An online user: their sockets, and since when they have had one open.
+struct Online {
+    since: Instant,
+    sockets: SmallVec<[Entry; 1]>,
+}
+
 /// A socket as the hub keeps it.
 struct Entry {
     socket: Socket,
@@ -33,7 +40,7 @@ struct Entry {
 #[derive(Default)]
 pub struct Hub {
     /// user id → that user's open sockets (most users have one or two).
-    users: DashMap<i64, SmallVec<[Entry; 1]>>,
+    users: DashMap<i64, Online>,
     next_session: AtomicU64,
 }
 
@@ -48,25 +55,35 @@ impl Hub {
 
     /// Adds a socket; true if it is the user's first (the user just came online).
     pub fn register(&self, user: i64, socket: Socket) -> bool {
-        let mut sockets = self.users.entry(user).or_default();
-        sockets.push(Entry {
+        let mut online = self.users.entry(user).or_insert_with(|| Online {
+            since: Instant::now(),
+            sockets: SmallVec::new(),
+        });
+        online.sockets.push(Entry {
             socket,
             overflowed: false,
         });
-        sockets.len() == 1
+        online.sockets.len() == 1
     }
 
     /// Removes a socket; true if it was the user's last (the user went offline).
     pub fn unregister(&self, user: i64, session: SessionId) -> bool {
-        let removed = self.users.remove_if_mut(&user, |_, sockets| {
-            sockets.retain(|entry| entry.socket.session != session);
-            sockets.is_empty()
+        let removed = self.users.remove_if_mut(&user, |_, online| {
+            online
+                .sockets
+                .retain(|entry| entry.socket.session != session);
+            online.sockets.is_empty()
         });
         removed.is_some()
     }
 
     pub fn is_online(&self, user: i64) -> bool {
         self.users.contains_key(&user)
+    }
+
+    /// Since when the user has had a socket open, if they have one now.
+    pub fn online_since(&self, user: i64) -> Option<Instant> {
+        self.users.get(&user).map(|online| online.since)
     }
 
     /// Number of users with at least one open socket.
@@ -79,12 +96,13 @@ impl Hub {
     /// took it. A socket whose bounded queue is full is a slow consumer: it is
     /// told to close (1008) and will catch up with `sync` after reconnecting.
     pub fn push(&self, user: i64, push: &Push, except: Option<SessionId>) -> usize {
-        let Some(sockets) = self.users.get(&user) else {
+        let Some(online) = self.users.get(&user) else {
             return 0;
         };
         let mut reached = 0;
         let mut overflowed = SmallVec::<[SessionId; 1]>::new();
-        let receivers = sockets
+        let receivers = online
+            .sockets
             .iter()
             .filter(|entry| !entry.overflowed && Some(entry.socket.session) != except);
         for entry in receivers {
@@ -95,7 +113,7 @@ impl Hub {
                 Err(SendError::Closed(_)) => {}
             }
         }
-        drop(sockets);
+        drop(online);
         if !overflowed.is_empty() {
             self.close_slow(user, &overflowed);
         }
@@ -105,10 +123,10 @@ impl Hub {
     /// Marks sockets whose queue is full and tells each, once, to close with
     /// 1008. The close is queued behind the frames the client has yet to read.
     fn close_slow(&self, user: i64, sessions: &[SessionId]) {
-        let Some(mut sockets) = self.users.get_mut(&user) else {
+        let Some(mut online) = self.users.get_mut(&user) else {
             return;
         };
-        for entry in sockets.iter_mut() {
+        for entry in online.sockets.iter_mut() {
             if sessions.contains(&entry.socket.session) && !entry.overflowed {
                 entry.overflowed = true;
                 tracing::warn!(
@@ -123,8 +141,8 @@ impl Hub {
 
     /// Tells every open socket of one user to close.
     pub fn close_user(&self, user: i64, reason: fn() -> Disconnect) {
-        if let Some(sockets) = self.users.get(&user) {
-            for entry in sockets.iter() {
+        if let Some(online) = self.users.get(&user) {
+            for entry in online.sockets.iter() {
                 entry.socket.addr.do_send(reason());
             }
         }
@@ -132,8 +150,8 @@ impl Hub {
 
     /// Tells every open socket to close (at shutdown).
     pub fn close_all(&self, reason: fn() -> Disconnect) {
-        for sockets in self.users.iter() {
-            for entry in sockets.iter() {
+        for online in self.users.iter() {
+            for entry in online.sockets.iter() {
                 entry.socket.addr.do_send(reason());
             }
         }

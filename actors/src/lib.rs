@@ -13,6 +13,7 @@ pub mod devices;
 pub mod error;
 pub mod hub;
 pub mod limits;
+pub mod metrics;
 pub mod model;
 pub mod persistence;
 pub mod protocol;
@@ -95,6 +96,7 @@ pub struct ChatInner {
     pub store: Store,
     pub hub: Arc<Hub>,
     pub directory: Arc<Directory>,
+    pub metrics: Arc<metrics::Metrics>,
     pub persistence: Addr<PersistenceActor>,
     pub devices: Addr<DeviceRegistry>,
     /// group id → its running room.
@@ -123,8 +125,10 @@ impl Chat {
         for (jti, expires_at) in store.revoked_tokens(now_secs).await? {
             directory.revoked_tokens.insert(jti, expires_at);
         }
+        let metrics = Arc::new(metrics::Metrics::new());
         let persistence =
-            PersistenceActor::new(&store, hub.clone(), directory.clone()).start_unbounded();
+            PersistenceActor::new(&store, hub.clone(), directory.clone(), metrics.clone())
+                .start_unbounded();
         let devices = DeviceRegistry::new(store.clone(), persistence.clone()).start();
         if store.needs_checkpoints() {
             let store = store.clone();
@@ -143,6 +147,7 @@ impl Chat {
                 store,
                 hub,
                 directory,
+                metrics,
                 persistence,
                 devices,
                 rooms: DashMap::new(),
@@ -222,36 +227,87 @@ impl Chat {
         self.store.user_by_name(username).await
     }
 
-    /// Tells the user's online contacts that the user came online or went
-    /// offline. The contact list is read in the background; the event is
-    /// sent only if the user is still in that state by then, so a quick
-    /// connect-disconnect never leaves contacts seeing the wrong one.
-    pub(crate) fn announce_presence(&self, user: UserRef, presence: Presence) {
+    /// A socket of `user` opened at `opened_at`. If it is the user's first
+    /// (`first`), their online contacts hear `online`; either way the new
+    /// socket is told which of its user's contacts were already online, so a
+    /// client starts with true presence dots (contacts who come online later
+    /// reach it through their own `online`, so nobody is announced twice).
+    /// The contacts are read in the background; `online` goes out only if
+    /// the user is still online by then.
+    pub(crate) fn socket_opened(
+        &self,
+        user: UserRef,
+        first: bool,
+        opened_at: std::time::Instant,
+        socket: Addr<session::SessionActor>,
+    ) {
+        if first {
+            self.persistence.do_send(persistence::TouchUser {
+                user: user.id,
+                at: Timestamp::now(),
+            });
+        }
+        let chat = self.clone();
+        actix::spawn(async move {
+            let Some(contacts) = chat.contacts(&user).await else {
+                return;
+            };
+            if first && chat.hub.is_online(user.id) {
+                chat.announce(&user, Presence::Online, &contacts);
+            }
+            let now = Timestamp::now();
+            let online_before = |contact: &&UserRef| {
+                chat.hub
+                    .online_since(contact.id)
+                    .is_some_and(|since| since < opened_at)
+            };
+            for contact in contacts.iter().filter(online_before) {
+                let frame = encode(&ServerFrame::Status {
+                    user: &contact.username,
+                    status: Presence::Online,
+                    timestamp: now,
+                });
+                socket.do_send(session::Push::event(frame));
+            }
+        });
+    }
+
+    /// The last socket of `user` closed: their online contacts hear
+    /// `offline`, unless the user came back meanwhile.
+    pub(crate) fn last_socket_closed(&self, user: UserRef) {
         self.persistence.do_send(persistence::TouchUser {
             user: user.id,
             at: Timestamp::now(),
         });
         let chat = self.clone();
         actix::spawn(async move {
-            let limit = chat.settings.presence_group_limit;
-            let contacts = match chat.store.contacts(user.id, limit).await {
-                Ok(contacts) => contacts,
-                Err(error) => {
-                    tracing::warn!(error = ?error, "could not read contacts for presence");
-                    return;
-                }
-            };
-            let online = chat.hub.is_online(user.id);
-            if online != (presence == Presence::Online) {
+            let Some(contacts) = chat.contacts(&user).await else {
                 return;
+            };
+            if !chat.hub.is_online(user.id) {
+                chat.announce(&user, Presence::Offline, &contacts);
             }
-            let frame = encode(&ServerFrame::Status {
-                user: &user.username,
-                status: presence,
-                timestamp: Timestamp::now(),
-            });
-            chat.hub.push_to_all(contacts, &frame);
         });
+    }
+
+    async fn contacts(&self, user: &UserRef) -> Option<Vec<UserRef>> {
+        let limit = self.settings.presence_group_limit;
+        match self.store.contacts(user.id, limit).await {
+            Ok(contacts) => Some(contacts),
+            Err(error) => {
+                tracing::warn!(error = ?error, "could not read contacts for presence");
+                None
+            }
+        }
+    }
+
+    fn announce(&self, user: &UserRef, presence: Presence, contacts: &[UserRef]) {
+        let frame = encode(&ServerFrame::Status {
+            user: &user.username,
+            status: presence,
+            timestamp: Timestamp::now(),
+        });
+        self.hub.push_to_all(contacts.iter().map(|c| c.id), &frame);
     }
 }
 

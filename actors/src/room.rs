@@ -104,6 +104,8 @@ pub struct CheckMember {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct PostMessage {
+    /// When the server accepted it (for the delivery latency metric).
+    pub accepted_at: Instant,
     pub sender: UserRef,
     pub content: String,
     pub message_type: String,
@@ -278,6 +280,7 @@ impl Handler<PostMessage> for RoomActor {
         // Queued now, in the order posts reach the room.
         self.chat.persistence.do_send(StoreMessage {
             message: NewMessage {
+                accepted_at: msg.accepted_at,
                 sender: msg.sender,
                 to: Target::Group {
                     group_id: self.group_id,
@@ -366,9 +369,18 @@ impl Handler<Remove> for RoomActor {
         AtomicResponse::new(Box::pin(
             async move { request?.await? }
                 .into_actor(self)
-                .map(move |removed, room, _| {
+                .map(move |removed, room, ctx| {
                     removed?;
                     room.members.remove(&msg.user);
+                    if room.members.is_empty() {
+                        // The last member left: the group is gone (404 from
+                        // now on, as a fresh lookup finds no members).
+                        let me = ctx.address();
+                        room.chat
+                            .rooms
+                            .remove_if(&room.group_id, |_, addr| *addr == me);
+                        ctx.stop();
+                    }
                     Ok(())
                 }),
         ))

@@ -15,13 +15,14 @@ use bytestring::ByteString;
 use crate::devices::{DeviceConnected, DeviceDisconnected};
 use crate::error::{ChatError, ChatResult};
 use crate::hub::{SessionId, Socket};
+use crate::metrics::{MessageKind, Rejection};
 use crate::model::{AnyMessage, DeliveryStatus, UserRef};
 use crate::persistence::{
     Ack, MarkDelivered, MarkRead, NewMessage, Reply, StoreMessage, Stored, Target,
 };
 use crate::protocol::{
-    encode, error_frame, ClientFrame, Conversation, FrameError, MessageFrame, Presence,
-    SendMessage, ServerFrame,
+    encode, error_frame, ClientFrame, Conversation, FrameError, MessageFrame, SendMessage,
+    ServerFrame,
 };
 use crate::room::{PostMessage, Typing};
 use crate::{ask, validate, Chat};
@@ -36,8 +37,12 @@ pub fn serve(
     device: Option<i64>,
 ) -> ChatResult<HttpResponse> {
     let max_frame_bytes = chat.settings.max_frame_bytes;
+    let id = chat.hub.next_session_id();
+    // Logged inside the handshake's request span, this ties the request id
+    // to the session id that the session's own log lines carry.
+    tracing::info!(session = id, user = %user.username, device, "websocket opened");
     let session = SessionActor {
-        id: chat.hub.next_session_id(),
+        id,
         user,
         device,
         chat,
@@ -78,16 +83,25 @@ const TYPING_INTERVAL: Duration = Duration::from_secs(1);
 #[rtype(result = "()")]
 pub struct Push {
     pub frame: ByteString,
-    /// The id of the message this frame carries, if it is a `message` frame,
-    /// so a socket can skip what a `sync` already replayed to it.
-    pub message_id: Option<i64>,
+    /// Set when the frame carries a message.
+    pub message: Option<PushedMessage>,
+}
+
+/// What a socket needs to know about a message frame it is pushed.
+#[derive(Debug, Clone, Copy)]
+pub struct PushedMessage {
+    /// Lets a socket skip what a `sync` already replayed to it.
+    pub id: i64,
+    pub kind: MessageKind,
+    /// When the server accepted the message, for the delivery latency metric.
+    pub accepted_at: Instant,
 }
 
 impl Push {
-    pub fn message(id: i64, frame: ByteString) -> Self {
+    pub fn message(message: PushedMessage, frame: ByteString) -> Self {
         Push {
             frame,
-            message_id: Some(id),
+            message: Some(message),
         }
     }
 
@@ -95,7 +109,7 @@ impl Push {
     pub fn event(frame: ByteString) -> Self {
         Push {
             frame,
-            message_id: None,
+            message: None,
         }
     }
 }
@@ -151,10 +165,14 @@ impl Actor for SessionActor {
             session: self.id,
             addr: ctx.address(),
         };
-        if self.chat.hub.register(self.user.id, socket) {
-            self.chat
-                .announce_presence(self.user.clone(), Presence::Online);
+        self.chat.metrics.open_sockets.inc();
+        let opened_at = Instant::now();
+        let first = self.chat.hub.register(self.user.id, socket);
+        if first {
+            self.chat.metrics.users_online.inc();
         }
+        self.chat
+            .socket_opened(self.user.clone(), first, opened_at, ctx.address());
         if let Some(device) = self.device {
             self.chat.devices.do_send(DeviceConnected {
                 device,
@@ -181,10 +199,12 @@ impl Actor for SessionActor {
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
+        self.chat.metrics.open_sockets.dec();
         if self.chat.hub.unregister(self.user.id, self.id) {
-            self.chat
-                .announce_presence(self.user.clone(), Presence::Offline);
+            self.chat.metrics.users_online.dec();
+            self.chat.last_socket_closed(self.user.clone());
         }
+        tracing::info!(session = self.id, user = %self.user.username, "websocket closed");
         if let Some(device) = self.device {
             self.chat.devices.do_send(DeviceDisconnected {
                 device,
@@ -198,8 +218,13 @@ impl Handler<Push> for SessionActor {
     type Result = ();
 
     fn handle(&mut self, msg: Push, ctx: &mut Self::Context) {
-        if msg.message_id.is_some_and(|id| id <= self.replayed_up_to) {
-            return;
+        if let Some(message) = msg.message {
+            if message.id <= self.replayed_up_to {
+                return;
+            }
+            self.chat
+                .metrics
+                .delivered(message.kind, message.accepted_at.elapsed());
         }
         ctx.text(msg.frame);
     }
@@ -229,6 +254,7 @@ impl Handler<SendOutcome> for SessionActor {
                 if error.is_server_fault() {
                     tracing::error!(error = ?error, "storing a message failed");
                 }
+                self.count_rejection(&error);
                 error_frame(&error, client_id)
             }
         };
@@ -266,6 +292,7 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for SessionActor {
             Err(ws::ProtocolError::Overflow) => {
                 let limit = self.chat.settings.max_frame_bytes;
                 let error = ChatError::TooLarge(format!("frame: larger than {limit} bytes"));
+                self.count_rejection(&error);
                 ctx.text(error_frame(&error, None));
                 ctx.close(Some(ws::CloseReason {
                     code: ws::CloseCode::Size,
@@ -295,6 +322,12 @@ impl SessionActor {
         }
     }
 
+    fn count_rejection(&self, error: &ChatError) {
+        if let Some(reason) = Rejection::for_status(error.status()) {
+            self.chat.metrics.rejected(reason);
+        }
+    }
+
     fn check_send(&self, send: &SendMessage) -> ChatResult<()> {
         validate::content(&send.content, self.chat.settings.max_content_chars)?;
         validate::label("message_type", &send.message_type)?;
@@ -308,14 +341,17 @@ impl SessionActor {
 
     fn on_send(&mut self, send: SendMessage, ctx: &mut ws::WebsocketContext<Self>) {
         if let Err(error) = self.check_send(&send) {
+            self.count_rejection(&error);
             ctx.text(error_frame(&error, send.client_id.as_deref()));
             return;
         }
+        let accepted_at = Instant::now();
         let reply = Self::ack_when_stored(ctx.address(), send.client_id.clone());
         match send.to {
             Conversation::User(recipient) => {
                 self.chat.persistence.do_send(StoreMessage {
                     message: NewMessage {
+                        accepted_at,
                         sender: self.user.clone(),
                         to: Target::User(recipient),
                         content: send.content,
@@ -329,6 +365,7 @@ impl SessionActor {
             }
             Conversation::Group(group_id) => {
                 let post = PostMessage {
+                    accepted_at,
                     sender: self.user.clone(),
                     content: send.content,
                     message_type: send.message_type,

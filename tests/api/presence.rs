@@ -145,3 +145,32 @@ api_test!(
         assert_silent(&mut bob_ws, "bob no longer shares anything with alice").await;
     }
 );
+
+api_test!(
+    a_new_socket_is_told_which_contacts_are_online_already,
+    |app| async move {
+        let alice = app.create_user("alice").await;
+        let bob = app.create_user("bob").await;
+        let carol = app.create_user("carol").await;
+        let dave = app.create_user("dave").await;
+        app.send_text(&alice, &bob.username, "hi bob").await;
+        app.create_group_with(&alice, "g", &[&carol]).await;
+        // Bob (private contact) and dave (a stranger) are online, carol is not.
+        let _bob_ws = app.ws_connect(&bob.token).await;
+        let _dave_ws = app.ws_connect(&dave.token).await;
+
+        // Opened without the helpers' readiness probe, which skips status frames.
+        for device in ["phone", "laptop"] {
+            let mut alice_ws = app
+                .ws_try_connect("", Some(&alice.token))
+                .await
+                .expect("the handshake succeeds");
+            assert_status(&ws_recv(&mut alice_ws).await, "bob", "online");
+            let why = format!(
+                "alice's {device} hears only contacts already online ({} is not)",
+                carol.username
+            );
+            assert_silent(&mut alice_ws, &why).await;
+        }
+    }
+);

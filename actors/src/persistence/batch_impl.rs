@@ -11,7 +11,8 @@ use crate::model::{AccountState, DeliveryStatus, GroupMessage, GroupRecord, Priv
 use crate::persistence::{Ack, MarkRead, NewMessage, Shared, Stored, Target, Write};
 use crate::protocol::{encode, ServerFrame};
 use crate::room::FanOut;
-use crate::session::Push;
+use crate::metrics::MessageKind;
+use crate::session::{Push, PushedMessage};
 
 type Pool = sqlx::Pool<q::Db>;
 
@@ -109,10 +110,14 @@ fn finish(writes: Vec<Write>, effects: Vec<Effect>, shared: &Shared) {
                 sender,
                 origin,
             } => {
+                shared.metrics.accepted(MessageKind::Private);
                 shared.hub.push(recipient, &push, None);
                 shared.hub.push(sender, &push, origin);
             }
-            Effect::DeliverGroup(room, fan_out) => room.do_send(fan_out),
+            Effect::DeliverGroup(room, fan_out) => {
+                shared.metrics.accepted(MessageKind::Group);
+                room.do_send(fan_out);
+            }
             Effect::Push { users, frame } => shared.hub.push_to_all(users, &frame),
             Effect::CacheAccount(user, state) => {
                 shared.directory.accounts.insert(user, state);
@@ -479,7 +484,13 @@ fn message_row<'a>(m: &'a NewMessage, target: &Resolved, id: i64, now: Timestamp
 }
 
 /// The stored message, with its delivery queued for after COMMIT.
-fn stored(m: &NewMessage, target: Resolved, id: i64, now: Timestamp, effects: &mut Vec<Effect>) -> Stored {
+fn stored(
+    m: &NewMessage,
+    target: Resolved,
+    id: i64,
+    now: Timestamp,
+    effects: &mut Vec<Effect>,
+) -> Stored {
     match target {
         Resolved::Private {
             recipient,
@@ -497,7 +508,14 @@ fn stored(m: &NewMessage, target: Resolved, id: i64, now: Timestamp, effects: &m
                 status,
             };
             effects.push(Effect::DeliverPrivate {
-                push: Push::message(id, encode(&ServerFrame::Message((&message).into()))),
+                push: Push::message(
+                    PushedMessage {
+                        id,
+                        kind: MessageKind::Private,
+                        accepted_at: m.accepted_at,
+                    },
+                    encode(&ServerFrame::Message((&message).into())),
+                ),
                 recipient: recipient.id,
                 sender: m.sender.id,
                 origin: m.origin,
@@ -521,7 +539,14 @@ fn stored(m: &NewMessage, target: Resolved, id: i64, now: Timestamp, effects: &m
             effects.push(Effect::DeliverGroup(
                 room,
                 FanOut {
-                    push: Push::message(id, encode(&ServerFrame::Message((&message).into()))),
+                    push: Push::message(
+                        PushedMessage {
+                            id,
+                            kind: MessageKind::Group,
+                            accepted_at: m.accepted_at,
+                        },
+                        encode(&ServerFrame::Message((&message).into())),
+                    ),
                     origin: m.origin,
                 },
             ));

@@ -20,6 +20,7 @@ use tokio::sync::oneshot;
 
 use crate::error::{ChatError, ChatResult};
 use crate::hub::{Hub, SessionId};
+use crate::metrics::Metrics;
 use crate::model::{
     AccountState, DeliveryStatus, DeviceRecord, FileRecord, GroupMessage, GroupRecord,
     PrivateMessage, Timestamp, UserRecord, UserRef,
@@ -50,6 +51,7 @@ pub struct Directory {
 pub(crate) struct Shared {
     pub hub: Arc<Hub>,
     pub directory: Arc<Directory>,
+    pub metrics: Arc<Metrics>,
 }
 
 // ---- Messages -------------------------------------------------------------
@@ -128,6 +130,8 @@ pub struct StoreMessage {
 
 /// A message to store.
 pub struct NewMessage {
+    /// When the server accepted it (for the delivery latency metric).
+    pub accepted_at: std::time::Instant,
     pub sender: UserRef,
     pub to: Target,
     pub content: String,
@@ -426,6 +430,18 @@ pub struct PersistenceActor {
     flush_waiters: Vec<oneshot::Sender<()>>,
 }
 
+/// Answered at once from the mailbox: proves the actor is processing
+/// messages (readiness checks).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Ping;
+
+impl Handler<Ping> for PersistenceActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Ping, _: &mut Self::Context) {}
+}
+
 /// Reply once every write queued before it is committed (used at shutdown).
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -448,10 +464,19 @@ impl Handler<Flush> for PersistenceActor {
 }
 
 impl PersistenceActor {
-    pub fn new(store: &Store, hub: Arc<Hub>, directory: Arc<Directory>) -> Self {
+    pub fn new(
+        store: &Store,
+        hub: Arc<Hub>,
+        directory: Arc<Directory>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         PersistenceActor {
             pool: store.write.clone(),
-            shared: Arc::new(Shared { hub, directory }),
+            shared: Arc::new(Shared {
+                hub,
+                directory,
+                metrics,
+            }),
             queue: Vec::new(),
             committing: false,
             flush_waiters: Vec::new(),
@@ -460,6 +485,10 @@ impl PersistenceActor {
 
     fn enqueue(&mut self, write: Write, ctx: &mut Context<Self>) {
         self.queue.push(write);
+        self.shared
+            .metrics
+            .persistence_queue
+            .set(self.queue.len() as i64);
         if !self.committing {
             self.commit_next_batch(ctx);
         }
@@ -474,6 +503,10 @@ impl PersistenceActor {
         }
         let take = self.queue.len().min(MAX_BATCH);
         let writes: Vec<Write> = self.queue.drain(..take).collect();
+        let metrics = &self.shared.metrics;
+        metrics.persistence_queue.set(self.queue.len() as i64);
+        metrics.batch_size.observe(writes.len() as f64);
+        let commit_timer = metrics.commit_seconds.start_timer();
         self.committing = true;
         let pool = self.pool.clone();
         let shared = self.shared.clone();
@@ -494,6 +527,7 @@ impl PersistenceActor {
             {
                 tracing::error!("a write batch panicked; its writes failed, the writer goes on");
             }
+            commit_timer.observe_duration();
         };
         ctx.spawn(commit.into_actor(self).map(|(), actor, ctx| {
             actor.committing = false;

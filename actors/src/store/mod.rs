@@ -323,9 +323,16 @@ impl Store {
 
     /// Users who share a private conversation with `user`, or a group of at
     /// most `group_limit` members (presence in larger groups is not pushed).
-    pub async fn contacts(&self, user: i64, group_limit: i64) -> ChatResult<Vec<i64>> {
-        Ok(on_backend!(&self.read, |q, pool| {
+    pub async fn contacts(&self, user: i64, group_limit: i64) -> ChatResult<Vec<UserRef>> {
+        let rows = on_backend!(&self.read, |q, pool| {
             q::contacts(pool, user, group_limit).await
-        })?)
+        })?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, username)| UserRef {
+                id,
+                username: username.into(),
+            })
+            .collect())
     }
 }

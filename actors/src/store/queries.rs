@@ -230,14 +230,15 @@ pub async fn contacts<'e, E: Executor<'e, Database = Db>>(
     ex: E,
     user: i64,
     group_limit: i64,
-) -> Result<Vec<i64>, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT user_hi FROM conversations WHERE user_lo = $1 \
-         UNION SELECT user_lo FROM conversations WHERE user_hi = $1 \
-         UNION SELECT other.user_id FROM group_members mine \
-           JOIN chat_groups g ON g.id = mine.group_id AND g.member_count <= $2 \
-           JOIN group_members other ON other.group_id = mine.group_id \
-           WHERE mine.user_id = $1 AND other.user_id <> mine.user_id",
+) -> Result<Vec<(i64, String)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT u.id, u.username FROM users u WHERE u.deleted_at IS NULL AND u.id IN ( \
+           SELECT user_hi FROM conversations WHERE user_lo = $1 \
+           UNION SELECT user_lo FROM conversations WHERE user_hi = $1 \
+           UNION SELECT other.user_id FROM group_members mine \
+             JOIN chat_groups g ON g.id = mine.group_id AND g.member_count <= $2 \
+             JOIN group_members other ON other.group_id = mine.group_id \
+             WHERE mine.user_id = $1 AND other.user_id <> mine.user_id)",
     )
     .bind(user)
     .bind(group_limit)
