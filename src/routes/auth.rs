@@ -5,19 +5,52 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use parley_actors::persistence::{ChangePassword, CreateUser, DeleteAccount, RevokeToken};
 use parley_actors::{ask, model::UserRef, validate, ChatError};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::auth::{password, AuthToken, AuthUser};
 use crate::error::ApiResult;
 use crate::extract::Json;
+use crate::openapi::{self, User};
 use crate::startup::AppState;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct Registration {
+    /// 3–32 of letters, digits, `_`, `.` and `-`; unique case-insensitively.
+    #[schema(
+        min_length = 3,
+        max_length = 32,
+        pattern = r"^[A-Za-z0-9_.-]+$",
+        example = "alice"
+    )]
     username: String,
+    /// `local@domain.tld` of at most 254 bytes, without spaces or control
+    /// characters; unique case-insensitively.
+    #[schema(
+        max_length = 254,
+        pattern = r"^[^@\s\x00-\x1F\x7F-\x9F]+@[^@\s.\x00-\x1F\x7F-\x9F]+(\.[^@\s.\x00-\x1F\x7F-\x9F]+)+$",
+        example = "alice@example.com"
+    )]
     email: String,
+    #[schema(min_length = 8, max_length = 1024, example = "correct horse")]
     password: String,
 }
 
+/// Creates an account. Open to anyone; limited per client address.
+#[utoipa::path(
+    post,
+    path = "/auth/register",
+    tag = "auth",
+    request_body = Registration,
+    responses(
+        (status = 200, description = "The new account", body = User),
+        (status = 400, response = openapi::BadRequest),
+        (status = 409, response = openapi::Conflict),
+        (status = 413, response = openapi::PayloadTooLarge),
+        (status = 429, response = openapi::TooManyRequests),
+        (status = 500, response = openapi::InternalError),
+        (status = 503, response = openapi::Unavailable),
+    )
+)]
 #[tracing::instrument(skip_all, fields(username = %body.username))]
 pub async fn register(
     req: HttpRequest,
@@ -41,18 +74,41 @@ pub async fn register(
     Ok(HttpResponse::Ok().json(user))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct Login {
+    /// Looked up case-insensitively.
+    #[schema(example = "alice")]
     username: String,
+    #[schema(example = "correct horse")]
     password: String,
 }
 
-#[derive(Serialize)]
-struct AccessToken {
+/// A bearer token (a JWT) for `Authorization: Bearer <access_token>`.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AccessToken {
     access_token: String,
+    #[schema(schema_with = openapi::bearer_token_type)]
     token_type: &'static str,
 }
 
+/// Exchanges a username and password for an access token. An unknown user
+/// and a wrong password get the same 401.
+#[utoipa::path(
+    post,
+    path = "/auth/login",
+    tag = "auth",
+    request_body = Login,
+    responses(
+        (status = 200, description = "A fresh access token", body = AccessToken),
+        (status = 400, response = openapi::BadRequest),
+        (status = 401, response = openapi::Unauthorized),
+        (status = 413, response = openapi::PayloadTooLarge),
+        (status = 429, response = openapi::TooManyRequests),
+        (status = 500, response = openapi::InternalError),
+        (status = 503, response = openapi::Unavailable),
+    )
+)]
 #[tracing::instrument(skip_all, fields(username = %body.username))]
 pub async fn login(
     req: HttpRequest,
@@ -105,6 +161,19 @@ async fn confirm_password(state: &AppState, user: &UserRef, password: String) ->
 
 /// `POST /auth/logout`: revokes the token used for this request until it
 /// would have expired. 204.
+#[utoipa::path(
+    post,
+    path = "/auth/logout",
+    summary = "Revokes the token used for this request",
+    tag = "auth",
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "The token no longer works"),
+        (status = 401, response = openapi::Unauthorized),
+        (status = 500, response = openapi::InternalError),
+        (status = 503, response = openapi::Unavailable),
+    )
+)]
 #[tracing::instrument(skip_all, fields(user = %token.user.username))]
 pub async fn logout(
     state: web::Data<AppState>,
@@ -121,14 +190,32 @@ pub async fn logout(
     Ok(HttpResponse::NoContent().finish())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct PasswordChange {
     current_password: String,
+    #[schema(min_length = 8, max_length = 1024)]
     new_password: String,
 }
 
 /// `POST /auth/password`: sets a new password. Every token issued before
 /// stops working; the answer carries a fresh one, like login.
+#[utoipa::path(
+    post,
+    path = "/auth/password",
+    summary = "Sets a new password; the caller's older tokens stop working",
+    tag = "auth",
+    security(("bearer" = [])),
+    request_body = PasswordChange,
+    responses(
+        (status = 200, description = "A fresh access token; older tokens stop working", body = AccessToken),
+        (status = 400, response = openapi::BadRequest),
+        (status = 401, response = openapi::Unauthorized),
+        (status = 403, response = openapi::Forbidden),
+        (status = 413, response = openapi::PayloadTooLarge),
+        (status = 500, response = openapi::InternalError),
+        (status = 503, response = openapi::Unavailable),
+    )
+)]
 #[tracing::instrument(skip_all, fields(user = %user.username))]
 pub async fn change_password(
     state: web::Data<AppState>,
@@ -150,14 +237,32 @@ pub async fn change_password(
     access_token(&state, &user, generation)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct AccountDeletion {
+    /// The account's current password.
     password: String,
 }
 
 /// `DELETE /auth/account`: deletes the caller's account after checking the
 /// password. Its tokens stop working and its sockets close; its name stays
 /// taken; messages it sent stay with their recipients. 204.
+#[utoipa::path(
+    delete,
+    path = "/auth/account",
+    summary = "Deletes the caller's account",
+    tag = "auth",
+    security(("bearer" = [])),
+    request_body = AccountDeletion,
+    responses(
+        (status = 204, description = "The account is gone; its tokens stop working"),
+        (status = 400, response = openapi::BadRequest),
+        (status = 401, response = openapi::Unauthorized),
+        (status = 403, response = openapi::Forbidden),
+        (status = 413, response = openapi::PayloadTooLarge),
+        (status = 500, response = openapi::InternalError),
+        (status = 503, response = openapi::Unavailable),
+    )
+)]
 #[tracing::instrument(skip_all, fields(user = %user.username))]
 pub async fn delete_account(
     state: web::Data<AppState>,

@@ -16,10 +16,24 @@ fn asset(content_type: ContentType, body: &'static str) -> HttpResponse {
         .body(body)
 }
 
+/// The bundled web client's page.
+#[utoipa::path(
+    get,
+    path = "/",
+    tag = "web client",
+    responses((status = 200, description = "The web client", content_type = "text/html", body = String))
+)]
 pub async fn index() -> HttpResponse {
     asset(ContentType::html(), INDEX_HTML)
 }
 
+/// The web client's script.
+#[utoipa::path(
+    get,
+    path = "/app.js",
+    tag = "web client",
+    responses((status = 200, description = "JavaScript", content_type = "text/javascript", body = String))
+)]
 pub async fn app_js() -> HttpResponse {
     asset(
         ContentType(
@@ -31,6 +45,13 @@ pub async fn app_js() -> HttpResponse {
     )
 }
 
+/// The web client's style sheet.
+#[utoipa::path(
+    get,
+    path = "/style.css",
+    tag = "web client",
+    responses((status = 200, description = "CSS", content_type = "text/css", body = String))
+)]
 pub async fn style_css() -> HttpResponse {
     asset(
         ContentType(

@@ -15,20 +15,48 @@ use parley_actors::persistence::StoreFile;
 use parley_actors::{ask, ChatError};
 use serde::Serialize;
 use tokio::io::AsyncWriteExt;
+use utoipa::ToSchema;
 
 use crate::auth::AuthUser;
 use crate::error::{ApiError, ApiResult};
+use crate::openapi::{self, FileUpload};
 use crate::startup::AppState;
 
-#[derive(Serialize)]
-struct UploadedFile<'a> {
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UploadedFile<'a> {
+    /// A UUID chosen by the server.
+    #[schema(format = Uuid)]
     file_id: &'a str,
+    /// The client's file name reduced to its last path component.
     filename: &'a str,
+    /// In bytes.
+    #[schema(minimum = 0)]
     size: i64,
+    #[schema(value_type = String, format = DateTime)]
     upload_time: Timestamp,
+    /// `/files/{file_id}`, relative to the server.
+    #[schema(example = "/files/6f1c1e0a-3a0e-4d5e-9a43-0b8f7f1c2d3e")]
     url: String,
 }
 
+/// Uploads a file as the multipart field `file` (other fields are ignored).
+#[utoipa::path(
+    post,
+    path = "/files/upload",
+    operation_id = "upload_file",
+    tag = "files",
+    security(("bearer" = [])),
+    request_body(content = FileUpload, content_type = "multipart/form-data"),
+    responses(
+        (status = 200, description = "The stored file", body = UploadedFile),
+        (status = 400, response = openapi::BadRequest),
+        (status = 401, response = openapi::Unauthorized),
+        (status = 413, response = openapi::PayloadTooLarge),
+        (status = 500, response = openapi::InternalError),
+        (status = 503, response = openapi::Unavailable),
+    )
+)]
 #[tracing::instrument(skip_all, fields(uploader = %user.username))]
 pub async fn upload(
     state: web::Data<AppState>,
@@ -138,6 +166,22 @@ fn bad_multipart(error: actix_multipart::MultipartError) -> ApiError {
 /// `GET /files/{file_id}`: for the uploader, and for anyone who can see a
 /// message that mentions the file (its id or url). Everyone else gets the
 /// same 404 as for a file that does not exist.
+#[utoipa::path(
+    get,
+    path = "/files/{file_id}",
+    operation_id = "download_file",
+    tag = "files",
+    security(("bearer" = [])),
+    params(("file_id" = String, Path, description = "The `file_id` from the upload")),
+    responses(
+        (status = 200, description = "The bytes, as an attachment", content_type = "application/octet-stream", body = openapi::Binary,
+            headers(("Content-Disposition" = String, description = "`attachment; filename=\"…\"`"))),
+        (status = 401, response = openapi::Unauthorized),
+        (status = 404, response = openapi::NotFound),
+        (status = 500, response = openapi::InternalError),
+        (status = 503, response = openapi::Unavailable),
+    )
+)]
 #[tracing::instrument(skip_all, fields(caller = %user.username))]
 pub async fn download(
     req: HttpRequest,

@@ -10,20 +10,43 @@ use parley_actors::room::{
 };
 use parley_actors::{ask, validate, ChatError};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::auth::AuthUser;
 use crate::error::ApiResult;
 use crate::extract::{path_id, Json, Paging};
+use crate::openapi::{self, Group, GroupSummary, Member};
 use crate::routes::messages::message_types;
 use crate::startup::AppState;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct NewGroup {
+    /// 1–100 characters, not blank.
+    #[schema(min_length = 1, max_length = 100, pattern = r"\S", example = "team")]
     name: String,
+    /// Up to 1000 characters; defaults to empty.
     #[serde(default)]
+    #[schema(max_length = 1000)]
     description: String,
 }
 
+/// Creates a group; the caller becomes its `owner`.
+#[utoipa::path(
+    post,
+    path = "/groups",
+    operation_id = "create_group",
+    tag = "groups",
+    security(("bearer" = [])),
+    request_body = NewGroup,
+    responses(
+        (status = 200, description = "The new group", body = Group),
+        (status = 400, response = openapi::BadRequest),
+        (status = 401, response = openapi::Unauthorized),
+        (status = 413, response = openapi::PayloadTooLarge),
+        (status = 500, response = openapi::InternalError),
+        (status = 503, response = openapi::Unavailable),
+    )
+)]
 #[tracing::instrument(skip_all, fields(creator = %user.username))]
 pub async fn create(
     state: web::Data<AppState>,
@@ -45,11 +68,14 @@ pub async fn create(
 }
 
 /// A group message as REST shows it.
-#[derive(Serialize)]
-struct GroupMessageView<'a> {
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = GroupMessage)]
+pub struct GroupMessageView<'a> {
     id: i64,
     content: &'a str,
     sender: &'a str,
+    #[schema(value_type = String, format = DateTime)]
     timestamp: Timestamp,
     message_type: &'a str,
 }
@@ -66,6 +92,24 @@ impl<'a> From<&'a GroupMessage> for GroupMessageView<'a> {
     }
 }
 
+/// One page of a group's history, ascending id. Members only.
+#[utoipa::path(
+    get,
+    path = "/groups/{group_id}/messages",
+    operation_id = "group_messages",
+    tag = "groups",
+    security(("bearer" = [])),
+    params(openapi::GroupIdParam, openapi::PagingParams),
+    responses(
+        (status = 200, description = "One page of the group's messages, ascending id", body = [GroupMessageView]),
+        (status = 400, response = openapi::BadRequest),
+        (status = 401, response = openapi::Unauthorized),
+        (status = 403, response = openapi::Forbidden),
+        (status = 404, response = openapi::NotFound),
+        (status = 500, response = openapi::InternalError),
+        (status = 503, response = openapi::Unavailable),
+    )
+)]
 #[tracing::instrument(skip_all, fields(caller = %user.username))]
 pub async fn messages(
     state: web::Data<AppState>,
@@ -82,30 +126,83 @@ pub async fn messages(
 }
 
 /// `GET /groups`: the caller's groups with their role and unread count.
+#[utoipa::path(
+    get,
+    path = "/groups",
+    summary = "The caller's groups with their role and unread count",
+    operation_id = "list_groups",
+    tag = "groups",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The caller's groups", body = [GroupSummary]),
+        (status = 401, response = openapi::Unauthorized),
+        (status = 500, response = openapi::InternalError),
+        (status = 503, response = openapi::Unavailable),
+    )
+)]
 #[tracing::instrument(skip_all, fields(caller = %user.username))]
 pub async fn mine(state: web::Data<AppState>, AuthUser(user): AuthUser) -> ApiResult<HttpResponse> {
     let groups = state.chat.store.groups_of(user.id).await?;
     Ok(HttpResponse::Ok().json(groups))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct NewGroupMessage {
+    #[schema(min_length = 1, max_length = 8192, example = "hi all")]
     content: String,
+    /// Defaults to `text`.
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        pattern = r"^[^\x00-\x1F\x7F-\x9F]*$",
+        example = "text"
+    )]
     message_type: Option<String>,
+    /// Defaults to `text/plain`.
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        pattern = r"^[^\x00-\x1F\x7F-\x9F]*$",
+        example = "text/plain"
+    )]
     content_type: Option<String>,
 }
 
-#[derive(Serialize)]
-struct PostedGroupMessage<'a> {
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PostedGroupMessage<'a> {
     id: i64,
     group_id: i64,
     sender: &'a str,
     content: &'a str,
+    #[schema(value_type = String, format = DateTime)]
     timestamp: Timestamp,
     message_type: &'a str,
     content_type: &'a str,
 }
 
+/// Posts a message to a group the caller is a member of; every member's
+/// sockets get it.
+#[utoipa::path(
+    post,
+    path = "/groups/{group_id}/messages",
+    operation_id = "post_group_message",
+    tag = "groups",
+    security(("bearer" = [])),
+    params(openapi::GroupIdParam),
+    request_body = NewGroupMessage,
+    responses(
+        (status = 200, description = "The stored message", body = PostedGroupMessage),
+        (status = 400, response = openapi::BadRequest),
+        (status = 401, response = openapi::Unauthorized),
+        (status = 403, response = openapi::Forbidden),
+        (status = 404, response = openapi::NotFound),
+        (status = 413, response = openapi::PayloadTooLarge),
+        (status = 429, response = openapi::TooManyRequests),
+        (status = 500, response = openapi::InternalError),
+        (status = 503, response = openapi::Unavailable),
+    )
+)]
 #[tracing::instrument(skip_all, fields(sender = %user.username))]
 pub async fn post_message(
     state: web::Data<AppState>,
@@ -120,6 +217,7 @@ pub async fn post_message(
     state.chat.check_message_rate(user.id)?;
     let (reply, stored) = Reply::channel();
     room.do_send(PostMessage {
+        accepted_at: std::time::Instant::now(),
         sender: user,
         content: body.content,
         message_type,
@@ -143,6 +241,24 @@ pub async fn post_message(
     }))
 }
 
+/// The group's members, oldest first. Members only.
+#[utoipa::path(
+    get,
+    path = "/groups/{group_id}/members",
+    operation_id = "group_members",
+    tag = "groups",
+    security(("bearer" = [])),
+    params(openapi::GroupIdParam),
+    responses(
+        (status = 200, description = "The members, oldest first", body = [Member]),
+        (status = 400, response = openapi::BadRequest),
+        (status = 401, response = openapi::Unauthorized),
+        (status = 403, response = openapi::Forbidden),
+        (status = 404, response = openapi::NotFound),
+        (status = 500, response = openapi::InternalError),
+        (status = 503, response = openapi::Unavailable),
+    )
+)]
 #[tracing::instrument(skip_all, fields(caller = %user.username))]
 pub async fn members(
     state: web::Data<AppState>,
@@ -154,8 +270,10 @@ pub async fn members(
     Ok(HttpResponse::Ok().json(members))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct NewMember {
+    /// The user to add (case-insensitive).
+    #[schema(example = "bob")]
     username: String,
 }
 
@@ -176,6 +294,26 @@ async fn named_user(
         .ok_or_else(|| ChatError::not_found("username: no such user"))?)
 }
 
+/// Adds a user as a plain `member`. The owner and admins only.
+#[utoipa::path(
+    post,
+    path = "/groups/{group_id}/members",
+    tag = "groups",
+    security(("bearer" = [])),
+    params(openapi::GroupIdParam),
+    request_body = NewMember,
+    responses(
+        (status = 200, description = "The new member", body = Member),
+        (status = 400, response = openapi::BadRequest),
+        (status = 401, response = openapi::Unauthorized),
+        (status = 403, response = openapi::Forbidden),
+        (status = 404, response = openapi::NotFound),
+        (status = 409, response = openapi::Conflict),
+        (status = 413, response = openapi::PayloadTooLarge),
+        (status = 500, response = openapi::InternalError),
+        (status = 503, response = openapi::Unavailable),
+    )
+)]
 #[tracing::instrument(skip_all, fields(caller = %user.username))]
 pub async fn add_member(
     state: web::Data<AppState>,
@@ -196,6 +334,26 @@ pub async fn add_member(
     Ok(HttpResponse::Ok().json(member))
 }
 
+/// Removes a member: the owner removes anyone, an admin plain members, and
+/// anyone may remove themself (leave), except the owner while others remain
+/// (409).
+#[utoipa::path(
+    delete,
+    path = "/groups/{group_id}/members/{username}",
+    tag = "groups",
+    security(("bearer" = [])),
+    params(openapi::GroupIdParam, ("username" = String, Path, description = "The member to remove")),
+    responses(
+        (status = 204, description = "The member is removed"),
+        (status = 400, response = openapi::BadRequest),
+        (status = 401, response = openapi::Unauthorized),
+        (status = 403, response = openapi::Forbidden),
+        (status = 404, response = openapi::NotFound),
+        (status = 409, response = openapi::Conflict),
+        (status = 500, response = openapi::InternalError),
+        (status = 503, response = openapi::Unavailable),
+    )
+)]
 #[tracing::instrument(skip_all, fields(caller = %user.username))]
 pub async fn remove_member(
     state: web::Data<AppState>,
@@ -216,11 +374,33 @@ pub async fn remove_member(
     Ok(HttpResponse::NoContent().finish())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct NewRole {
+    /// Making someone `owner` turns the old owner into an `admin`.
+    #[schema(value_type = openapi::Role)]
     role: String,
 }
 
+/// Changes a member's role. The owner only.
+#[utoipa::path(
+    patch,
+    path = "/groups/{group_id}/members/{username}",
+    tag = "groups",
+    security(("bearer" = [])),
+    params(openapi::GroupIdParam, ("username" = String, Path, description = "The member whose role changes")),
+    request_body = NewRole,
+    responses(
+        (status = 200, description = "The member with the new role", body = Member),
+        (status = 400, response = openapi::BadRequest),
+        (status = 401, response = openapi::Unauthorized),
+        (status = 403, response = openapi::Forbidden),
+        (status = 404, response = openapi::NotFound),
+        (status = 409, response = openapi::Conflict),
+        (status = 413, response = openapi::PayloadTooLarge),
+        (status = 500, response = openapi::InternalError),
+        (status = 503, response = openapi::Unavailable),
+    )
+)]
 #[tracing::instrument(skip_all, fields(caller = %user.username))]
 pub async fn change_role(
     state: web::Data<AppState>,

@@ -6,28 +6,51 @@ use parley_actors::persistence::{MarkRead, NewMessage, Reply, StoreMessage, Stor
 use parley_actors::protocol::{DEFAULT_CONTENT_TYPE, DEFAULT_MESSAGE_TYPE};
 use parley_actors::{ask, validate, ChatError};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::auth::AuthUser;
 use crate::error::ApiResult;
 use crate::extract::{path_id, Json, Paging};
+use crate::openapi;
 use crate::startup::AppState;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct NewPrivateMessage {
+    /// The recipient's username (case-insensitive); not the sender.
+    #[schema(example = "bob")]
     recipient: String,
+    #[schema(min_length = 1, max_length = 8192, example = "hi bob")]
     content: String,
+    /// Defaults to `text`.
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        pattern = r"^[^\x00-\x1F\x7F-\x9F]*$",
+        example = "text"
+    )]
     message_type: Option<String>,
+    /// Defaults to `text/plain`.
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        pattern = r"^[^\x00-\x1F\x7F-\x9F]*$",
+        example = "text/plain"
+    )]
     content_type: Option<String>,
 }
 
 /// A private message as REST shows it.
-#[derive(Serialize)]
-struct PrivateMessageView<'a> {
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = PrivateMessage)]
+pub struct PrivateMessageView<'a> {
     id: i64,
     content: &'a str,
     sender: &'a str,
     recipient: &'a str,
+    #[schema(value_type = String, format = DateTime)]
     timestamp: Timestamp,
+    #[schema(value_type = openapi::DeliveryStatus)]
     status: DeliveryStatus,
 }
 
@@ -56,6 +79,25 @@ pub fn message_types(
     Ok((message_type, content_type))
 }
 
+/// Sends a private message. It reaches every socket of the recipient and of
+/// the sender; `status` is `delivered` if a recipient socket got it.
+#[utoipa::path(
+    post,
+    path = "/messages/private",
+    tag = "messages",
+    security(("bearer" = [])),
+    request_body = NewPrivateMessage,
+    responses(
+        (status = 200, description = "The stored message", body = PrivateMessageView),
+        (status = 400, response = openapi::BadRequest),
+        (status = 401, response = openapi::Unauthorized),
+        (status = 404, response = openapi::NotFound),
+        (status = 413, response = openapi::PayloadTooLarge),
+        (status = 429, response = openapi::TooManyRequests),
+        (status = 500, response = openapi::InternalError),
+        (status = 503, response = openapi::Unavailable),
+    )
+)]
 #[tracing::instrument(skip_all, fields(sender = %user.username))]
 pub async fn send_private(
     state: web::Data<AppState>,
@@ -68,6 +110,7 @@ pub async fn send_private(
     let (reply, stored) = Reply::channel();
     state.chat.persistence.do_send(StoreMessage {
         message: NewMessage {
+            accepted_at: std::time::Instant::now(),
             sender: user,
             to: Target::User(body.recipient),
             content: body.content,
@@ -85,6 +128,27 @@ pub async fn send_private(
     }
 }
 
+/// The conversation between the caller and `username`, both directions, one
+/// page in ascending id.
+#[utoipa::path(
+    get,
+    path = "/messages/private/{username}",
+    summary = "The conversation with one user, a page at a time",
+    tag = "messages",
+    security(("bearer" = [])),
+    params(
+        ("username" = String, Path, description = "The other party (case-insensitive)"),
+        openapi::PagingParams,
+    ),
+    responses(
+        (status = 200, description = "One page of the conversation, ascending id", body = [PrivateMessageView]),
+        (status = 400, response = openapi::BadRequest),
+        (status = 401, response = openapi::Unauthorized),
+        (status = 404, response = openapi::NotFound),
+        (status = 500, response = openapi::InternalError),
+        (status = 503, response = openapi::Unavailable),
+    )
+)]
 #[tracing::instrument(skip_all, fields(caller = %user.username))]
 pub async fn private_history(
     state: web::Data<AppState>,
@@ -106,14 +170,34 @@ pub async fn private_history(
     Ok(HttpResponse::Ok().json(views))
 }
 
-#[derive(Serialize)]
-struct ReadReceipt {
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReadReceipt {
     id: i64,
+    /// Always `read`.
+    #[schema(value_type = openapi::DeliveryStatus)]
     status: DeliveryStatus,
 }
 
 /// `POST /messages/{message_id}/read`: the recipient marks a private message
 /// read, or a group member moves their read cursor.
+#[utoipa::path(
+    post,
+    path = "/messages/{message_id}/read",
+    summary = "Marks a message read",
+    tag = "messages",
+    security(("bearer" = [])),
+    params(("message_id" = i64, Path, minimum = 1, description = "A private or group message id")),
+    responses(
+        (status = 200, description = "The message is read", body = ReadReceipt),
+        (status = 400, response = openapi::BadRequest),
+        (status = 401, response = openapi::Unauthorized),
+        (status = 403, response = openapi::Forbidden),
+        (status = 404, response = openapi::NotFound),
+        (status = 500, response = openapi::InternalError),
+        (status = 503, response = openapi::Unavailable),
+    )
+)]
 #[tracing::instrument(skip_all, fields(reader = %user.username))]
 pub async fn mark_read(
     state: web::Data<AppState>,

@@ -1,71 +1,84 @@
-//! The REST routes and the WebSocket endpoint (DESIGN.md sections 2 and 3).
-//! Handlers validate input, ask the actors (or read the store), and map the
-//! answer to the response; none of them writes to the database.
+//! The REST routes and the WebSocket endpoint (DESIGN.md sections 2 and 3),
+//! the bundled web client, and the API's own descriptions (`/openapi.json`,
+//! `/asyncapi.json`, Swagger UI at `/docs/`). Handlers validate input, ask
+//! the actors (or read the store), and map the answer to the response; none
+//! of them writes to the database. Each handler carries its OpenAPI
+//! description (`#[utoipa::path]`), collected in [`crate::openapi`].
 
-mod auth;
-mod client;
-mod devices;
-mod files;
-mod groups;
-pub(crate) mod messages;
-mod ws;
+pub mod auth;
+pub mod client;
+pub mod devices;
+pub mod docs;
+pub mod files;
+pub mod groups;
+pub mod messages;
+pub mod ops;
+pub mod ws;
 
+use actix_web::http::Method;
 use actix_web::{web, HttpResponse};
 use parley_actors::ChatError;
 
 use crate::error::ApiError;
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(resource("/auth/register", "POST").route(web::post().to(auth::register)))
-        .service(resource("/auth/login", "POST").route(web::post().to(auth::login)))
-        .service(resource("/auth/logout", "POST").route(web::post().to(auth::logout)))
-        .service(resource("/auth/password", "POST").route(web::post().to(auth::change_password)))
-        .service(resource("/auth/account", "DELETE").route(web::delete().to(auth::delete_account)))
-        .service(
-            resource("/messages/private", "POST").route(web::post().to(messages::send_private)),
-        )
-        .service(
-            resource("/messages/private/{username}", "GET")
-                .route(web::get().to(messages::private_history)),
-        )
-        .service(
-            resource("/messages/{message_id}/read", "POST")
-                .route(web::post().to(messages::mark_read)),
-        )
-        .service(
-            resource("/groups", "GET, POST")
-                .route(web::get().to(groups::mine))
-                .route(web::post().to(groups::create)),
-        )
-        .service(
-            resource("/groups/{group_id}/messages", "GET, POST")
-                .route(web::get().to(groups::messages))
-                .route(web::post().to(groups::post_message)),
-        )
-        .service(
-            resource("/groups/{group_id}/members", "GET, POST")
-                .route(web::get().to(groups::members))
-                .route(web::post().to(groups::add_member)),
-        )
-        .service(
-            resource("/groups/{group_id}/members/{username}", "DELETE, PATCH")
-                .route(web::delete().to(groups::remove_member))
-                .route(web::patch().to(groups::change_role)),
-        )
-        .service(
-            resource("/devices", "GET, POST")
-                .route(web::get().to(devices::list))
-                .route(web::post().to(devices::register)),
-        )
-        .service(
-            resource("/devices/{device_id}", "DELETE").route(web::delete().to(devices::remove)),
-        )
-        .service(resource("/files/upload", "POST").route(web::post().to(files::upload)))
-        .service(resource("/files/{file_id}", "GET").route(web::get().to(files::download)))
-        .service(resource("/ws/chat", "GET").route(web::get().to(ws::chat)))
-        .service(resource("/", "GET").route(web::get().to(client::index)))
-        .service(resource("/app.js", "GET").route(web::get().to(client::app_js)))
-        .service(resource("/style.css", "GET").route(web::get().to(client::style_css)));
+/// Declares every route once: [`configure`] registers them and [`ROUTES`]
+/// lists them (the OpenAPI tests compare that list with `/openapi.json`).
+/// Each path is one resource whose `Allow` header (for 405) names exactly
+/// the methods listed for it, in the order given.
+macro_rules! routes {
+    ($($path:literal => [$method:ident => $handler:expr $(, $more:ident => $more_handler:expr)* $(,)?]),* $(,)?) => {
+        /// Every route [`configure`] registers, as `(method, path template)`
+        /// in actix syntax (a `{name:regex}` segment is the parameter `name`).
+        pub const ROUTES: &[(&str, &str)] = &[
+            $(
+                (stringify!($method), $path),
+                $((stringify!($more), $path),)*
+            )*
+        ];
+
+        pub fn configure(cfg: &mut web::ServiceConfig) {
+            $(
+                cfg.service(
+                    resource($path, concat!(stringify!($method) $(, ", ", stringify!($more))*))
+                        .route(web::method(Method::$method).to($handler))
+                        $(.route(web::method(Method::$more).to($more_handler)))*,
+                );
+            )*
+        }
+    };
+}
+
+routes! {
+    "/auth/register" => [POST => auth::register],
+    "/auth/login" => [POST => auth::login],
+    "/auth/logout" => [POST => auth::logout],
+    "/auth/password" => [POST => auth::change_password],
+    "/auth/account" => [DELETE => auth::delete_account],
+    "/messages/private" => [POST => messages::send_private],
+    "/messages/private/{username}" => [GET => messages::private_history],
+    "/messages/{message_id}/read" => [POST => messages::mark_read],
+    "/groups" => [GET => groups::mine, POST => groups::create],
+    "/groups/{group_id}/messages" => [GET => groups::messages, POST => groups::post_message],
+    "/groups/{group_id}/members" => [GET => groups::members, POST => groups::add_member],
+    "/groups/{group_id}/members/{username}" => [
+        DELETE => groups::remove_member,
+        PATCH => groups::change_role,
+    ],
+    "/devices" => [GET => devices::list, POST => devices::register],
+    "/devices/{device_id}" => [DELETE => devices::remove],
+    "/files/upload" => [POST => files::upload],
+    "/files/{file_id}" => [GET => files::download],
+    "/ws/chat" => [GET => ws::chat],
+    "/" => [GET => client::index],
+    "/app.js" => [GET => client::app_js],
+    "/style.css" => [GET => client::style_css],
+    "/openapi.json" => [GET => docs::openapi_json],
+    "/asyncapi.json" => [GET => docs::asyncapi_json],
+    "/docs" => [GET => docs::swagger_ui_root],
+    "/docs/{file:.*}" => [GET => docs::swagger_ui],
+    "/healthz" => [GET => ops::healthz],
+    "/readyz" => [GET => ops::readyz],
+    "/metrics" => [GET => ops::metrics],
 }
 
 /// A resource that answers methods it has no route for with 405, the error

@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use crate::auth::authenticate;
 use crate::error::ApiResult;
+use crate::openapi;
 use crate::startup::AppState;
 
 #[derive(Deserialize)]
@@ -17,6 +18,24 @@ pub struct SocketQuery {
     device_id: Option<String>,
 }
 
+/// Opens the chat WebSocket; its frames are described by `/asyncapi.json`.
+/// Authenticated by `Authorization: Bearer <jwt>` or, for browsers, `?token=`.
+#[utoipa::path(
+    get,
+    path = "/ws/chat",
+    operation_id = "open_chat_socket",
+    tag = "websocket",
+    security(("bearer" = []), ("token" = [])),
+    params(("device_id" = Option<String>, Query, description = "Binds the socket to one of the caller's registered devices")),
+    responses(
+        (status = 101, description = "Switching to the WebSocket protocol (see /asyncapi.json)"),
+        (status = 400, response = openapi::BadRequest),
+        (status = 401, response = openapi::Unauthorized),
+        (status = 404, response = openapi::NotFound),
+        (status = 500, response = openapi::InternalError),
+        (status = 503, response = openapi::Unavailable),
+    )
+)]
 pub async fn chat(
     req: HttpRequest,
     payload: web::Payload,

@@ -5,6 +5,7 @@
 #[macro_use]
 mod helpers;
 
+mod asyncapi;
 mod auth;
 mod devices;
 mod errors;
@@ -12,6 +13,8 @@ mod files;
 mod group_membership;
 mod group_messages;
 mod groups;
+mod openapi;
+mod operations;
 mod ordering;
 mod presence;
 mod private_messages;

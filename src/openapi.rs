@@ -1,0 +1,352 @@
+//! The OpenAPI 3.1 description of the REST API, served at `GET /openapi.json`
+//! (and shown by Swagger UI at `/docs/`). It is generated from the
+//! `#[utoipa::path]` annotations on the handlers in [`crate::routes`] and
+//! the `ToSchema` request and response types beside them; this module adds
+//! the schemas of the records the actors hand back (which live in the
+//! `parley-actors` crate), the error body, the shared error responses and
+//! the security schemes.
+//!
+//! Response schemas are strict (`additionalProperties: false`, every field
+//! required) so that the integration tests and the contract fuzzing
+//! (`tests/contract/run.sh`) catch any drift between these documents and
+//! what the server sends.
+
+use std::sync::LazyLock;
+
+use serde::Serialize;
+use utoipa::openapi::header::HeaderBuilder;
+use utoipa::openapi::response::{Response, ResponseBuilder};
+use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, Schema};
+use utoipa::{IntoParams, Modify, OpenApi, PartialSchema, ToResponse, ToSchema};
+
+use crate::routes;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Parley",
+        description = "A real-time chat server: REST for accounts, messages, groups, devices \
+            and files; one WebSocket per device (`/ws/chat`, described by `/asyncapi.json`).\n\n\
+            Timestamps are RFC 3339 UTC with milliseconds. Every error, of any route, has the \
+            body `{detail, code, timestamp}` (schema `Error`); a known path with a method it \
+            does not serve is 405 with an `Allow` header, and an unknown path is 404.",
+        license(name = "MIT", identifier = "MIT"),
+    ),
+    paths(
+        routes::auth::register,
+        routes::auth::login,
+        routes::auth::logout,
+        routes::auth::change_password,
+        routes::auth::delete_account,
+        routes::messages::send_private,
+        routes::messages::private_history,
+        routes::messages::mark_read,
+        routes::groups::mine,
+        routes::groups::create,
+        routes::groups::messages,
+        routes::groups::post_message,
+        routes::groups::members,
+        routes::groups::add_member,
+        routes::groups::remove_member,
+        routes::groups::change_role,
+        routes::devices::list,
+        routes::devices::register,
+        routes::devices::remove,
+        routes::files::upload,
+        routes::files::download,
+        routes::ws::chat,
+        routes::client::index,
+        routes::client::app_js,
+        routes::client::style_css,
+        routes::docs::openapi_json,
+        routes::docs::asyncapi_json,
+        routes::docs::swagger_ui_root,
+        routes::docs::swagger_ui,
+        routes::ops::healthz,
+        routes::ops::readyz,
+        routes::ops::metrics,
+    ),
+    components(
+        schemas(ErrorBody, DeliveryStatus, Role),
+        responses(
+            BadRequest,
+            Unauthorized,
+            Forbidden,
+            NotFound,
+            Conflict,
+            PayloadTooLarge,
+            TooManyRequests,
+            InternalError,
+            Unavailable,
+        ),
+    ),
+    modifiers(&SecuritySchemes),
+    tags(
+        (name = "auth", description = "Accounts and access tokens"),
+        (name = "messages", description = "Private messages and read receipts"),
+        (name = "groups", description = "Groups, their members and their messages"),
+        (name = "devices", description = "The caller's devices"),
+        (name = "files", description = "Uploads and downloads"),
+        (name = "websocket", description = "The chat socket; frames in /asyncapi.json"),
+        (name = "web client", description = "The bundled browser client"),
+        (name = "api descriptions", description = "OpenAPI, AsyncAPI and Swagger UI"),
+    )
+)]
+pub struct ApiDoc;
+
+/// The OpenAPI document as JSON, built once.
+pub fn json() -> &'static str {
+    static JSON: LazyLock<String> = LazyLock::new(|| {
+        ApiDoc::openapi()
+            .to_pretty_json()
+            .expect("the OpenAPI document serialises")
+    });
+    &JSON
+}
+
+/// Adds the two ways to authenticate: the bearer header (every protected
+/// route) and `?token=` (the WebSocket handshake, for browsers).
+struct SecuritySchemes;
+
+impl Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some(
+                        "`Authorization: Bearer <access_token>` from `POST /auth/login`",
+                    ))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "token",
+            SecurityScheme::ApiKey(ApiKey::Query(ApiKeyValue::with_description(
+                "token",
+                "The access token as `?token=` (WebSocket handshake only, for browsers)",
+            ))),
+        );
+    }
+}
+
+// ---- Shared schemas ----------------------------------------------------------
+
+/// The body of every error response, REST or WebSocket (DESIGN.md §4).
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = Error)]
+pub struct ErrorBody {
+    /// Human-readable; for bad input it starts with the offending field's name.
+    #[schema(example = "content: must not be empty")]
+    pub detail: String,
+    /// The HTTP status.
+    #[schema(minimum = 400, maximum = 599, example = 400)]
+    pub code: u16,
+    #[schema(format = DateTime)]
+    pub timestamp: String,
+}
+
+/// The lifecycle of a private message.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryStatus {
+    /// Stored; no recipient socket has it yet.
+    Sent,
+    /// Pushed to at least one of the recipient's sockets.
+    Delivered,
+    /// The recipient marked it read.
+    Read,
+}
+
+/// A member's role in a group.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Owner,
+    Admin,
+    Member,
+}
+
+/// `token_type` of an access token: always `bearer`.
+pub fn bearer_token_type() -> impl Into<RefOr<Schema>> {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(["bearer"]))
+}
+
+/// Bytes of any kind (a download, a Swagger UI asset).
+pub struct Binary;
+
+impl PartialSchema for Binary {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Binary)))
+            .into()
+    }
+}
+
+impl ToSchema for Binary {}
+
+/// The multipart form of `POST /files/upload` (other fields are skipped).
+#[derive(ToSchema)]
+pub struct FileUpload {
+    /// The file's bytes; its file name is kept as metadata.
+    #[schema(value_type = String, format = Binary)]
+    pub file: Vec<u8>,
+}
+
+// ---- Records the actors return (defined in parley-actors) ---------------------
+
+/// A registered user (`model::UserRecord`).
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct User {
+    pub id: i64,
+    /// As registered (original case).
+    pub username: String,
+    pub email: String,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+}
+
+/// A group as created (`model::GroupRecord`).
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Group {
+    pub id: i64,
+    pub name: String,
+    pub description: String,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    /// The creator's username; the creator is the group's owner.
+    pub created_by: String,
+}
+
+/// One of the caller's groups (`model::GroupSummary`).
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GroupSummary {
+    pub id: i64,
+    pub name: String,
+    pub description: String,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    pub created_by: String,
+    /// The caller's role.
+    pub role: Role,
+    /// Messages from others above the caller's read cursor.
+    #[schema(minimum = 0)]
+    pub unread: i64,
+}
+
+/// A group member (`room::MemberView`).
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Member {
+    pub username: String,
+    pub role: Role,
+    #[schema(format = DateTime)]
+    pub joined_at: String,
+}
+
+/// A registered device with its live state (`model::DeviceRecord`).
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Device {
+    pub id: i64,
+    pub device_id: String,
+    pub device_name: String,
+    pub device_type: String,
+    #[schema(format = DateTime)]
+    pub registered_at: String,
+    /// When a socket bound to the device last opened or closed; null until then.
+    #[schema(format = DateTime, required = true)]
+    pub last_seen: Option<String>,
+    /// Whether a socket is bound to the device now.
+    pub login_status: bool,
+}
+
+// ---- Parameters ------------------------------------------------------------------
+
+/// History paging (DESIGN.md §2 "Paging"): no cursor gives the newest
+/// `limit` messages; the page is always in ascending id.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PagingParams {
+    /// Only messages with a smaller id.
+    #[param(minimum = 0, nullable = false)]
+    pub before: Option<i64>,
+    /// Only messages with a larger id, starting just above it (`0`: from the first).
+    #[param(minimum = 0, nullable = false)]
+    pub after: Option<i64>,
+    /// How many at most: default 50; above 500 is read as 500.
+    #[param(minimum = 1, nullable = false)]
+    pub limit: Option<i64>,
+}
+
+/// A group in the path.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct GroupIdParam {
+    /// The group's id.
+    #[param(minimum = 1)]
+    pub group_id: i64,
+}
+
+// ---- Error responses -----------------------------------------------------------
+
+macro_rules! error_responses {
+    ($($name:ident => $description:literal),* $(,)?) => {$(
+        #[doc = $description]
+        pub struct $name;
+
+        impl<'r> ToResponse<'r> for $name {
+            fn response() -> (&'r str, RefOr<Response>) {
+                (stringify!($name), error_response($description, stringify!($name)))
+            }
+        }
+    )*};
+}
+
+error_responses! {
+    BadRequest => "Bad input: malformed JSON, a missing field or one of the wrong type, \
+        a value out of range; `detail` starts with the field's name",
+    Unauthorized => "Missing, malformed, expired or revoked credentials",
+    Forbidden => "The caller may not do this",
+    NotFound => "No such resource (or it is hidden from the caller)",
+    Conflict => "Clashes with existing state",
+    PayloadTooLarge => "The body or file is above its limit",
+    TooManyRequests => "Rate limited; retry after `Retry-After` seconds",
+    InternalError => "A fault in the server; the detail says nothing more",
+    Unavailable => "The database cannot be reached right now",
+}
+
+fn error_response(description: &str, name: &str) -> RefOr<Response> {
+    let mut response = ResponseBuilder::new().description(description).content(
+        "application/json",
+        ContentBuilder::new()
+            .schema(Some(Ref::from_schema_name("Error")))
+            .build(),
+    );
+    if name == "TooManyRequests" {
+        response = response.header(
+            "Retry-After",
+            HeaderBuilder::new()
+                .schema(
+                    ObjectBuilder::new()
+                        .schema_type(Type::Integer)
+                        .minimum(Some(1)),
+                )
+                .description(Some("Seconds until a retry will work"))
+                .build(),
+        );
+    }
+    response.build().into()
+}
