@@ -23,9 +23,13 @@ pub struct Socket {
     pub addr: Addr<SessionActor>,
 }
 
-/// An online user: their sockets, and since when they have had one open.
+/// An online user: their sockets, and when their contacts were told so.
 struct Online {
-    since: Instant,
+    /// Set when `online` went out to the contacts. A socket opened later
+    /// learns of this user from its presence snapshot instead; one opened
+    /// earlier got the announcement. Keying the snapshot on this instant, not
+    /// on when the first socket opened, keeps a contact from hearing both.
+    announced: Option<Instant>,
     sockets: SmallVec<[Entry; 1]>,
 }
 
@@ -56,7 +60,7 @@ impl Hub {
     /// Adds a socket; true if it is the user's first (the user just came online).
     pub fn register(&self, user: i64, socket: Socket) -> bool {
         let mut online = self.users.entry(user).or_insert_with(|| Online {
-            since: Instant::now(),
+            announced: None,
             sockets: SmallVec::new(),
         });
         online.sockets.push(Entry {
@@ -81,9 +85,21 @@ impl Hub {
         self.users.contains_key(&user)
     }
 
-    /// Since when the user has had a socket open, if they have one now.
-    pub fn online_since(&self, user: i64) -> Option<Instant> {
-        self.users.get(&user).map(|online| online.since)
+    /// Records that the user's contacts are being told they are online;
+    /// false if the user has no socket open any more (nothing to announce).
+    pub fn mark_announced(&self, user: i64) -> bool {
+        match self.users.get_mut(&user) {
+            Some(mut online) => {
+                online.announced = Some(Instant::now());
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// When the user's contacts were told they are online, if they are online.
+    pub fn announced_online_at(&self, user: i64) -> Option<Instant> {
+        self.users.get(&user).and_then(|online| online.announced)
     }
 
     /// Number of users with at least one open socket.

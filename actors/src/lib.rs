@@ -229,9 +229,9 @@ impl Chat {
 
     /// A socket of `user` opened at `opened_at`. If it is the user's first
     /// (`first`), their online contacts hear `online`; either way the new
-    /// socket is told which of its user's contacts were already online, so a
-    /// client starts with true presence dots (contacts who come online later
-    /// reach it through their own `online`, so nobody is announced twice).
+    /// socket is told which of its user's contacts were announced online
+    /// before it opened, so a client starts with true presence dots (contacts
+    /// announced later reach it through their own `online`).
     /// The contacts are read in the background; `online` goes out only if
     /// the user is still online by then.
     pub(crate) fn socket_opened(
@@ -252,14 +252,14 @@ impl Chat {
             let Some(contacts) = chat.contacts(&user).await else {
                 return;
             };
-            if first && chat.hub.is_online(user.id) {
+            if first && chat.hub.mark_announced(user.id) {
                 chat.announce(&user, Presence::Online, &contacts);
             }
             let now = Timestamp::now();
             let online_before = |contact: &&UserRef| {
                 chat.hub
-                    .online_since(contact.id)
-                    .is_some_and(|since| since < opened_at)
+                    .announced_online_at(contact.id)
+                    .is_some_and(|announced| announced < opened_at)
             };
             for contact in contacts.iter().filter(online_before) {
                 let frame = encode(&ServerFrame::Status {

@@ -164,7 +164,7 @@ pub async fn private_history(
     let messages = state
         .chat
         .store
-        .private_history(user.id, other.id, page)
+        .private_history(&user, &other, page)
         .await?;
     let views: Vec<PrivateMessageView> = messages.iter().map(Into::into).collect();
     Ok(HttpResponse::Ok().json(views))

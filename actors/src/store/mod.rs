@@ -16,8 +16,8 @@ use sqlx::{PgPool, SqlitePool};
 
 use crate::error::{ChatError, ChatResult};
 use crate::model::{
-    AccountState, AnyMessage, Credentials, DeviceRecord, FileRecord, GroupMessage, GroupRecord,
-    GroupSummary, Page, PrivateMessage, UserRef,
+    AccountState, AnyMessage, Credentials, DeliveryStatus, DeviceRecord, FileRecord, GroupMessage,
+    GroupRecord, GroupSummary, Page, PrivateMessage, Timestamp, UserRef,
 };
 
 pub(crate) mod sqlite {
@@ -71,6 +71,19 @@ pub enum Durability {
     /// survives the server process crashing or being killed, not a power
     /// cut or OS crash (the last commits may be lost then).
     Normal,
+}
+
+/// A private message as history reads it: the two parties are known to the
+/// caller, so only the sender's id is read (no join with `users`).
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct PrivateRow {
+    pub id: i64,
+    pub sender_id: i64,
+    pub content: String,
+    pub message_type: String,
+    pub content_type: String,
+    pub created_at: i64,
+    pub status: String,
 }
 
 /// A member of a group as the room actor keeps it.
@@ -240,14 +253,43 @@ impl Store {
     /// A page of the private conversation between two users, ascending id.
     pub async fn private_history(
         &self,
-        a: i64,
-        b: i64,
+        a: &UserRef,
+        b: &UserRef,
         page: Page,
     ) -> ChatResult<Vec<PrivateMessage>> {
-        let (lo, hi) = (a.min(b), a.max(b));
-        Ok(on_backend!(&self.read, |q, pool| {
+        let (lo, hi) = (a.id.min(b.id), a.id.max(b.id));
+        let rows = on_backend!(&self.read, |q, pool| {
             q::private_history(pool, lo, hi, page).await
-        })?)
+        })?;
+        let (sent_by_a, sent_by_b) = (
+            (a.username.to_string(), b.username.to_string()),
+            (b.username.to_string(), a.username.to_string()),
+        );
+        rows.into_iter()
+            .map(|row| {
+                let (sender, recipient) = if row.sender_id == a.id {
+                    sent_by_a.clone()
+                } else {
+                    sent_by_b.clone()
+                };
+                let status = DeliveryStatus::parse(&row.status).ok_or_else(|| {
+                    ChatError::internal_msg(format_args!(
+                        "message {} has status {:?}",
+                        row.id, row.status
+                    ))
+                })?;
+                Ok(PrivateMessage {
+                    id: row.id,
+                    sender,
+                    recipient,
+                    content: row.content,
+                    message_type: row.message_type,
+                    content_type: row.content_type,
+                    timestamp: Timestamp(row.created_at),
+                    status,
+                })
+            })
+            .collect()
     }
 
     pub async fn group(&self, group_id: i64) -> ChatResult<Option<GroupRecord>> {

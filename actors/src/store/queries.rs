@@ -9,9 +9,9 @@ use sqlx::Executor;
 
 use crate::model::{
     AnyMessage, Credentials, DeviceRecord, FileRecord, GroupMessage, GroupRecord, GroupSummary,
-    Page, PrivateMessage, Timestamp, UserRecord,
+    Page, Timestamp, UserRecord,
 };
-use crate::store::MemberRow;
+use crate::store::{MemberRow, PrivateRow};
 
 pub type Conn = <Db as sqlx::Database>::Connection;
 
@@ -106,19 +106,17 @@ pub async fn private_history<'e, E: Executor<'e, Database = Db>>(
     user_lo: i64,
     user_hi: i64,
     page: Page,
-) -> Result<Vec<PrivateMessage>, sqlx::Error> {
-    const FORWARD: &str = "SELECT m.id, s.username AS sender, r.username AS recipient, m.content, \
-        m.message_type, m.content_type, m.created_at AS timestamp, m.status \
-        FROM messages m JOIN users s ON s.id = m.sender_id JOIN users r ON r.id = m.recipient_id \
+) -> Result<Vec<PrivateRow>, sqlx::Error> {
+    const FORWARD: &str = "SELECT m.id, m.sender_id, m.content, m.message_type, m.content_type, \
+        m.created_at, m.status FROM messages m \
         WHERE m.conversation_id = (SELECT id FROM conversations WHERE user_lo = $1 AND user_hi = $2) \
         AND m.id > $3 AND m.id < $4 ORDER BY m.id ASC LIMIT $5";
-    const BACKWARD: &str = "SELECT m.id, s.username AS sender, r.username AS recipient, m.content, \
-        m.message_type, m.content_type, m.created_at AS timestamp, m.status \
-        FROM messages m JOIN users s ON s.id = m.sender_id JOIN users r ON r.id = m.recipient_id \
+    const BACKWARD: &str = "SELECT m.id, m.sender_id, m.content, m.message_type, m.content_type, \
+        m.created_at, m.status FROM messages m \
         WHERE m.conversation_id = (SELECT id FROM conversations WHERE user_lo = $1 AND user_hi = $2) \
         AND m.id > $3 AND m.id < $4 ORDER BY m.id DESC LIMIT $5";
     let (after, before, forward) = bounds(page);
-    let mut rows: Vec<PrivateMessage> = sqlx::query_as(if forward { FORWARD } else { BACKWARD })
+    let mut rows: Vec<PrivateRow> = sqlx::query_as(if forward { FORWARD } else { BACKWARD })
         .bind(user_lo)
         .bind(user_hi)
         .bind(after)
