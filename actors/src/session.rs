@@ -147,6 +147,15 @@ impl Disconnect {
         }
     }
 
+    /// The user changed their password: the token this socket was opened
+    /// with no longer works.
+    pub fn password_changed() -> Self {
+        Disconnect {
+            code: ws::CloseCode::Normal,
+            reason: "password changed",
+        }
+    }
+
     /// The device this socket was bound to was deleted.
     pub fn device_removed() -> Self {
         Disconnect {
@@ -443,8 +452,11 @@ impl SessionActor {
                     let recipient = chat
                         .user(&name)
                         .await?
-                        .filter(|recipient| recipient.id != sender.id)
                         .ok_or_else(|| ChatError::not_found("recipient: no such user"))?;
+                    // Like a private message to yourself (400), not an unknown user.
+                    if recipient.id == sender.id {
+                        return Err(ChatError::invalid("recipient: cannot be yourself"));
+                    }
                     let frame = encode(&ServerFrame::Typing {
                         user: &sender.username,
                         recipient: Some(&recipient.username),

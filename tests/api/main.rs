@@ -5,6 +5,7 @@
 #[macro_use]
 mod helpers;
 
+mod access;
 mod asyncapi;
 mod auth;
 mod devices;
@@ -13,6 +14,7 @@ mod files;
 mod group_membership;
 mod group_messages;
 mod groups;
+mod limits;
 mod openapi;
 mod operations;
 mod ordering;

@@ -31,6 +31,9 @@ enum Effect {
     Revoke(String, i64),
     /// The account is gone: forget its name and close its sockets.
     AccountDeleted(UserRef),
+    /// Every socket of this user was opened with a token that no longer
+    /// works (the password changed): close them; clients sign in again.
+    CloseSockets(i64, fn() -> crate::session::Disconnect),
     /// A frame for every socket of these users.
     Push {
         users: smallvec::SmallVec<[i64; 2]>,
@@ -130,6 +133,7 @@ fn finish(writes: Vec<Write>, effects: Vec<Effect>, shared: &Shared) {
                 shared.directory.users.remove(&key);
                 shared.hub.close_user(user.id, crate::session::Disconnect::account_deleted);
             }
+            Effect::CloseSockets(user, reason) => shared.hub.close_user(user, reason),
         }
     }
     for write in writes {
@@ -250,6 +254,10 @@ async fn apply(
                 deleted: false,
             };
             effects.push(Effect::CacheAccount(user, state));
+            effects.push(Effect::CloseSockets(
+                user,
+                crate::session::Disconnect::password_changed,
+            ));
             p.result = Some(Ok(token_generation));
         }
         Write::DeleteAccount(p) => {
