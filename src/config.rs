@@ -57,7 +57,7 @@ pub struct Config {
 
     /// Frames that may wait for one socket; a socket whose client lets more
     /// pile up is closed with 1008 (the client reconnects and syncs).
-    #[arg(long, env = "PARLEY_SOCKET_QUEUE", default_value_t = 1024)]
+    #[arg(long, env = "PARLEY_SOCKET_QUEUE", default_value_t = parley_actors::DEFAULT_SOCKET_QUEUE)]
     pub socket_queue: usize,
 
     /// `on` or `off`: rate limits on message sends (per user) and on logins

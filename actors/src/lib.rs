@@ -69,6 +69,11 @@ pub struct ChatSettings {
     pub message_rate: Option<limits::Rate>,
 }
 
+/// Frames that may wait for one socket before it counts as a slow consumer.
+/// One commit can hand a socket up to [`persistence::MAX_BATCH`] messages at
+/// once, so this leaves a reading client room for several commits' worth.
+pub const DEFAULT_SOCKET_QUEUE: usize = 4 * persistence::MAX_BATCH;
+
 impl Default for ChatSettings {
     fn default() -> Self {
         ChatSettings {
@@ -76,7 +81,7 @@ impl Default for ChatSettings {
             max_frame_bytes: 64 * 1024,
             heartbeat_interval: Duration::from_secs(15),
             client_timeout: Duration::from_secs(45),
-            socket_queue: 1024,
+            socket_queue: DEFAULT_SOCKET_QUEUE,
             presence_group_limit: 100,
             room_idle: Duration::from_secs(300),
             durability: store::Durability::Full,

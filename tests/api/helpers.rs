@@ -110,7 +110,8 @@ pub struct TestApp {
     pub backend: Backend,
     /// The server's data directory (files, SQLite database).
     pub data_dir: PathBuf,
-    _data_dir: tempfile::TempDir,
+    /// `None` when the caller keeps the data dir (a server in a child process).
+    _data_dir: Option<tempfile::TempDir>,
     /// Dropped after the data dir; drops the Postgres database.
     _database: Option<PostgresDatabase>,
 }
@@ -198,20 +199,45 @@ where
         client,
         backend,
         data_dir: data_dir.path().to_path_buf(),
-        _data_dir: data_dir,
+        _data_dir: Some(data_dir),
         _database: database,
     })
 }
 
+impl TestApp {
+    /// A client for a server the test started some other way (a child
+    /// process) listening on `127.0.0.1:port`. The caller keeps the server's
+    /// data dir and database alive; this only talks to it.
+    #[allow(dead_code)]
+    pub fn for_port(port: u16, backend: Backend, data_dir: &std::path::Path) -> TestApp {
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("build a reqwest client");
+        TestApp {
+            address: format!("http://127.0.0.1:{port}"),
+            ws_address: format!("ws://127.0.0.1:{port}"),
+            port,
+            client,
+            backend,
+            data_dir: data_dir.to_path_buf(),
+            _data_dir: None,
+            _database: None,
+        }
+    }
+}
+
 /// A fresh Postgres database, dropped on drop.
-struct PostgresDatabase {
+pub(crate) struct PostgresDatabase {
     admin_url: String,
     name: String,
 }
 
 impl PostgresDatabase {
     /// Creates `parley_test_<uuid>` and returns it with the URL pointing at it.
-    async fn create(admin_url: &str) -> (PostgresDatabase, String) {
+    pub(crate) async fn create(admin_url: &str) -> (PostgresDatabase, String) {
         let name = format!("parley_test_{}", uuid::Uuid::new_v4().simple());
         let mut conn = PgConnection::connect(admin_url)
             .await

@@ -10,6 +10,7 @@ mod asyncapi;
 mod auth;
 mod devices;
 mod errors;
+mod faults;
 mod files;
 mod group_membership;
 mod group_messages;

@@ -551,3 +551,135 @@ impl PersistenceActor {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! A panic inside a write batch must not take the writer down. The panic
+    //! comes from the batch's own code path with no test hook: a write's
+    //! [`Reply`] runs inside the batch (after COMMIT), so a reply that panics
+    //! is a panic in the batch.
+
+    use std::io::Write as _;
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::{Chat, ChatSettings};
+
+    /// Collects formatted log lines.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn store(sender: &UserRef, content: &str, reply: Reply<Stored>) -> StoreMessage {
+        StoreMessage {
+            message: NewMessage {
+                accepted_at: std::time::Instant::now(),
+                sender: sender.clone(),
+                to: Target::User("bob".into()),
+                content: content.into(),
+                message_type: "text".into(),
+                content_type: "text/plain".into(),
+                client_id: None,
+                origin: None,
+            },
+            reply,
+        }
+    }
+
+    #[actix::test]
+    async fn a_panicking_batch_is_contained_logged_and_the_writer_goes_on() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        // The actors run on this thread (the test's actix system).
+        let _guard = tracing::subscriber::set_default(subscriber);
+
+        let dir = std::env::temp_dir().join(format!(
+            "parley-panic-test-{}-{}",
+            std::process::id(),
+            Timestamp::now().0
+        ));
+        let url = format!("sqlite://{}", dir.join("parley.db").display());
+        let chat = Chat::start(&url, ChatSettings::default())
+            .await
+            .expect("start on a fresh SQLite file");
+        let mut users = Vec::new();
+        for name in ["alice", "bob"] {
+            let user = chat
+                .persistence
+                .send(CreateUser {
+                    username: name.into(),
+                    email: format!("{name}@example.com"),
+                    password_hash: "not a real hash".into(),
+                })
+                .await
+                .expect("the writer answers")
+                .expect("the user is created");
+            users.push(UserRef {
+                id: user.id,
+                username: user.username.as_str().into(),
+            });
+        }
+        let alice = &users[0];
+
+        let _ = std::io::stderr().write_all(b"(the panic below is the test's own)\n");
+        chat.persistence.do_send(store(
+            alice,
+            "panics",
+            Reply::new(|_| panic!("a reply that panics inside the batch")),
+        ));
+        // Returns once that batch is over, whichever way it ended.
+        chat.persistence
+            .send(Flush)
+            .await
+            .expect("the writer is alive");
+        let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        assert!(
+            logs.contains("a write batch panicked"),
+            "the panic should be logged; logs:\n{logs}"
+        );
+
+        let (reply, outcome) = Reply::channel();
+        chat.persistence
+            .do_send(store(alice, "after the panic", reply));
+        let stored = outcome
+            .await
+            .expect("the writer goes on after a panicking batch");
+        let Stored::Private(message) = stored else {
+            panic!("a private message is stored");
+        };
+        assert_eq!(message.content, "after the panic");
+        let history = chat
+            .store
+            .private_history(
+                &users[0],
+                &users[1],
+                crate::model::Page {
+                    before: None,
+                    after: None,
+                    limit: 500,
+                },
+            )
+            .await
+            .expect("read the history");
+        assert!(
+            history.iter().any(|m| m.id == message.id),
+            "the write after the panic is committed"
+        );
+        drop(chat);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
