@@ -252,6 +252,8 @@ else
     pairs_ladder 500 15000 15
     pairs_with_login pairs-15k-with-logins 5 "pairs --pairs 500 --rate 15000 --duration 30" "login --rate 30 --duration 20 --users 64"
     scenario fanout-50x20 fanout --groups 50 --members 20 --rate 1000 --duration 30
+    # 7,000 posts/s to 19 other members each: the 100,000 deliveries/s target, with headroom.
+    scenario fanout-50x20-7000 fanout --groups 50 --members 20 --rate 7000 --duration 30
     scenario broadcast-10000 broadcast --members 10000 --repeats 5
     scenario seed-1m seed --messages 1000000
     scenario history history --requests 100000 --concurrency 32

@@ -3,8 +3,8 @@
 //! them as things happen; nothing here is read on a hot path.
 
 use prometheus::{
-    exponential_buckets, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts,
-    Registry,
+    exponential_buckets, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, Opts, Registry,
 };
 
 /// Which kind of message a figure is about.
@@ -15,11 +15,27 @@ pub enum MessageKind {
 }
 
 impl MessageKind {
+    const ALL: [MessageKind; 2] = [MessageKind::Private, MessageKind::Group];
+
     pub fn label(self) -> &'static str {
         match self {
             MessageKind::Private => "private",
             MessageKind::Group => "group",
         }
+    }
+}
+
+/// One series per [`MessageKind`], resolved once: a labelled lookup hashes
+/// the label and takes a lock, too dear for every delivered frame.
+struct ByKind<T>([T; 2]);
+
+impl<T> ByKind<T> {
+    fn new(series: impl Fn(&str) -> T) -> Self {
+        ByKind(MessageKind::ALL.map(|kind| series(kind.label())))
+    }
+
+    fn get(&self, kind: MessageKind) -> &T {
+        &self.0[kind as usize]
     }
 }
 
@@ -55,9 +71,9 @@ pub struct Metrics {
     pub registry: Registry,
     pub open_sockets: IntGauge,
     pub users_online: IntGauge,
-    messages_accepted: IntCounterVec,
-    messages_delivered: IntCounterVec,
-    delivery_latency: HistogramVec,
+    messages_accepted: ByKind<IntCounter>,
+    messages_delivered: ByKind<IntCounter>,
+    delivery_latency: ByKind<Histogram>,
     pub batch_size: Histogram,
     pub commit_seconds: Histogram,
     /// Writes waiting in the persistence actor for their transaction.
@@ -98,6 +114,8 @@ impl Metrics {
         registry
             .register(Box::new(delivery_latency.clone()))
             .expect("a unique metric");
+        let per_kind =
+            |counter: IntCounterVec| ByKind::new(|kind| counter.with_label_values(&[kind]));
         let histogram = |name: &str, help: &str, buckets: Vec<f64>| {
             let histogram = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
                 .expect("a valid histogram");
@@ -109,17 +127,17 @@ impl Metrics {
         Metrics {
             open_sockets: gauge("open_sockets", "WebSocket connections open now"),
             users_online: gauge("users_online", "Users with at least one socket open"),
-            messages_accepted: counter(
+            messages_accepted: per_kind(counter(
                 "messages_accepted_total",
                 "Messages committed to the database",
                 &["kind"],
-            ),
-            messages_delivered: counter(
+            )),
+            messages_delivered: per_kind(counter(
                 "messages_delivered_total",
                 "Message frames written to sockets",
                 &["kind"],
-            ),
-            delivery_latency,
+            )),
+            delivery_latency: ByKind::new(|kind| delivery_latency.with_label_values(&[kind])),
             batch_size: histogram(
                 "persistence_batch_size",
                 "Writes committed per transaction",
@@ -144,17 +162,13 @@ impl Metrics {
     }
 
     pub fn accepted(&self, kind: MessageKind) {
-        self.messages_accepted
-            .with_label_values(&[kind.label()])
-            .inc();
+        self.messages_accepted.get(kind).inc();
     }
 
     pub fn delivered(&self, kind: MessageKind, latency: std::time::Duration) {
-        self.messages_delivered
-            .with_label_values(&[kind.label()])
-            .inc();
+        self.messages_delivered.get(kind).inc();
         self.delivery_latency
-            .with_label_values(&[kind.label()])
+            .get(kind)
             .observe(latency.as_secs_f64());
     }
 
