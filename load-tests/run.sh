@@ -8,7 +8,8 @@
 #   load-tests/run.sh --smoke          every scenario for a moment with tiny parameters;
 #                                      exits non-zero if anything was lost (CI runs this)
 #   load-tests/run.sh --postgres postgres://postgres:postgres@127.0.0.1:5432/postgres
-#                                      use a fresh database on that server instead of SQLite
+#                                      use a fresh database on that server instead of SQLite;
+#                                      writes load-tests/RESULTS-postgres.md
 #   load-tests/run.sh --keep-data DIR  keep the server's data dir and the token cache in DIR
 #                                      and reuse them next time (skips re-registering users)
 #   load-tests/run.sh --port N         server port (default 18180)
@@ -51,6 +52,8 @@ RUNS="$OUT/runs.jsonl"
 : > "$RUNS"
 if [ "$MODE" = smoke ]; then
     RESULTS_MD="$OUT/RESULTS.md"
+elif [ -n "$PG_ADMIN_URL" ]; then
+    RESULTS_MD="$ROOT/load-tests/RESULTS-postgres.md"
 else
     RESULTS_MD="$ROOT/load-tests/RESULTS.md"
 fi
@@ -271,6 +274,7 @@ stop_server
     if [ -f "$OUT/max-pairs-rate" ]; then
         echo "- highest pairs rate sustained (ladder: ok, ≥95% delivered/s, p99 ≤ 250 ms): $(cat "$OUT/max-pairs-rate") msg/s"
     fi
+    echo "- against the targets, with profiles: [load-tests/README.md](README.md#against-the-targets)"
     echo "- server log: $(grep -c -E 'WARN|ERROR' "$OUT/server.log" || true) warning/error lines (\`${OUT#"$ROOT"/}/server.log\`)"
 } >"$OUT/header.md"
 "$LOAD_BIN" summarize --input "$RUNS" --header "$OUT/header.md" --out "$RESULTS_MD"
