@@ -247,10 +247,7 @@ impl Chat {
         socket: Addr<session::SessionActor>,
     ) {
         if first {
-            self.persistence.do_send(persistence::TouchUser {
-                user: user.id,
-                at: Timestamp::now(),
-            });
+            self.touch(&user);
         }
         let chat = self.clone();
         actix::spawn(async move {
@@ -280,10 +277,7 @@ impl Chat {
     /// The last socket of `user` closed: their online contacts hear
     /// `offline`, unless the user came back meanwhile.
     pub(crate) fn last_socket_closed(&self, user: UserRef) {
-        self.persistence.do_send(persistence::TouchUser {
-            user: user.id,
-            at: Timestamp::now(),
-        });
+        self.touch(&user);
         let chat = self.clone();
         actix::spawn(async move {
             let Some(contacts) = chat.contacts(&user).await else {
@@ -292,6 +286,14 @@ impl Chat {
             if !chat.hub.is_online(user.id) {
                 chat.announce(&user, Presence::Offline, &contacts);
             }
+        });
+    }
+
+    /// Stamps the user's `last_seen`.
+    fn touch(&self, user: &UserRef) {
+        self.persistence.do_send(persistence::TouchUser {
+            user: user.id,
+            at: Timestamp::now(),
         });
     }
 

@@ -29,10 +29,10 @@ enum Effect {
     DeliverGroup(actix::Addr<crate::room::RoomActor>, FanOut),
     CacheAccount(i64, AccountState),
     Revoke(String, i64),
-    /// The account is gone: forget its name and close its sockets.
-    AccountDeleted(UserRef),
+    /// The account is gone: forget its name.
+    ForgetName(UserRef),
     /// Every socket of this user was opened with a token that no longer
-    /// works (the password changed): close them; clients sign in again.
+    /// works (password changed, account deleted): close them, saying why.
     CloseSockets(i64, fn() -> crate::session::Disconnect),
     /// A frame for every socket of these users.
     Push {
@@ -128,10 +128,9 @@ fn finish(writes: Vec<Write>, effects: Vec<Effect>, shared: &Shared) {
             Effect::Revoke(jti, expires_at) => {
                 shared.directory.revoked_tokens.insert(jti, expires_at);
             }
-            Effect::AccountDeleted(user) => {
+            Effect::ForgetName(user) => {
                 let key = crate::validate::lookup_key(&user.username);
                 shared.directory.users.remove(&key);
-                shared.hub.close_user(user.id, crate::session::Disconnect::account_deleted);
             }
             Effect::CloseSockets(user, reason) => shared.hub.close_user(user, reason),
         }
@@ -268,7 +267,11 @@ async fn apply(
                     deleted: true,
                 };
                 effects.push(Effect::CacheAccount(user.id, state));
-                effects.push(Effect::AccountDeleted(user.clone()));
+                effects.push(Effect::ForgetName(user.clone()));
+                effects.push(Effect::CloseSockets(
+                    user.id,
+                    crate::session::Disconnect::account_deleted,
+                ));
             }
             p.result = Some(Ok(()));
         }
