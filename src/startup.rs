@@ -163,7 +163,7 @@ impl Application {
             handle.stop(true).await;
         };
         let (result, ()) = tokio::join!(server, stop);
-        chat.flush().await;
+        chat.flush_and_close().await;
         tracing::info!("all accepted writes are committed; bye");
         result
     }
