@@ -43,8 +43,7 @@ use store::Store;
 const LIMITER_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 
 /// How often the SQLite WAL is copied back into the database. A page
-/// rewritten many times in between is copied once: at 15,000 msg/s, every
-/// second rather than every 100 ms left the writer's core more time.
+/// rewritten many times in between is copied once.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Tunables of the chat core (the HTTP layer fills them from its config).

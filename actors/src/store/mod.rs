@@ -106,7 +106,7 @@ pub struct Store {
 }
 
 /// WAL size, in pages, at which the SQLite writer checkpoints after a
-/// commit (64 MiB at 1 KiB pages).
+/// commit (256 MiB at SQLite's default 4 KiB pages).
 const WRITER_CHECKPOINT_FRAMES: u32 = 65_536;
 
 /// How long a request waits for a database connection before failing with
@@ -143,12 +143,6 @@ impl Store {
             .synchronous(synchronous)
             .busy_timeout(ACQUIRE_TIMEOUT)
             .foreign_keys(true)
-            // A new database gets 1 KiB pages: a commit rewrites every page it
-            // touches into the WAL, and a batch of messages touches about two
-            // index leaves per message, so small pages cut the bytes written
-            // (and copied back by checkpoints) per message about fourfold.
-            // An existing database keeps its page size.
-            .page_size(1024)
             // A page cache big enough that a batch never spills mid-transaction,
             // statement journals in memory rather than temp files, and reads
             // through a memory map rather than a read() per page.
@@ -158,7 +152,7 @@ impl Store {
         // No `journal_size_limit`: shrinking the WAL file is an ftruncate the
         // writer makes when it restarts the WAL, and on ext4 that stalled a
         // commit for 90-160 ms. The file keeps its largest size (about
-        // WRITER_CHECKPOINT_FRAMES pages) until the server stops.
+        // WRITER_CHECKPOINT_FRAMES pages) until the store is closed.
         if let Some(dir) = Path::new(options.get_filename()).parent() {
             if !dir.as_os_str().is_empty() {
                 std::fs::create_dir_all(dir).map_err(ChatError::internal)?;
@@ -429,23 +423,12 @@ mod tests {
         (dir, url)
     }
 
-    async fn page_size(store: &Store) -> i64 {
-        let Pool::Sqlite(pool) = &store.read else {
-            panic!("a SQLite store");
-        };
-        sqlx::query_scalar("PRAGMA page_size")
-            .fetch_one(pool)
-            .await
-            .expect("read the page size")
-    }
-
     #[actix::test]
-    async fn a_new_database_gets_1_kib_pages_and_closing_leaves_no_wal_behind() {
-        let (dir, url) = fresh_database("new");
+    async fn closing_the_store_leaves_no_wal_behind() {
+        let (dir, url) = fresh_database("close");
         let store = Store::connect(&url, Durability::Full)
             .await
             .expect("create the database");
-        assert_eq!(page_size(&store).await, 1024);
         assert!(
             dir.join("parley.db-wal").exists(),
             "the database is in WAL mode"
@@ -457,48 +440,6 @@ mod tests {
             !dir.join("parley.db-wal").exists(),
             "closing copied the WAL back and removed it"
         );
-        std::fs::remove_dir_all(dir).expect("remove the test directory");
-    }
-
-    #[actix::test]
-    async fn an_existing_database_keeps_its_page_size_and_works() {
-        let (dir, url) = fresh_database("existing");
-        // A database made with 4 KiB pages, as before the switch to 1 KiB.
-        let options = SqliteConnectOptions::from_str(&url)
-            .expect("a SQLite URL")
-            .create_if_missing(true)
-            .page_size(4096);
-        std::fs::create_dir_all(&dir).expect("create the test directory");
-        let earlier = SqlitePoolOptions::new()
-            .connect_with(options)
-            .await
-            .expect("create a 4 KiB-page database");
-        sqlx::query("CREATE TABLE kept (note TEXT)")
-            .execute(&earlier)
-            .await
-            .expect("create a table");
-        earlier.close().await;
-
-        let store = Store::connect(&url, Durability::Full)
-            .await
-            .expect("open and migrate the database");
-        assert_eq!(page_size(&store).await, 4096);
-        let Pool::Sqlite(write) = &store.write else {
-            panic!("a SQLite store");
-        };
-        sqlx::query(
-            "INSERT INTO users (username, username_key, email, email_key, password_hash, created_at) \
-             VALUES ('Alice', 'alice', 'a@example.com', 'a@example.com', 'x', 0)",
-        )
-        .execute(write)
-        .await
-        .expect("insert a user");
-        let alice = store.user_by_name("ALICE").await.expect("look up");
-        assert_eq!(
-            alice.map(|user| user.username.to_string()),
-            Some("Alice".into())
-        );
-        store.close().await;
         std::fs::remove_dir_all(dir).expect("remove the test directory");
     }
 }
