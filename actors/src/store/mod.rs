@@ -228,18 +228,28 @@ impl Store {
         Ok(())
     }
 
-    /// Closes every connection (at shutdown). The last SQLite connection to
-    /// close copies the WAL back and removes it, so a stopped server leaves
-    /// only the database file.
+    /// Closes every connection (at shutdown). On SQLite the writer first
+    /// copies the whole WAL back and empties it, so a stopped server leaves
+    /// everything in the database file.
     pub async fn close(&self) {
         if let Some(pool) = &self.checkpointer {
             pool.close().await;
         }
-        for pool in [&self.read, &self.write] {
-            match pool {
-                Pool::Sqlite(pool) => pool.close().await,
-                Pool::Postgres(pool) => pool.close().await,
+        match &self.read {
+            Pool::Sqlite(pool) => pool.close().await,
+            Pool::Postgres(pool) => pool.close().await,
+        }
+        match &self.write {
+            Pool::Sqlite(pool) => {
+                let emptied = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                    .execute(pool)
+                    .await;
+                if let Err(error) = emptied {
+                    tracing::warn!(error = ?error, "could not empty the WAL at shutdown");
+                }
+                pool.close().await;
             }
+            Pool::Postgres(pool) => pool.close().await,
         }
     }
 
@@ -424,7 +434,7 @@ mod tests {
     }
 
     #[actix::test]
-    async fn closing_the_store_leaves_no_wal_behind() {
+    async fn closing_the_store_empties_the_wal_into_the_database() {
         let (dir, url) = fresh_database("close");
         let store = Store::connect(&url, Durability::Full)
             .await
@@ -434,12 +444,38 @@ mod tests {
             "the database is in WAL mode"
         );
 
+        let Pool::Sqlite(write) = &store.write else {
+            panic!("a SQLite store");
+        };
+        sqlx::query("CREATE TABLE written_before_close (note TEXT)")
+            .execute(write)
+            .await
+            .expect("write something into the WAL");
+        let wal = dir.join("parley.db-wal");
+        assert!(wal.metadata().expect("a WAL file").len() > 0);
+
         store.close().await;
-        assert!(dir.join("parley.db").exists());
-        assert!(
-            !dir.join("parley.db-wal").exists(),
-            "closing copied the WAL back and removed it"
+        // SQLite removes the emptied file when its last connection closes,
+        // unless a connection was still closing; either way nothing is in it.
+        let left = wal.metadata().map(|meta| meta.len()).unwrap_or(0);
+        assert_eq!(left, 0, "closing copied the WAL back and emptied it");
+        let reopened = Store::connect(&url, Durability::Full)
+            .await
+            .expect("reopen the database");
+        let Pool::Sqlite(read) = &reopened.read else {
+            panic!("a SQLite store");
+        };
+        let tables: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM sqlite_master WHERE name = 'written_before_close'",
+        )
+        .fetch_one(read)
+        .await
+        .expect("read the schema");
+        assert_eq!(
+            tables, 1,
+            "what was written before closing is in the database"
         );
+        reopened.close().await;
         std::fs::remove_dir_all(dir).expect("remove the test directory");
     }
 }
