@@ -166,7 +166,7 @@ impl Store {
         // only a fully copied WAL can start over from its beginning; so once
         // the WAL holds WRITER_CHECKPOINT_FRAMES pages the writer checkpoints
         // after its commit too, copying only what the background one has not
-        // yet (a few milliseconds), and the WAL restarts.
+        // yet, and the WAL restarts.
         let write = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(ACQUIRE_TIMEOUT)
