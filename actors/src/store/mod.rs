@@ -42,6 +42,15 @@ pub(crate) enum Pool {
     Postgres(PgPool),
 }
 
+impl Pool {
+    async fn close(&self) {
+        match self {
+            Pool::Sqlite(pool) => pool.close().await,
+            Pool::Postgres(pool) => pool.close().await,
+        }
+    }
+}
+
 /// Runs the same expression against whichever backend a [`Pool`] holds; `$q`
 /// names the backend's query module and `$pool` its pool inside `$body`.
 macro_rules! on_backend {
@@ -235,22 +244,16 @@ impl Store {
         if let Some(pool) = &self.checkpointer {
             pool.close().await;
         }
-        match &self.read {
-            Pool::Sqlite(pool) => pool.close().await,
-            Pool::Postgres(pool) => pool.close().await,
-        }
-        match &self.write {
-            Pool::Sqlite(pool) => {
-                let emptied = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-                    .execute(pool)
-                    .await;
-                if let Err(error) = emptied {
-                    tracing::warn!(error = ?error, "could not empty the WAL at shutdown");
-                }
-                pool.close().await;
+        self.read.close().await;
+        if let Pool::Sqlite(pool) = &self.write {
+            let emptied = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .execute(pool)
+                .await;
+            if let Err(error) = emptied {
+                tracing::warn!(error = ?error, "could not empty the WAL at shutdown");
             }
-            Pool::Postgres(pool) => pool.close().await,
         }
+        self.write.close().await;
     }
 
     /// Whether the store needs [`Store::checkpoint`] called regularly.
