@@ -607,12 +607,7 @@ mod tests {
         // The actors run on this thread (the test's actix system).
         let _guard = tracing::subscriber::set_default(subscriber);
 
-        let dir = std::env::temp_dir().join(format!(
-            "parley-panic-test-{}-{}",
-            std::process::id(),
-            Timestamp::now().0
-        ));
-        let url = format!("sqlite://{}", dir.join("parley.db").display());
+        let (dir, url) = crate::store::fresh_test_database("panic-test");
         let chat = Chat::start(&url, ChatSettings::default())
             .await
             .expect("start on a fresh SQLite file");

@@ -421,24 +421,26 @@ impl Store {
     }
 }
 
+/// A directory of its own for one test's SQLite database (not created yet),
+/// and the database's URL.
+#[cfg(test)]
+pub(crate) fn fresh_test_database(test: &str) -> (std::path::PathBuf, String) {
+    let dir = std::env::temp_dir().join(format!(
+        "parley-{test}-{}-{}",
+        std::process::id(),
+        Timestamp::now().0
+    ));
+    let url = format!("sqlite://{}", dir.join("parley.db").display());
+    (dir, url)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// A fresh directory for one test's database, and its URL.
-    fn fresh_database(test: &str) -> (std::path::PathBuf, String) {
-        let dir = std::env::temp_dir().join(format!(
-            "parley-store-{test}-{}-{}",
-            std::process::id(),
-            Timestamp::now().0
-        ));
-        let url = format!("sqlite://{}", dir.join("parley.db").display());
-        (dir, url)
-    }
-
     #[actix::test]
     async fn closing_the_store_empties_the_wal_into_the_database() {
-        let (dir, url) = fresh_database("close");
+        let (dir, url) = fresh_test_database("store-close");
         let store = Store::connect(&url, Durability::Full)
             .await
             .expect("create the database");
