@@ -67,11 +67,25 @@ pub fn password(value: &str) -> ChatResult<()> {
     }
 }
 
+/// Stored free text may hold any character but U+0000: Postgres cannot keep
+/// it in a text column, and both backends take the same input.
+fn without_nul(field: &str, value: &str) -> ChatResult<()> {
+    if value.contains('\0') {
+        Err(invalid(
+            field,
+            "must not contain the NUL character (U+0000)",
+        ))
+    } else {
+        Ok(())
+    }
+}
+
 /// Message text: 1 to `max_chars` characters (characters, not bytes).
 pub fn content(value: &str, max_chars: usize) -> ChatResult<()> {
     if value.is_empty() {
         return Err(invalid("content", "must not be empty"));
     }
+    without_nul("content", value)?;
     // Counting stops early so a huge body costs no more than the limit.
     if value.chars().nth(max_chars).is_some() {
         return Err(invalid(
@@ -97,6 +111,7 @@ pub fn label(field: &str, value: &str) -> ChatResult<()> {
 
 /// Free text of bounded length that may be empty (descriptions, device names).
 pub fn text(field: &str, value: &str, max_chars: usize) -> ChatResult<()> {
+    without_nul(field, value)?;
     if value.chars().nth(max_chars).is_some() {
         Err(invalid(
             field,
@@ -108,6 +123,7 @@ pub fn text(field: &str, value: &str, max_chars: usize) -> ChatResult<()> {
 }
 
 pub fn group_name(value: &str) -> ChatResult<()> {
+    without_nul("name", value)?;
     if value.trim().is_empty() || value.chars().nth(GROUP_NAME_MAX).is_some() {
         Err(invalid("name", "must be 1-100 characters and not blank"))
     } else {
@@ -130,6 +146,7 @@ pub fn device_id(value: &str) -> ChatResult<()> {
 }
 
 pub fn client_id(value: &str) -> ChatResult<()> {
+    without_nul("client_id", value)?;
     if value.is_empty() || value.len() > CLIENT_ID_MAX {
         Err(invalid("client_id", "must be 1-64 bytes"))
     } else {

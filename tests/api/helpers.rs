@@ -89,6 +89,12 @@ pub const WAIT: Duration = Duration::from_secs(5);
 /// How long a socket must stay quiet to count as "got nothing".
 pub const QUIET: Duration = Duration::from_millis(500);
 
+/// Message text that JSON and SQL must carry unchanged: quotes, backslashes,
+/// control characters, non-ASCII, a line separator, markup, edge spaces,
+/// and text that looks like JSON.
+pub const AWKWARD_CONTENT: &str = "h\u{e9}llo \"quoted\" \\ back\nnew line\ttab \u{1}\u{1f}\u{7f} \
+     \u{1F600} \u{2028} <b>&amp;</b> [1, {\"a\": null}]  ";
+
 /// Which database a test's server uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {

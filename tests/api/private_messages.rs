@@ -38,12 +38,55 @@ api_test!(optional_fields_may_be_left_out, |app| async move {
 api_test!(content_round_trips_exactly, |app| async move {
     let alice = app.create_user("alice").await;
     app.create_user("bob").await;
-    let content = "héllo \"quoted\" \\ back\nnew line\ttab 😀 <b>&amp;</b>  ";
+    let content = AWKWARD_CONTENT;
     let sent = app.send_text(&alice, "bob", content).await;
     assert_eq!(str_field(&sent, "content"), content);
     let history = json_ok(app.private_history(&alice.token, "bob", "").await).await;
     assert_eq!(str_field(&history[0], "content"), content);
 });
+
+api_test!(
+    a_nul_character_in_stored_text_is_400_naming_the_field,
+    |app| async move {
+        let alice = app.create_user("alice").await;
+        app.create_user("bob").await;
+        let group = app.create_group_id(&alice, "g").await.to_string();
+        let with_nul = "before\u{0}after";
+        let refused = [
+            (
+                app.send_private(
+                    &alice.token,
+                    &json!({"recipient": "bob", "content": with_nul}),
+                )
+                .await,
+                "content",
+            ),
+            (
+                app.post_group_message(&alice.token, &group, &json!({"content": with_nul}))
+                    .await,
+                "content",
+            ),
+            (
+                app.create_group(&alice.token, &json!({"name": with_nul}))
+                    .await,
+                "name",
+            ),
+            (
+                app.create_group(
+                    &alice.token,
+                    &json!({"name": "g2", "description": with_nul}),
+                )
+                .await,
+                "description",
+            ),
+        ];
+        for (response, field) in refused {
+            assert_error_naming(response, 400, field).await;
+        }
+        let history = json_ok(app.private_history(&alice.token, "bob", "").await).await;
+        assert_eq!(array(&history, "history").len(), 0, "nothing was stored");
+    }
+);
 
 api_test!(message_ids_increase, |app| async move {
     let alice = app.create_user("alice").await;
