@@ -126,7 +126,7 @@ pub struct PrivateMessage {
 }
 
 /// A stored group message.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct GroupMessage {
     pub id: i64,
     pub group_id: i64,
@@ -134,7 +134,6 @@ pub struct GroupMessage {
     pub content: String,
     pub message_type: String,
     pub content_type: String,
-    #[sqlx(try_from = "i64")]
     pub timestamp: Timestamp,
 }
 

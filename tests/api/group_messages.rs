@@ -68,6 +68,19 @@ api_test!(
     }
 );
 
+api_test!(group_content_round_trips_exactly, |app| async move {
+    let alice = app.create_user("alice").await;
+    let group = app.create_group_id(&alice, "g").await;
+    let posted = app.send_group_text(&alice, group, AWKWARD_CONTENT).await;
+    assert_eq!(str_field(&posted, "content"), AWKWARD_CONTENT);
+    let history = json_ok(
+        app.group_messages(&alice.token, &group.to_string(), "")
+            .await,
+    )
+    .await;
+    assert_eq!(str_field(&history[0], "content"), AWKWARD_CONTENT);
+});
+
 api_test!(
     group_content_is_validated_like_private_content,
     |app| async move {

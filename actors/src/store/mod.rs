@@ -26,12 +26,18 @@ pub(crate) mod sqlite {
     /// statement with thousands of `$n` costs quadratic time to bind; `?`
     /// placeholders bind in order at no such cost.
     const POSITIONAL_PLACEHOLDERS: bool = true;
+    const JSON_ARRAY: &str = "json_array";
+    const JSON_ARRAY_AGG: &str = "json_group_array";
+    const JSON_AS_TEXT: &str = "";
     include!("queries.rs");
 }
 
 pub(crate) mod postgres {
     pub type Db = sqlx::Postgres;
     const POSITIONAL_PLACEHOLDERS: bool = false;
+    const JSON_ARRAY: &str = "json_build_array";
+    const JSON_ARRAY_AGG: &str = "json_agg";
+    const JSON_AS_TEXT: &str = "::text";
     include!("queries.rs");
 }
 
@@ -83,8 +89,9 @@ pub enum Durability {
 }
 
 /// A private message as history reads it: the two parties are known to the
-/// caller, so only the sender's id is read (no join with `users`).
-#[derive(Debug, sqlx::FromRow)]
+/// caller, so only the sender's id is read (no join with `users`). Read from
+/// a JSON array in field order.
+#[derive(Debug, serde::Deserialize)]
 pub(crate) struct PrivateRow {
     pub id: i64,
     pub sender_id: i64,
@@ -93,6 +100,18 @@ pub(crate) struct PrivateRow {
     pub content_type: String,
     pub created_at: i64,
     pub status: String,
+}
+
+/// A group message as history reads it (the group is known to the caller).
+/// Read from a JSON array in field order.
+#[derive(Debug, serde::Deserialize)]
+pub(crate) struct GroupRow {
+    pub id: i64,
+    pub sender: String,
+    pub content: String,
+    pub message_type: String,
+    pub content_type: String,
+    pub created_at: i64,
 }
 
 /// A member of a group as the room actor keeps it.
@@ -176,22 +195,20 @@ impl Store {
         // the WAL holds WRITER_CHECKPOINT_FRAMES pages the writer checkpoints
         // after its commit too, copying only what the background one has not
         // yet, and the WAL restarts.
-        let write = SqlitePoolOptions::new()
-            .max_connections(1)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
+        let pool = |size| {
+            SqlitePoolOptions::new()
+                .max_connections(size)
+                .acquire_timeout(ACQUIRE_TIMEOUT)
+        };
+        let write = pool(1)
             .connect_with(
                 options
                     .clone()
                     .pragma("wal_autocheckpoint", WRITER_CHECKPOINT_FRAMES.to_string()),
             )
             .await?;
-        let checkpointer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_lazy_with(options.clone());
-        let read = SqlitePoolOptions::new()
-            .max_connections(8)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
+        let checkpointer = pool(1).connect_lazy_with(options.clone());
+        let read = pool(8)
             .connect_with(options.read_only(true).create_if_missing(false))
             .await?;
         Ok(Store {
@@ -346,9 +363,21 @@ impl Store {
 
     /// A page of a group's messages, ascending id.
     pub async fn group_history(&self, group_id: i64, page: Page) -> ChatResult<Vec<GroupMessage>> {
-        Ok(on_backend!(&self.read, |q, pool| {
+        let rows = on_backend!(&self.read, |q, pool| {
             q::group_history(pool, group_id, page).await
-        })?)
+        })?;
+        Ok(rows
+            .into_iter()
+            .map(|row| GroupMessage {
+                id: row.id,
+                group_id,
+                sender: row.sender,
+                content: row.content,
+                message_type: row.message_type,
+                content_type: row.content_type,
+                timestamp: Timestamp(row.created_at),
+            })
+            .collect())
     }
 
     pub async fn devices(&self, owner: i64) -> ChatResult<Vec<DeviceRecord>> {

@@ -8,10 +8,10 @@
 use sqlx::Executor;
 
 use crate::model::{
-    AnyMessage, Credentials, DeviceRecord, FileRecord, GroupMessage, GroupRecord, GroupSummary,
+    AnyMessage, Credentials, DeviceRecord, FileRecord, GroupRecord, GroupSummary,
     Page, Timestamp, UserRecord,
 };
-use crate::store::{MemberRow, PrivateRow};
+use crate::store::{GroupRow, MemberRow, PrivateRow};
 
 pub type Conn = <Db as sqlx::Database>::Connection;
 
@@ -101,60 +101,95 @@ fn bounds(page: Page) -> (i64, i64, bool) {
     )
 }
 
+/// The two statements (forward, backward) that read one page of history as
+/// a single JSON text: an array holding, per message, an array of `columns`
+/// (`alias.column` each, `m` being `messages`). `source` is the
+/// `FROM ... WHERE ...` part; the page's id bounds and limit are the three
+/// parameters from `first_bound` on.
+///
+/// One value rather than a row per message because SQLite hands each row
+/// from its connection's thread to the caller separately, and for a
+/// 50-message page those hand-offs and per-value copies cost more than the
+/// query. The array's order is not promised: an ORDER BY inside the
+/// aggregate would sort again what the page's ORDER BY already sorted, so
+/// [`history_rows`] puts the rows in id order instead.
+fn history_statements(columns: &str, source: &str, first_bound: usize) -> [String; 2] {
+    let (after, before, limit) = (first_bound, first_bound + 1, first_bound + 2);
+    let names: Vec<&str> = columns
+        .split(", ")
+        .map(|column| column.split_once('.').map_or(column, |(_, name)| name))
+        .collect();
+    let names = names.join(", ");
+    let statement = |order: &str| {
+        format!(
+            "SELECT COALESCE({JSON_ARRAY_AGG}({JSON_ARRAY}({names})){JSON_AS_TEXT}, '[]') \
+             FROM (SELECT {columns} {source} AND m.id > ${after} AND m.id < ${before} \
+             ORDER BY m.id {order} LIMIT ${limit}) AS page"
+        )
+    };
+    [statement("ASC"), statement("DESC")]
+}
+
+/// Rows of a page read by a [`history_statements`] statement, ascending id.
+fn history_rows<T: serde::de::DeserializeOwned>(
+    page: &str,
+    id: impl Fn(&T) -> i64,
+) -> Result<Vec<T>, sqlx::Error> {
+    let mut rows: Vec<T> =
+        serde_json::from_str(page).map_err(|err| sqlx::Error::Decode(Box::new(err)))?;
+    rows.sort_unstable_by_key(id);
+    Ok(rows)
+}
+
 pub async fn private_history<'e, E: Executor<'e, Database = Db>>(
     ex: E,
     user_lo: i64,
     user_hi: i64,
     page: Page,
 ) -> Result<Vec<PrivateRow>, sqlx::Error> {
-    const FORWARD: &str = "SELECT m.id, m.sender_id, m.content, m.message_type, m.content_type, \
-        m.created_at, m.status FROM messages m \
-        WHERE m.conversation_id = (SELECT id FROM conversations WHERE user_lo = $1 AND user_hi = $2) \
-        AND m.id > $3 AND m.id < $4 ORDER BY m.id ASC LIMIT $5";
-    const BACKWARD: &str = "SELECT m.id, m.sender_id, m.content, m.message_type, m.content_type, \
-        m.created_at, m.status FROM messages m \
-        WHERE m.conversation_id = (SELECT id FROM conversations WHERE user_lo = $1 AND user_hi = $2) \
-        AND m.id > $3 AND m.id < $4 ORDER BY m.id DESC LIMIT $5";
+    static STATEMENTS: std::sync::OnceLock<[String; 2]> = std::sync::OnceLock::new();
+    let [forward_sql, backward_sql] = STATEMENTS.get_or_init(|| {
+        history_statements(
+            "m.id, m.sender_id, m.content, m.message_type, m.content_type, m.created_at, m.status",
+            "FROM messages m WHERE m.conversation_id = \
+             (SELECT id FROM conversations WHERE user_lo = $1 AND user_hi = $2)",
+            3,
+        )
+    });
     let (after, before, forward) = bounds(page);
-    let mut rows: Vec<PrivateRow> = sqlx::query_as(if forward { FORWARD } else { BACKWARD })
+    let json: String = sqlx::query_scalar(if forward { forward_sql } else { backward_sql })
         .bind(user_lo)
         .bind(user_hi)
         .bind(after)
         .bind(before)
         .bind(page.limit)
-        .fetch_all(ex)
+        .fetch_one(ex)
         .await?;
-    if !forward {
-        rows.reverse();
-    }
-    Ok(rows)
+    history_rows(&json, |row: &PrivateRow| row.id)
 }
 
 pub async fn group_history<'e, E: Executor<'e, Database = Db>>(
     ex: E,
     group_id: i64,
     page: Page,
-) -> Result<Vec<GroupMessage>, sqlx::Error> {
-    const FORWARD: &str = "SELECT m.id, m.group_id, s.username AS sender, m.content, \
-        m.message_type, m.content_type, m.created_at AS timestamp \
-        FROM messages m JOIN users s ON s.id = m.sender_id \
-        WHERE m.group_id = $1 AND m.id > $2 AND m.id < $3 ORDER BY m.id ASC LIMIT $4";
-    const BACKWARD: &str = "SELECT m.id, m.group_id, s.username AS sender, m.content, \
-        m.message_type, m.content_type, m.created_at AS timestamp \
-        FROM messages m JOIN users s ON s.id = m.sender_id \
-        WHERE m.group_id = $1 AND m.id > $2 AND m.id < $3 ORDER BY m.id DESC LIMIT $4";
+) -> Result<Vec<GroupRow>, sqlx::Error> {
+    static STATEMENTS: std::sync::OnceLock<[String; 2]> = std::sync::OnceLock::new();
+    let [forward_sql, backward_sql] = STATEMENTS.get_or_init(|| {
+        history_statements(
+            "m.id, s.username, m.content, m.message_type, m.content_type, m.created_at",
+            "FROM messages m JOIN users s ON s.id = m.sender_id WHERE m.group_id = $1",
+            2,
+        )
+    });
     let (after, before, forward) = bounds(page);
-    let mut rows: Vec<GroupMessage> = sqlx::query_as(if forward { FORWARD } else { BACKWARD })
+    let json: String = sqlx::query_scalar(if forward { forward_sql } else { backward_sql })
         .bind(group_id)
         .bind(after)
         .bind(before)
         .bind(page.limit)
-        .fetch_all(ex)
+        .fetch_one(ex)
         .await?;
-    if !forward {
-        rows.reverse();
-    }
-    Ok(rows)
+    history_rows(&json, |row: &GroupRow| row.id)
 }
 
 pub async fn group<'e, E: Executor<'e, Database = Db>>(
