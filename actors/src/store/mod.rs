@@ -195,10 +195,15 @@ impl Store {
         // the WAL holds WRITER_CHECKPOINT_FRAMES pages the writer checkpoints
         // after its commit too, copying only what the background one has not
         // yet, and the WAL restarts.
+        // No test before a connection is handed out: a SQLite connection is
+        // a file in this process and cannot go stale as a network one can,
+        // and the test is a round trip to the connection's own thread — on
+        // one core, two context switches for every history read and batch.
         let pool = |size| {
             SqlitePoolOptions::new()
                 .max_connections(size)
                 .acquire_timeout(ACQUIRE_TIMEOUT)
+                .test_before_acquire(false)
         };
         let write = pool(1)
             .connect_with(
