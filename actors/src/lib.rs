@@ -142,7 +142,11 @@ impl Chat {
                 let mut every = tokio::time::interval(CHECKPOINT_INTERVAL);
                 loop {
                     every.tick().await;
-                    if let Err(error) = store.checkpoint().await {
+                    let checkpointed = store.checkpoint().await;
+                    if !store.needs_checkpoints() {
+                        break;
+                    }
+                    if let Err(error) = checkpointed {
                         tracing::warn!(error = ?error, "WAL checkpoint failed");
                     }
                 }

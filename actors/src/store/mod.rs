@@ -278,9 +278,12 @@ impl Store {
         self.write.close().await;
     }
 
-    /// Whether the store needs [`Store::checkpoint`] called regularly.
+    /// Whether the store needs [`Store::checkpoint`] called regularly: on
+    /// SQLite, until [`Store::close`] (which empties the WAL itself).
     pub fn needs_checkpoints(&self) -> bool {
-        self.checkpointer.is_some()
+        self.checkpointer
+            .as_ref()
+            .is_some_and(|pool| !pool.is_closed())
     }
 
     /// Whether the database answers a trivial query.
