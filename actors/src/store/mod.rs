@@ -26,6 +26,7 @@ pub(crate) mod sqlite {
     /// statement with thousands of `$n` costs quadratic time to bind; `?`
     /// placeholders bind in order at no such cost.
     const POSITIONAL_PLACEHOLDERS: bool = true;
+    /// How a history page is packed into one JSON text (`history_statements`).
     const JSON_ARRAY: &str = "json_array";
     const JSON_ARRAY_AGG: &str = "json_group_array";
     const JSON_AS_TEXT: &str = "";
@@ -35,6 +36,7 @@ pub(crate) mod sqlite {
 pub(crate) mod postgres {
     pub type Db = sqlx::Postgres;
     const POSITIONAL_PLACEHOLDERS: bool = false;
+    /// How a history page is packed into one JSON text (`history_statements`).
     const JSON_ARRAY: &str = "json_build_array";
     const JSON_ARRAY_AGG: &str = "json_agg";
     const JSON_AS_TEXT: &str = "::text";
