@@ -80,9 +80,24 @@ api_test!(
                 "description",
             ),
         ];
-        for (response, field) in refused {
+        let device = app
+            .register_device(
+                &alice.token,
+                &json!({"device_id": "phone", "device_name": with_nul}),
+            )
+            .await;
+        for (response, field) in refused.into_iter().chain([(device, "device_name")]) {
             assert_error_naming(response, 400, field).await;
         }
+
+        let mut socket = app.ws_connect(&alice.token).await;
+        ws_wait_ready(&mut socket).await;
+        let frame =
+            json!({"type": "message", "recipient": "bob", "content": "hi", "client_id": with_nul});
+        let reply = ws_send_and_recv(&mut socket, &frame).await;
+        assert_error_frame(&reply, 400);
+        assert_detail_names(&reply, "client_id");
+
         let history = json_ok(app.private_history(&alice.token, "bob", "").await).await;
         assert_eq!(array(&history, "history").len(), 0, "nothing was stored");
     }
