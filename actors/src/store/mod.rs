@@ -478,6 +478,57 @@ mod tests {
     use super::*;
 
     #[actix::test]
+    async fn a_chunk_holding_resends_reports_only_the_rows_it_stored() {
+        let (dir, url) = fresh_test_database("store-resends");
+        let store = Store::connect(&url, Durability::Full)
+            .await
+            .expect("create the database");
+        let Pool::Sqlite(write) = &store.write else {
+            panic!("a SQLite store");
+        };
+        let mut conn = write.acquire().await.expect("the writer");
+        let now = Timestamp::now();
+        let alice = sqlite::insert_user(&mut conn, "alice", "a@example.com", "hash", now)
+            .await
+            .expect("alice");
+        let bob = sqlite::insert_user(&mut conn, "bob", "b@example.com", "hash", now)
+            .await
+            .expect("bob");
+        let conversation = sqlite::conversation_id(&mut conn, alice.id, bob.id, now)
+            .await
+            .expect("their conversation");
+        let row = |id: i64, client_id: &'static str| sqlite::MessageRow {
+            id,
+            sender_id: alice.id,
+            conversation_id: Some(conversation),
+            recipient_id: Some(bob.id),
+            group_id: None,
+            content: "hi",
+            message_type: "text",
+            content_type: "text/plain",
+            created_at: now,
+            status: Some("sent"),
+            client_id: Some(client_id),
+        };
+
+        let first = [row(1, "a"), row(2, "b"), row(3, "c")];
+        let stored = sqlite::insert_messages(&mut conn, &first)
+            .await
+            .expect("store the first three");
+        assert_eq!(stored, [1, 2, 3]);
+        // One chunk of four whose second and fourth rows resend "b" and "a".
+        let second = [row(4, "d"), row(5, "b"), row(6, "e"), row(7, "a")];
+        let stored = sqlite::insert_messages(&mut conn, &second)
+            .await
+            .expect("store the new ones");
+        assert_eq!(stored, [4, 6], "the resends are not stored again");
+
+        drop(conn);
+        store.close().await;
+        std::fs::remove_dir_all(dir).expect("remove the test directory");
+    }
+
+    #[actix::test]
     async fn closing_the_store_empties_the_wal_into_the_database() {
         let (dir, url) = fresh_test_database("store-close");
         let store = Store::connect(&url, Durability::Full)

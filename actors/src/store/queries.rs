@@ -429,8 +429,9 @@ pub async fn reserve_message_ids(conn: &mut Conn, count: i64) -> Result<i64, sql
 }
 
 /// Rows per INSERT statement, largest first: a batch is cut into these so
-/// that only a handful of distinct statements are ever prepared.
-const INSERT_CHUNKS: [usize; 5] = [256, 64, 16, 4, 1];
+/// that only a handful of distinct statements are ever prepared, and (as
+/// powers of two) a batch of up to 256 rows takes at most eight of them.
+const INSERT_CHUNKS: [usize; 9] = [256, 128, 64, 32, 16, 8, 4, 2, 1];
 const MESSAGE_COLUMNS: usize = 11;
 
 fn insert_messages_sql(rows: usize) -> &'static str {
@@ -455,8 +456,7 @@ fn insert_messages_sql(rows: usize) -> &'static str {
                     "INSERT INTO messages (id, sender_id, conversation_id, recipient_id, group_id, \
                      content, message_type, content_type, created_at, status, client_id) \
                      VALUES {} \
-                     ON CONFLICT (sender_id, client_id) WHERE client_id IS NOT NULL DO NOTHING \
-                     RETURNING id",
+                     ON CONFLICT (sender_id, client_id) WHERE client_id IS NOT NULL DO NOTHING",
                     values.join(", ")
                 )
             })
@@ -472,6 +472,12 @@ fn insert_messages_sql(rows: usize) -> &'static str {
 /// Inserts rows whose ids are already reserved; returns the ids actually
 /// inserted. A row missing from the answer had a `client_id` its sender
 /// used before (the unique index decides, so resends are idempotent).
+///
+/// Each INSERT reports only how many rows it stored: a RETURNING clause
+/// would hand every row across from sqlx-sqlite's connection thread on its
+/// own, and on one core each hand-over is a pair of context switches. Only a
+/// chunk that stored fewer rows than it was given (a resend) reads back
+/// which of its ids exist.
 pub async fn insert_messages(
     conn: &mut Conn,
     rows: &[MessageRow<'_>],
@@ -484,7 +490,7 @@ pub async fn insert_messages(
             .find(|&&size| size <= rest.len())
             .expect("chunk sizes end with 1");
         let (chunk, tail) = rest.split_at(size);
-        let mut query = sqlx::query_scalar::<_, i64>(insert_messages_sql(size));
+        let mut query = sqlx::query(insert_messages_sql(size));
         for row in chunk {
             query = query
                 .bind(row.id)
@@ -499,7 +505,19 @@ pub async fn insert_messages(
                 .bind(row.status)
                 .bind(row.client_id);
         }
-        inserted.extend(query.fetch_all(&mut *conn).await?);
+        let stored = query.execute(&mut *conn).await?.rows_affected();
+        if stored == chunk.len() as u64 {
+            inserted.extend(chunk.iter().map(|row| row.id));
+        } else {
+            let (first, last) = (chunk[0].id, chunk[chunk.len() - 1].id);
+            let ids: Vec<i64> =
+                sqlx::query_scalar("SELECT id FROM messages WHERE id >= $1 AND id <= $2")
+                    .bind(first)
+                    .bind(last)
+                    .fetch_all(&mut *conn)
+                    .await?;
+            inserted.extend(ids);
+        }
         rest = tail;
     }
     Ok(inserted)
