@@ -477,16 +477,30 @@ pub(crate) fn fresh_test_database(test: &str) -> (std::path::PathBuf, String) {
 mod tests {
     use super::*;
 
-    #[actix::test]
-    async fn a_chunk_holding_resends_reports_only_the_rows_it_stored() {
-        let (dir, url) = fresh_test_database("store-resends");
+    /// A new SQLite store in a directory of its own: the directory, the
+    /// database's URL and the store.
+    async fn fresh_store(test: &str) -> (std::path::PathBuf, String, Store) {
+        let (dir, url) = fresh_test_database(test);
         let store = Store::connect(&url, Durability::Full)
             .await
             .expect("create the database");
-        let Pool::Sqlite(write) = &store.write else {
+        (dir, url, store)
+    }
+
+    fn sqlite_pool(pool: &Pool) -> &SqlitePool {
+        let Pool::Sqlite(pool) = pool else {
             panic!("a SQLite store");
         };
-        let mut conn = write.acquire().await.expect("the writer");
+        pool
+    }
+
+    #[actix::test]
+    async fn a_chunk_holding_resends_reports_only_the_rows_it_stored() {
+        let (dir, _, store) = fresh_store("store-resends").await;
+        let mut conn = sqlite_pool(&store.write)
+            .acquire()
+            .await
+            .expect("the writer");
         let now = Timestamp::now();
         let alice = sqlite::insert_user(&mut conn, "alice", "a@example.com", "hash", now)
             .await
@@ -530,20 +544,14 @@ mod tests {
 
     #[actix::test]
     async fn closing_the_store_empties_the_wal_into_the_database() {
-        let (dir, url) = fresh_test_database("store-close");
-        let store = Store::connect(&url, Durability::Full)
-            .await
-            .expect("create the database");
+        let (dir, url, store) = fresh_store("store-close").await;
         assert!(
             dir.join("parley.db-wal").exists(),
             "the database is in WAL mode"
         );
 
-        let Pool::Sqlite(write) = &store.write else {
-            panic!("a SQLite store");
-        };
         sqlx::query("CREATE TABLE written_before_close (note TEXT)")
-            .execute(write)
+            .execute(sqlite_pool(&store.write))
             .await
             .expect("write something into the WAL");
         let wal = dir.join("parley.db-wal");
@@ -557,13 +565,10 @@ mod tests {
         let reopened = Store::connect(&url, Durability::Full)
             .await
             .expect("reopen the database");
-        let Pool::Sqlite(read) = &reopened.read else {
-            panic!("a SQLite store");
-        };
         let tables: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM sqlite_master WHERE name = 'written_before_close'",
         )
-        .fetch_one(read)
+        .fetch_one(sqlite_pool(&reopened.read))
         .await
         .expect("read the schema");
         assert_eq!(
