@@ -137,15 +137,10 @@ pub struct Store {
 
 /// WAL size, in pages, at which the SQLite writer checkpoints after a
 /// commit (1 GiB at SQLite's default 4 KiB pages). That commit, and every
-/// message queued behind it, waits for the checkpoint, so under sustained
-/// writes these are the slow commits that set the latency tail; the fewer
-/// of them the better. At 15,000 msg/s the WAL fills 64K pages in about two
-/// seconds, and the tail grew with the database: over three 20 s runs in a
-/// row, p99 16, 59 and 54 ms with 64K pages against 8, 17 and 23 ms with
-/// 256K. The price is disk: the WAL starts over early only when the
-/// background checkpointer finishes between two commits: at 300 msg/s the
-/// file stayed at 33 MB, at 3,000 msg/s it held 637 MB after 20 s, so a
-/// server that sees thousands of messages a second keeps a 1 GiB WAL.
+/// message queued behind it, waits for the checkpoint; under sustained
+/// writes these rare slow commits set the latency tail, so the limit is set
+/// high, at the price of a WAL file that large on a busy server
+/// (measurements in `load-tests/README.md`, "The private p99 now").
 const WRITER_CHECKPOINT_FRAMES: u32 = 262_144;
 
 /// How long a request waits for a database connection before failing with
