@@ -246,7 +246,12 @@ impl Chat {
         if let Some(user) = self.directory.users.get(&key) {
             return Ok(Some(user.clone()));
         }
-        self.store.user_by_name(username).await
+        let mark = self.directory.names_forgotten();
+        let user = self.store.user_by_name(username).await?;
+        if let Some(user) = &user {
+            self.directory.remember_user(key, user.clone(), mark);
+        }
+        Ok(user)
     }
 
     /// A socket of `user` opened at `opened_at`. If it is the user's first

@@ -698,6 +698,61 @@ async fn sigterm_closes_sockets_with_1001_exits_0_and_keeps_acked_messages_postg
     sigterm_closes_sockets_with_1001_exits_0_and_keeps_acked_messages(Backend::Postgres).await;
 }
 
+/// After a restart the server knows no names; it learns them from reads
+/// (here a history request). A name learned that way must still be
+/// forgotten when its account is deleted.
+async fn a_name_learned_after_a_restart_is_forgotten_when_its_account_is_deleted(backend: Backend) {
+    let Some(fixture) = Fixture::new(
+        backend,
+        "faults::a_name_learned_after_a_restart_is_forgotten_when_its_account_is_deleted",
+    )
+    .await
+    else {
+        return;
+    };
+    let mut server = fixture.start().await;
+    let alice = server.app.create_user("alice").await;
+    let bob = server.app.create_user("bob").await;
+    server.kill_9();
+
+    let server = fixture.start().await;
+    let app = &server.app;
+    let history = app.private_history(&alice.token, "bob", "").await;
+    assert_eq!(
+        history.status().as_u16(),
+        200,
+        "bob is found after the restart"
+    );
+    let deleted = app
+        .client
+        .delete(app.url("/auth/account"))
+        .bearer_auth(&bob.token)
+        .json(&json!({ "password": bob.password }))
+        .send()
+        .await
+        .expect("the request reaches the server");
+    assert_eq!(deleted.status().as_u16(), 204, "bob deletes his account");
+
+    assert_error(app.private_history(&alice.token, "bob", "").await, 404).await;
+    assert_error(
+        app.send_private(&alice.token, &json!({"recipient": "bob", "content": "hi"}))
+            .await,
+        404,
+    )
+    .await;
+}
+
+#[actix_web::test]
+async fn a_name_learned_after_a_restart_is_forgotten_when_its_account_is_deleted_sqlite() {
+    a_name_learned_after_a_restart_is_forgotten_when_its_account_is_deleted(Backend::Sqlite).await;
+}
+
+#[actix_web::test]
+async fn a_name_learned_after_a_restart_is_forgotten_when_its_account_is_deleted_postgres() {
+    a_name_learned_after_a_restart_is_forgotten_when_its_account_is_deleted(Backend::Postgres)
+        .await;
+}
+
 // ---------------------------------------------------------------------------
 // Postgres unreachable
 // ---------------------------------------------------------------------------

@@ -129,8 +129,9 @@ fn finish(writes: Vec<Write>, effects: Vec<Effect>, shared: &Shared) {
                 shared.directory.revoked_tokens.insert(jti, expires_at);
             }
             Effect::ForgetName(user) => {
-                let key = crate::validate::lookup_key(&user.username);
-                shared.directory.users.remove(&key);
+                shared
+                    .directory
+                    .forget_user(&crate::validate::lookup_key(&user.username));
             }
             Effect::CloseSockets(user, reason) => shared.hub.close_user(user, reason),
         }

@@ -11,6 +11,7 @@
 
 mod batch;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use actix::prelude::*;
@@ -33,18 +34,46 @@ pub const MAX_BATCH: usize = 1024;
 
 /// Caches of facts the writer established, filled only after the
 /// transaction that established them committed, so a rolled-back batch
-/// never leaves a trace.
+/// never leaves a trace; reads fill `users` and `accounts` too.
 #[derive(Default)]
 pub struct Directory {
     /// Lower-cased username → user (users are never renamed; deleted
     /// accounts are removed).
     pub users: DashMap<String, UserRef>,
+    /// How many names were removed from `users`: a name read from the
+    /// database is cached only if none was removed while it was read, as
+    /// the read may predate that account's deletion.
+    names_forgotten: AtomicU64,
     /// (lower user id, higher user id) → conversation id.
     pub conversations: DashMap<(i64, i64), i64>,
     /// user id → what token checks need (filled on first check).
     pub accounts: DashMap<i64, AccountState>,
     /// jti → expiry (Unix seconds) of tokens revoked by logout.
     pub revoked_tokens: DashMap<String, i64>,
+}
+
+impl Directory {
+    /// A mark to pass to [`Directory::remember_user`], taken before the read.
+    pub(crate) fn names_forgotten(&self) -> u64 {
+        self.names_forgotten.load(Ordering::SeqCst)
+    }
+
+    /// Caches a user read from the database, unless a name was forgotten
+    /// since `mark` was taken.
+    pub(crate) fn remember_user(&self, key: String, user: UserRef, mark: u64) {
+        // Checked under the entry's lock: a removal that has not counted
+        // itself yet takes this lock after us and removes what we insert.
+        let entry = self.users.entry(key);
+        if self.names_forgotten() == mark {
+            entry.or_insert(user);
+        }
+    }
+
+    /// Forgets a deleted account's name (once the deletion committed).
+    pub(crate) fn forget_user(&self, key: &str) {
+        self.names_forgotten.fetch_add(1, Ordering::SeqCst);
+        self.users.remove(key);
+    }
 }
 
 /// What a write needs from the rest of the system, during and after its transaction.
@@ -549,6 +578,32 @@ impl PersistenceActor {
             ctx.set_mailbox_capacity(0);
             self
         })
+    }
+}
+
+#[cfg(test)]
+mod directory_tests {
+    use super::*;
+
+    #[test]
+    fn a_name_read_while_an_account_was_deleted_is_not_cached() {
+        let directory = Directory::default();
+        let alice = UserRef {
+            id: 1,
+            username: "alice".into(),
+        };
+        let mark = directory.names_forgotten();
+        // Some account is deleted while alice's row is being read: the read
+        // may have seen the deleted account, so it is not cached.
+        directory.forget_user("bob");
+        directory.remember_user("alice".into(), alice.clone(), mark);
+        assert!(directory.users.get("alice").is_none());
+
+        let mark = directory.names_forgotten();
+        directory.remember_user("alice".into(), alice, mark);
+        assert_eq!(directory.users.get("alice").map(|user| user.id), Some(1));
+        directory.forget_user("alice");
+        assert!(directory.users.get("alice").is_none());
     }
 }
 
