@@ -7,6 +7,8 @@
 //!   while sockets stay open, and the server recovers by itself.
 //! - A client too slow to read is closed with 1008 and costs bounded memory.
 //! - A client that stops answering pings is closed; one that answers stays.
+//! - After a restart, a name the server learns from a read is forgotten when
+//!   its account is deleted.
 //!
 //! The process-level tests run the real `parley` binary as a child process
 //! (`CARGO_BIN_EXE_parley`), learn its port from its JSON log line
