@@ -143,16 +143,6 @@ async fn wait_closed(ws: &mut WsStream, what: &str) -> Option<u16> {
     }
 }
 
-async fn delete_account(app: &TestApp, token: &str, password: &str) -> reqwest::Response {
-    app.client
-        .delete(app.url("/auth/account"))
-        .bearer_auth(token)
-        .json(&json!({ "password": password }))
-        .send()
-        .await
-        .expect("the request reaches the server")
-}
-
 api_test!(
     a_deleted_accounts_tokens_are_401_and_its_sockets_close,
     |app| async move {
@@ -165,13 +155,13 @@ api_test!(
 
         // The wrong password deletes nothing.
         assert_error(
-            delete_account(&app, &alice.token, "not the password").await,
+            app.delete_account(&alice.token, "not the password").await,
             403,
         )
         .await;
         json_ok(app.list_devices(&alice.token).await).await;
 
-        let response = delete_account(&app, &alice.token, &alice.password).await;
+        let response = app.delete_account(&alice.token, &alice.password).await;
         assert_eq!(response.status().as_u16(), 204);
         for (ws, what) in [
             (&mut first, "the socket of the deleting token"),

@@ -725,14 +725,7 @@ async fn a_name_learned_after_a_restart_is_forgotten_when_its_account_is_deleted
         200,
         "bob is found after the restart"
     );
-    let deleted = app
-        .client
-        .delete(app.url("/auth/account"))
-        .bearer_auth(&bob.token)
-        .json(&json!({ "password": bob.password }))
-        .send()
-        .await
-        .expect("the request reaches the server");
+    let deleted = app.delete_account(&bob.token, &bob.password).await;
     assert_eq!(deleted.status().as_u16(), 204, "bob deletes his account");
 
     assert_error(app.private_history(&alice.token, "bob", "").await, 404).await;

@@ -451,6 +451,15 @@ impl TestApp {
             .await
     }
 
+    /// DELETE /auth/account, confirmed with `password`.
+    pub async fn delete_account(&self, token: &str, password: &str) -> Response {
+        self.send(
+            authorized(self.client.delete(self.url("/auth/account")), token)
+                .json(&json!({ "password": password })),
+        )
+        .await
+    }
+
     /// PATCH `body` as JSON to `path`.
     pub async fn patch_json(&self, path: &str, token: &str, body: &Value) -> Response {
         self.send(authorized(self.client.patch(self.url(path)), token).json(body))
