@@ -38,8 +38,8 @@ pub const MAX_BATCH: usize = 1024;
 #[derive(Default)]
 pub struct Directory {
     /// Lower-cased username → user (users are never renamed; deleted
-    /// accounts are removed).
-    pub users: DashMap<String, UserRef>,
+    /// accounts are removed, only through `forget_user`).
+    pub(crate) users: DashMap<String, UserRef>,
     /// How many names were removed from `users`: a name read from the
     /// database is cached only if none was removed while it was read, as
     /// the read may predate that account's deletion.
