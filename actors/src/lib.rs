@@ -22,6 +22,9 @@ pub mod session;
 pub mod store;
 pub mod validate;
 
+#[cfg(test)]
+pub(crate) mod test_support;
+
 use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Duration;

@@ -122,11 +122,16 @@ pub enum Target {
 /// failed): to a caller awaiting it ([`Reply::channel`]), or straight into
 /// an actor's mailbox ([`Reply::new`]) so that a session sending many
 /// messages keeps no future alive per message in flight.
-pub struct Reply<T>(Box<dyn FnOnce(ChatResult<T>) + Send>);
+///
+/// Every write is answered exactly once. A reply dropped unanswered (its
+/// message was still queued for an actor that stopped, or its batch
+/// panicked) answers with a 500 as it goes, so no socket waits forever for
+/// the ack of a `client_id`.
+pub struct Reply<T>(Option<Box<dyn FnOnce(ChatResult<T>) + Send>>);
 
 impl<T: Send + 'static> Reply<T> {
     pub fn new(deliver: impl FnOnce(ChatResult<T>) + Send + 'static) -> Self {
-        Reply(Box::new(deliver))
+        Reply(Some(Box::new(deliver)))
     }
 
     /// A reply and the future that resolves to it.
@@ -136,16 +141,27 @@ impl<T: Send + 'static> Reply<T> {
             // The asker may have gone away (a closed request); nothing to do then.
             let _ = sender.send(result);
         });
-        let outcome = async move {
-            receiver
-                .await
-                .unwrap_or_else(|_| Err(ChatError::internal_msg("a write was dropped unanswered")))
-        };
+        let outcome = async move { receiver.await.unwrap_or_else(|_| Err(dropped_unanswered())) };
         (reply, outcome)
     }
 
-    pub fn send(self, result: ChatResult<T>) {
-        (self.0)(result)
+    pub fn send(mut self, result: ChatResult<T>) {
+        if let Some(deliver) = self.0.take() {
+            deliver(result)
+        }
+    }
+}
+
+fn dropped_unanswered() -> ChatError {
+    ChatError::internal_msg("a write was dropped unanswered")
+}
+
+impl<T> Drop for Reply<T> {
+    fn drop(&mut self) {
+        if let Some(deliver) = self.0.take() {
+            tracing::error!("a write was dropped unanswered; answering it with an error");
+            deliver(Err(dropped_unanswered()))
+        }
     }
 }
 
@@ -609,7 +625,8 @@ mod directory_tests {
 
 #[cfg(test)]
 mod tests {
-    //! A panic inside a write batch must not take the writer down. The panic
+    //! A panic inside a write batch must not take the writer down, nor leave
+    //! the batch's other writes unanswered. The panic
     //! comes from the batch's own code path with no test hook: a write's
     //! [`Reply`] runs inside the batch (after COMMIT), so a reply that panics
     //! is a panic in the batch.
@@ -618,7 +635,7 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
-    use crate::{Chat, ChatSettings};
+    use crate::test_support::{create_user, fresh_chat};
 
     /// Collects formatted log lines.
     #[derive(Clone, Default)]
@@ -662,36 +679,32 @@ mod tests {
         // The actors run on this thread (the test's actix system).
         let _guard = tracing::subscriber::set_default(subscriber);
 
-        let (dir, url) = crate::store::fresh_test_database("panic-test");
-        let chat = Chat::start(&url, ChatSettings::default())
-            .await
-            .expect("start on a fresh SQLite file");
-        let mut users = Vec::new();
-        for name in ["alice", "bob"] {
-            let user = chat
-                .persistence
-                .send(CreateUser {
-                    username: name.into(),
-                    email: format!("{name}@example.com"),
-                    password_hash: "not a real hash".into(),
-                })
-                .await
-                .expect("the writer answers")
-                .expect("the user is created");
-            users.push(UserRef {
-                id: user.id,
-                username: user.username.as_str().into(),
-            });
-        }
+        let (chat, dir) = fresh_chat("panic-test").await;
+        let users = [
+            create_user(&chat, "alice").await,
+            create_user(&chat, "bob").await,
+        ];
         let alice = &users[0];
 
         let _ = std::io::stderr().write_all(b"(the panic below is the test's own)\n");
+        // The first write keeps the writer busy, so the next two are queued
+        // and committed together: the panicking reply, then a socket's.
+        let (first, _) = Reply::channel();
+        chat.persistence.do_send(store(alice, "first", first));
         chat.persistence.do_send(store(
             alice,
             "panics",
             Reply::new(|_| panic!("a reply that panics inside the batch")),
         ));
-        // Returns once that batch is over, whichever way it ended.
+        let (socket_reply, socket_outcome) = oneshot::channel();
+        chat.persistence.do_send(store(
+            alice,
+            "batched with the panic",
+            Reply::new(move |result| {
+                let _ = socket_reply.send(result);
+            }),
+        ));
+        // Returns once those batches are over, whichever way they ended.
         chat.persistence
             .send(Flush)
             .await
@@ -700,6 +713,13 @@ mod tests {
         assert!(
             logs.contains("a write batch panicked"),
             "the panic should be logged; logs:\n{logs}"
+        );
+        let answer = socket_outcome
+            .await
+            .expect("a write in the panicked batch is answered, not dropped");
+        assert!(
+            matches!(answer, Err(ChatError::Internal(_))),
+            "it is answered with a 500, got {answer:?}"
         );
 
         let (reply, outcome) = Reply::channel();
