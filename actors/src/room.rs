@@ -374,12 +374,14 @@ impl Handler<Remove> for RoomActor {
                     room.members.remove(&msg.user);
                     if room.members.is_empty() {
                         // The last member left: the group is gone (404 from
-                        // now on, as a fresh lookup finds no members).
+                        // now on, as a fresh lookup finds no members). Posts
+                        // already queued here still get their 403 before the
+                        // room stops: a stopping actor drops its mailbox.
                         let me = ctx.address();
                         room.chat
                             .rooms
                             .remove_if(&room.group_id, |_, addr| *addr == me);
-                        ctx.stop();
+                        ctx.run_later(STOP_GRACE, |_, ctx| ctx.stop());
                     }
                     Ok(())
                 }),
@@ -500,5 +502,62 @@ impl RoomActor {
             ctx.set_mailbox_capacity(0);
             self
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::persistence::CreateGroup;
+    use crate::test_support::{create_user, fresh_chat};
+
+    #[actix::test]
+    async fn a_post_queued_behind_the_last_member_leaving_is_refused_not_dropped() {
+        let (chat, dir) = fresh_chat("room-last-leave").await;
+        let alice = create_user(&chat, "alice").await;
+        let group = chat
+            .persistence
+            .send(CreateGroup {
+                creator: alice.clone(),
+                name: "solo".into(),
+                description: String::new(),
+            })
+            .await
+            .expect("the writer answers")
+            .expect("the group is created");
+        let room = chat.room(group.id).await.expect("the room starts");
+
+        // Both are queued before the room runs: the leave first, the post
+        // behind it while the leave waits for its commit.
+        let leave = room.send(Remove {
+            by: alice.id,
+            user: alice.id,
+        });
+        let (reply, outcome) = Reply::channel();
+        room.do_send(PostMessage {
+            accepted_at: Instant::now(),
+            sender: alice.clone(),
+            content: "posted while leaving".into(),
+            message_type: "text".into(),
+            content_type: "text/plain".into(),
+            client_id: Some("c1".into()),
+            origin: None,
+            reply,
+        });
+        leave
+            .await
+            .expect("the room answers")
+            .expect("the last member may leave");
+        let answer = outcome.await;
+        assert!(
+            matches!(answer, Err(ChatError::Forbidden(_))),
+            "the post is refused as from a non-member, got {answer:?}"
+        );
+        assert!(
+            matches!(chat.room(group.id).await, Err(ChatError::NotFound(_))),
+            "the group is gone"
+        );
+        drop(chat);
+        let _ = std::fs::remove_dir_all(dir);
     }
 }
