@@ -481,7 +481,10 @@ impl SessionActor {
     /// Replays what the user may see above `since`, then `synced`. The socket
     /// reads nothing else until the replay is written (the actor waits), so
     /// messages committed meanwhile queue up and are then skipped if the
-    /// replay already had them: nothing is lost and nothing doubled.
+    /// replay already had them: nothing is lost, and nothing pushed during
+    /// the replay is doubled. One pushed before the `sync` arrived is above
+    /// `since` too and is replayed as the contract says; clients drop ids
+    /// they already have.
     fn on_sync(&mut self, since: i64, ctx: &mut ws::WebsocketContext<Self>) {
         let store = self.chat.store.clone();
         let user = self.user.id;
