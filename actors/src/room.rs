@@ -194,6 +194,18 @@ impl RoomActor {
         }
     }
 
+    /// Leaves the registry at once, so later lookups start afresh, and
+    /// stops after [`STOP_GRACE`]: a stopping actor drops its mailbox, and
+    /// requests already queued here (a post behind the last member's leave,
+    /// say) still get their answer.
+    fn retire(&self, ctx: &mut Context<Self>) {
+        let me = ctx.address();
+        self.chat
+            .rooms
+            .remove_if(&self.group_id, |_, addr| *addr == me);
+        ctx.run_later(STOP_GRACE, |_, ctx| ctx.stop());
+    }
+
     fn touch(&mut self) {
         self.last_active = Instant::now();
     }
@@ -244,11 +256,7 @@ impl Actor for RoomActor {
             if room.last_active.elapsed() < room.chat.settings.room_idle {
                 return;
             }
-            let me = ctx.address();
-            room.chat
-                .rooms
-                .remove_if(&room.group_id, |_, addr| *addr == me);
-            ctx.run_later(STOP_GRACE, |_, ctx| ctx.stop());
+            room.retire(ctx);
         });
     }
 }
@@ -374,14 +382,8 @@ impl Handler<Remove> for RoomActor {
                     room.members.remove(&msg.user);
                     if room.members.is_empty() {
                         // The last member left: the group is gone (404 from
-                        // now on, as a fresh lookup finds no members). Posts
-                        // already queued here still get their 403 before the
-                        // room stops: a stopping actor drops its mailbox.
-                        let me = ctx.address();
-                        room.chat
-                            .rooms
-                            .remove_if(&room.group_id, |_, addr| *addr == me);
-                        ctx.run_later(STOP_GRACE, |_, ctx| ctx.stop());
+                        // now on, as a fresh lookup finds no members).
+                        room.retire(ctx);
                     }
                     Ok(())
                 }),
