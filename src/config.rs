@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
+use parley_actors::cluster::EngineUrl;
 use parley_actors::limits::Rate;
 use parley_actors::store::Durability;
 use parley_actors::ChatSettings;
@@ -89,6 +90,12 @@ pub struct Config {
     /// A WebSocket silent (no frame, ping or pong) for this long is closed.
     #[arg(long, env = "PARLEY_CLIENT_TIMEOUT", default_value = "45s", value_parser = parse_duration)]
     pub client_timeout: Duration,
+
+    /// Run as one node of a cluster: the pub/sub engine every node shares
+    /// (`redis://HOST:PORT` or `nats://HOST:PORT`). Needs a Postgres
+    /// database, the same for every node. Unset: a single node.
+    #[arg(long, env = "PARLEY_CLUSTER", value_parser = EngineUrl::parse)]
+    pub cluster: Option<EngineUrl>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -145,6 +152,7 @@ impl Config {
             },
             message_rate: (self.rate_limits == Switch::On)
                 .then(|| Rate::per_second(self.message_rate, self.message_burst)),
+            cluster: self.cluster.clone(),
             ..ChatSettings::default()
         }
     }

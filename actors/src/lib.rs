@@ -7,8 +7,11 @@
 //! - [`room::RoomActor`]: one per active group; membership and fan-out.
 //! - [`devices::DeviceRegistry`]: device records and which are connected.
 //! - [`persistence::PersistenceActor`]: the only writer; group commit.
-//! - [`hub::Hub`]: user → open sockets; every push goes through it.
+//! - [`hub::Hub`]: user → this node's open sockets.
+//! - [`cluster::Broker`]: the delivery seam every push goes through: straight
+//!   into the hub on a single node, through Redis or NATS in a cluster.
 
+pub mod cluster;
 pub mod devices;
 pub mod error;
 pub mod hub;
@@ -34,6 +37,7 @@ use dashmap::DashMap;
 
 pub use error::{ChatError, ChatResult};
 
+use cluster::{Broker, LocalBroker};
 use devices::DeviceRegistry;
 use hub::Hub;
 use model::{Timestamp, UserRef};
@@ -79,6 +83,9 @@ pub struct ChatSettings {
     pub durability: store::Durability,
     /// Message sends per user (REST and socket together); `None` = unlimited.
     pub message_rate: Option<limits::Rate>,
+    /// The engine shared with the other nodes of a cluster; `None` = a
+    /// single node.
+    pub cluster: Option<cluster::EngineUrl>,
 }
 
 /// Frames that may wait for one socket before it counts as a slow consumer.
@@ -98,6 +105,7 @@ impl Default for ChatSettings {
             room_idle: Duration::from_secs(300),
             durability: store::Durability::Full,
             message_rate: Some(limits::Rate::per_second(20.0, 50.0)),
+            cluster: None,
         }
     }
 }
@@ -112,6 +120,8 @@ pub struct ChatInner {
     /// Read access to the database (writes go through `persistence`).
     pub store: Store,
     pub hub: Arc<Hub>,
+    /// Where every push goes (this node's hub, or the cluster's engine).
+    pub broker: Arc<dyn Broker>,
     pub directory: Arc<Directory>,
     pub metrics: Arc<metrics::Metrics>,
     pub persistence: Addr<PersistenceActor>,
@@ -137,8 +147,19 @@ impl Chat {
     /// Connects the database (running migrations) and starts the long-lived
     /// actors on the current actix arbiter.
     pub async fn start(database_url: &str, settings: ChatSettings) -> ChatResult<Chat> {
+        if settings.cluster.is_some() {
+            cluster::relay::check_database(database_url)?;
+        }
         let store = Store::connect(database_url, settings.durability).await?;
         let hub = Arc::new(Hub::new());
+        let (broker, listener): (Arc<dyn Broker>, _) = match &settings.cluster {
+            Some(url) => {
+                let (broker, listener) =
+                    cluster::relay::ClusterBroker::connect(url, hub.clone()).await?;
+                (broker, Some(listener))
+            }
+            None => (Arc::new(LocalBroker::new(hub.clone())), None),
+        };
         let directory = Arc::new(Directory::default());
         let now_secs = Timestamp::now().0 / 1000;
         for (jti, expires_at) in store.revoked_tokens(now_secs).await? {
@@ -146,7 +167,7 @@ impl Chat {
         }
         let metrics = Arc::new(metrics::Metrics::new());
         let persistence =
-            PersistenceActor::new(&store, hub.clone(), directory.clone(), metrics.clone())
+            PersistenceActor::new(&store, broker.clone(), directory.clone(), metrics.clone())
                 .start_unbounded();
         let devices = DeviceRegistry::new(store.clone(), persistence.clone()).start();
         if store.needs_checkpoints() {
@@ -169,6 +190,7 @@ impl Chat {
             inner: Arc::new(ChatInner {
                 store,
                 hub,
+                broker,
                 directory,
                 metrics,
                 persistence,
@@ -179,6 +201,9 @@ impl Chat {
                 settings,
             }),
         };
+        if let Some(listener) = listener {
+            listener.run(chat.clone());
+        }
         let sweeper = chat.clone();
         actix::spawn(async move {
             let mut every = tokio::time::interval(LIMITER_SWEEP_INTERVAL);
@@ -271,20 +296,24 @@ impl Chat {
         opened_at: std::time::Instant,
         socket: Addr<session::SessionActor>,
     ) {
+        let clustered = self.broker.is_clustered();
         if first {
             self.touch(&user);
+            self.broker.presence_here(&user, Presence::Online);
         }
         let chat = self.clone();
         actix::spawn(async move {
             let Some(contacts) = chat.contacts(&user).await else {
                 return;
             };
-            if first && chat.hub.mark_announced(user.id) {
+            // A cluster announces once it knows the user was offline on
+            // every node (see `cluster::relay`).
+            if first && !clustered && chat.hub.mark_announced(user.id) {
                 chat.announce(&user, Presence::Online, &contacts);
             }
             let now = Timestamp::now();
             let online_before = |contact: &&UserRef| {
-                chat.hub
+                chat.broker
                     .announced_online_at(contact.id)
                     .is_some_and(|announced| announced < opened_at)
             };
@@ -303,13 +332,22 @@ impl Chat {
     /// `offline`, unless the user came back meanwhile.
     pub(crate) fn last_socket_closed(&self, user: UserRef) {
         self.touch(&user);
+        self.broker.presence_here(&user, Presence::Offline);
+        if !self.broker.is_clustered() {
+            self.announce_later(user, Presence::Offline);
+        }
+    }
+
+    /// Tells the user's online contacts, once they are read, that the user
+    /// is now online or offline, unless that changed again meanwhile.
+    pub(crate) fn announce_later(&self, user: UserRef, presence: Presence) {
         let chat = self.clone();
         actix::spawn(async move {
             let Some(contacts) = chat.contacts(&user).await else {
                 return;
             };
-            if !chat.hub.is_online(user.id) {
-                chat.announce(&user, Presence::Offline, &contacts);
+            if chat.broker.is_online(user.id) == (presence == Presence::Online) {
+                chat.announce(&user, presence, &contacts);
             }
         });
     }
@@ -341,7 +379,9 @@ impl Chat {
             status: presence,
             timestamp: Timestamp::now(),
         });
-        self.hub.push_to_all(contacts.iter().map(|c| c.id), &frame);
+        let contacts: Vec<i64> = contacts.iter().map(|contact| contact.id).collect();
+        self.broker
+            .deliver(&contacts, &session::Push::event(frame), None);
     }
 }
 

@@ -86,6 +86,9 @@ pub struct RoomActor {
     group_id: i64,
     /// user id → member; the live member set every check and fan-out uses.
     members: HashMap<i64, Member>,
+    /// The keys of `members`, shared with each post (a cluster's writer
+    /// delivers to them); rebuilt when the members change.
+    member_ids: Arc<[i64]>,
     chat: Chat,
     last_active: Instant,
 }
@@ -160,6 +163,11 @@ pub struct Typing {
     pub sender: UserRef,
 }
 
+/// Another node changed the group's members or roles: read them again.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Reload;
+
 /// A committed group message to push to every member's sockets; sent by the
 /// persistence actor in id order.
 #[derive(Message)]
@@ -175,7 +183,19 @@ pub struct FanOut {
 
 impl RoomActor {
     fn new(group_id: i64, rows: Vec<MemberRow>, chat: Chat) -> Self {
-        let members = rows
+        let mut room = RoomActor {
+            group_id,
+            members: HashMap::new(),
+            member_ids: Arc::from([]),
+            chat,
+            last_active: Instant::now(),
+        };
+        room.set_members(rows);
+        room
+    }
+
+    fn set_members(&mut self, rows: Vec<MemberRow>) {
+        self.members = rows
             .into_iter()
             .map(|row| {
                 let member = Member {
@@ -186,12 +206,11 @@ impl RoomActor {
                 (row.user_id, member)
             })
             .collect();
-        RoomActor {
-            group_id,
-            members,
-            chat,
-            last_active: Instant::now(),
-        }
+        self.members_changed();
+    }
+
+    fn members_changed(&mut self) {
+        self.member_ids = self.members.keys().copied().collect();
     }
 
     /// Leaves the registry at once, so later lookups start afresh, and
@@ -279,12 +298,12 @@ impl Handler<PostMessage> for RoomActor {
             msg.reply.send(Err(error));
             return;
         }
-        let hub = &self.chat.hub;
+        let broker = &self.chat.broker;
         let sender = msg.sender.id;
         let anyone_online = self
             .members
             .keys()
-            .any(|&user| user != sender && hub.is_online(user));
+            .any(|&user| user != sender && broker.is_online(user));
         // Queued now, in the order posts reach the room.
         self.chat.persistence.do_send(StoreMessage {
             message: NewMessage {
@@ -293,6 +312,7 @@ impl Handler<PostMessage> for RoomActor {
                 to: Target::Group {
                     group_id: self.group_id,
                     room: ctx.address(),
+                    members: self.member_ids.clone(),
                     anyone_online,
                 },
                 content: msg.content,
@@ -357,6 +377,7 @@ impl Handler<Add> for RoomActor {
                     };
                     let view = member.view();
                     room.members.insert(msg.user.id, member);
+                    room.members_changed();
                     Ok(view)
                 }),
         ))
@@ -380,6 +401,7 @@ impl Handler<Remove> for RoomActor {
                 .map(move |removed, room, ctx| {
                     removed?;
                     room.members.remove(&msg.user);
+                    room.members_changed();
                     if room.members.is_empty() {
                         // The last member left: the group is gone (404 from
                         // now on, as a fresh lookup finds no members).
@@ -445,10 +467,39 @@ impl Handler<Typing> for RoomActor {
             recipient: None,
             group_id: Some(self.group_id),
         }));
-        for &user in self.members.keys().filter(|&&user| user != msg.sender.id) {
-            self.chat.hub.push(user, &push, None);
-        }
+        let others: Vec<i64> = self
+            .members
+            .keys()
+            .copied()
+            .filter(|&user| user != msg.sender.id)
+            .collect();
+        self.chat.broker.deliver(&others, &push, None);
         Ok(())
+    }
+}
+
+/// Reads the members again, before any later message is handled. A group
+/// left with no members is gone, as when its last member leaves here.
+impl Handler<Reload> for RoomActor {
+    type Result = AtomicResponse<Self, ()>;
+
+    fn handle(&mut self, _: Reload, _: &mut Self::Context) -> Self::Result {
+        let store = self.chat.store.clone();
+        let group_id = self.group_id;
+        AtomicResponse::new(Box::pin(
+            async move { store.group_members(group_id).await }
+                .into_actor(self)
+                .map(move |rows, room, ctx| match rows {
+                    Ok(rows) if rows.is_empty() => {
+                        room.set_members(rows);
+                        room.retire(ctx);
+                    }
+                    Ok(rows) => room.set_members(rows),
+                    // Members stay as they were; the next lookup after an
+                    // idle stop reads them afresh.
+                    Err(error) => tracing::warn!(error = ?error, group_id, "could not reload a group's members"),
+                }),
+        ))
     }
 }
 

@@ -462,7 +462,8 @@ impl SessionActor {
                         recipient: Some(&recipient.username),
                         group_id: None,
                     });
-                    chat.hub.push(recipient.id, &Push::event(frame), None);
+                    chat.broker
+                        .deliver(&[recipient.id], &Push::event(frame), None);
                     Ok(())
                 }
                 Conversation::Group(group_id) => {

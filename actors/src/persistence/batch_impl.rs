@@ -6,6 +6,7 @@
 use bytestring::ByteString;
 use sqlx::Connection;
 
+use crate::cluster::{Change, CloseCause};
 use crate::error::{ChatError, ChatResult};
 use crate::model::{AccountState, DeliveryStatus, GroupMessage, GroupRecord, PrivateMessage, Timestamp, UserRef};
 use crate::persistence::{Ack, MarkRead, NewMessage, Shared, Stored, Target, Write};
@@ -26,14 +27,20 @@ enum Effect {
         sender: i64,
         origin: Option<crate::hub::SessionId>,
     },
-    DeliverGroup(actix::Addr<crate::room::RoomActor>, FanOut),
+    DeliverGroup {
+        room: actix::Addr<crate::room::RoomActor>,
+        members: std::sync::Arc<[i64]>,
+        fan_out: FanOut,
+    },
     CacheAccount(i64, AccountState),
     Revoke(String, i64),
     /// The account is gone: forget its name.
     ForgetName(UserRef),
     /// Every socket of this user was opened with a token that no longer
     /// works (password changed, account deleted): close them, saying why.
-    CloseSockets(i64, fn() -> crate::session::Disconnect),
+    CloseSockets(i64, CloseCause),
+    /// A group's members or roles changed (other nodes' rooms reload).
+    GroupChanged(i64),
     /// A frame for every socket of these users.
     Push {
         users: smallvec::SmallVec<[i64; 2]>,
@@ -114,26 +121,34 @@ fn finish(writes: Vec<Write>, effects: Vec<Effect>, shared: &Shared) {
                 origin,
             } => {
                 shared.metrics.accepted(MessageKind::Private);
-                shared.hub.push(recipient, &push, None);
-                shared.hub.push(sender, &push, origin);
+                shared.broker.deliver(&[recipient, sender], &push, origin);
             }
-            Effect::DeliverGroup(room, fan_out) => {
+            Effect::DeliverGroup { room, members, fan_out } => {
                 shared.metrics.accepted(MessageKind::Group);
-                room.do_send(fan_out);
+                if shared.broker.is_clustered() {
+                    shared.broker.deliver(&members, &fan_out.push, fan_out.origin);
+                } else {
+                    room.do_send(fan_out);
+                }
             }
-            Effect::Push { users, frame } => shared.hub.push_to_all(users, &frame),
+            Effect::Push { users, frame } => {
+                shared.broker.deliver(&users, &crate::session::Push::event(frame), None)
+            }
             Effect::CacheAccount(user, state) => {
                 shared.directory.accounts.insert(user, state);
+                shared.broker.share(Change::Account(user, state));
             }
             Effect::Revoke(jti, expires_at) => {
-                shared.directory.revoked_tokens.insert(jti, expires_at);
+                shared.directory.revoked_tokens.insert(jti.clone(), expires_at);
+                shared.broker.share(Change::Revoked { jti, expires_at });
             }
             Effect::ForgetName(user) => {
-                shared
-                    .directory
-                    .forget_user(&crate::validate::lookup_key(&user.username));
+                let key = crate::validate::lookup_key(&user.username);
+                shared.directory.forget_user(&key);
+                shared.broker.share(Change::ForgetName(key));
             }
-            Effect::CloseSockets(user, reason) => shared.hub.close_user(user, reason),
+            Effect::CloseSockets(user, cause) => shared.broker.close_user(user, cause),
+            Effect::GroupChanged(group_id) => shared.broker.share(Change::Group(group_id)),
         }
     }
     for write in writes {
@@ -201,6 +216,9 @@ async fn apply(
         Write::AddMember(p) => {
             let m = &p.msg;
             let added = q::insert_member(conn, m.group_id, m.user.id, m.role.as_str(), now).await?;
+            if added {
+                effects.push(Effect::GroupChanged(m.group_id));
+            }
             p.result = Some(if added {
                 Ok(now)
             } else {
@@ -209,6 +227,9 @@ async fn apply(
         }
         Write::RemoveMember(p) => {
             let removed = q::delete_member(conn, p.msg.group_id, p.msg.user).await?;
+            if removed {
+                effects.push(Effect::GroupChanged(p.msg.group_id));
+            }
             p.result = Some(if removed {
                 Ok(())
             } else {
@@ -219,6 +240,7 @@ async fn apply(
             for (user, role) in &p.msg.changes {
                 q::update_role(conn, role.as_str(), p.msg.group_id, *user).await?;
             }
+            effects.push(Effect::GroupChanged(p.msg.group_id));
             p.result = Some(Ok(()));
         }
         Write::MarkDelivered(p) => {
@@ -256,7 +278,7 @@ async fn apply(
             effects.push(Effect::CacheAccount(user, state));
             effects.push(Effect::CloseSockets(
                 user,
-                crate::session::Disconnect::password_changed,
+                CloseCause::PasswordChanged,
             ));
             p.result = Some(Ok(token_generation));
         }
@@ -271,7 +293,7 @@ async fn apply(
                 effects.push(Effect::ForgetName(user.clone()));
                 effects.push(Effect::CloseSockets(
                     user.id,
-                    crate::session::Disconnect::account_deleted,
+                    CloseCause::AccountDeleted,
                 ));
             }
             p.result = Some(Ok(()));
@@ -343,6 +365,7 @@ enum Resolved {
     Group {
         group_id: i64,
         room: actix::Addr<crate::room::RoomActor>,
+        members: std::sync::Arc<[i64]>,
         status: DeliveryStatus,
     },
 }
@@ -414,11 +437,13 @@ async fn resolve(
         Target::Group {
             group_id,
             room,
+            members,
             anyone_online,
         } => {
             return Ok(Ok(Resolved::Group {
                 group_id: *group_id,
                 room: room.clone(),
+                members: members.clone(),
                 status: if *anyone_online {
                     DeliveryStatus::Delivered
                 } else {
@@ -459,7 +484,7 @@ async fn resolve(
             id
         }
     };
-    let status = if shared.hub.is_online(recipient.id) {
+    let status = if shared.broker.is_online(recipient.id) {
         DeliveryStatus::Delivered
     } else {
         DeliveryStatus::Sent
@@ -537,6 +562,7 @@ fn stored(
         Resolved::Group {
             group_id,
             room,
+            members,
             status,
         } => {
             let message = GroupMessage {
@@ -548,9 +574,10 @@ fn stored(
                 content_type: m.content_type.clone(),
                 timestamp: now,
             };
-            effects.push(Effect::DeliverGroup(
+            effects.push(Effect::DeliverGroup {
                 room,
-                FanOut {
+                members,
+                fan_out: FanOut {
                     push: Push::message(
                         PushedMessage {
                             id,
@@ -561,7 +588,7 @@ fn stored(
                     ),
                     origin: m.origin,
                 },
-            ));
+            });
             Stored::Group(message, status)
         }
     }

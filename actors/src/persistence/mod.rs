@@ -19,8 +19,9 @@ use dashmap::DashMap;
 use futures_util::FutureExt;
 use tokio::sync::oneshot;
 
+use crate::cluster::Broker;
 use crate::error::{ChatError, ChatResult};
-use crate::hub::{Hub, SessionId};
+use crate::hub::SessionId;
 use crate::metrics::Metrics;
 use crate::model::{
     AccountState, DeliveryStatus, DeviceRecord, FileRecord, GroupMessage, GroupRecord,
@@ -78,7 +79,7 @@ impl Directory {
 
 /// What a write needs from the rest of the system, during and after its transaction.
 pub(crate) struct Shared {
-    pub hub: Arc<Hub>,
+    pub broker: Arc<dyn Broker>,
     pub directory: Arc<Directory>,
     pub metrics: Arc<Metrics>,
 }
@@ -113,6 +114,9 @@ pub enum Target {
     Group {
         group_id: i64,
         room: Addr<RoomActor>,
+        /// The members when the room accepted it: a cluster delivers to them
+        /// from the writer (on one node the room fans out).
+        members: Arc<[i64]>,
         /// Whether another member had a socket open when the room accepted it.
         anyone_online: bool,
     },
@@ -511,14 +515,14 @@ impl Handler<Flush> for PersistenceActor {
 impl PersistenceActor {
     pub fn new(
         store: &Store,
-        hub: Arc<Hub>,
+        broker: Arc<dyn Broker>,
         directory: Arc<Directory>,
         metrics: Arc<Metrics>,
     ) -> Self {
         PersistenceActor {
             pool: store.write.clone(),
             shared: Arc::new(Shared {
-                hub,
+                broker,
                 directory,
                 metrics,
             }),
@@ -559,6 +563,18 @@ impl PersistenceActor {
             let run = async {
                 match pool {
                     Pool::Sqlite(pool) => batch::sqlite::run(&pool, writes, &shared).await,
+                    Pool::Postgres(pool) if shared.broker.is_clustered() => {
+                        // Other nodes commit too: one commit at a time in the
+                        // cluster, each with its pushes on the engine before
+                        // the next, so every socket gets a conversation's
+                        // messages in id order whichever node stored them.
+                        let locked = cluster_lock(&pool).await;
+                        batch::postgres::run(&pool, writes, &shared).await;
+                        shared.broker.flush().await;
+                        if locked {
+                            cluster_unlock(&pool).await;
+                        }
+                    }
                     Pool::Postgres(pool) => batch::postgres::run(&pool, writes, &shared).await,
                 }
             };
@@ -583,6 +599,37 @@ impl PersistenceActor {
 
 impl Actor for PersistenceActor {
     type Context = Context<Self>;
+}
+
+/// The Postgres advisory lock the writers of a cluster take in turn.
+const CLUSTER_COMMIT_LOCK: i64 = 0x7061_726c_6579;
+
+/// Takes the cluster's commit lock on the writer's one connection (a
+/// session lock: it outlives the transaction, until the pushes are out).
+/// False if the database cannot be reached; the batch then fails as usual.
+async fn cluster_lock(pool: &sqlx::PgPool) -> bool {
+    let locked = sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(CLUSTER_COMMIT_LOCK)
+        .execute(pool)
+        .await;
+    match locked {
+        Ok(_) => true,
+        Err(error) => {
+            tracing::warn!(%error, "could not take the cluster's commit lock");
+            false
+        }
+    }
+}
+
+/// Releases every hold this connection has on the lock. If this fails the
+/// connection is broken, and Postgres releases the lock with it.
+async fn cluster_unlock(pool: &sqlx::PgPool) {
+    if let Err(error) = sqlx::query("SELECT pg_advisory_unlock_all()")
+        .execute(pool)
+        .await
+    {
+        tracing::warn!(%error, "could not release the cluster's commit lock");
+    }
 }
 
 impl PersistenceActor {

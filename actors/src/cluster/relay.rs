@@ -1,0 +1,574 @@
+//! The cluster broker: every node publishes what it delivers, closes and
+//! changes to one subject on the engine, and applies what it hears there, its
+//! own events included. Pushes reach this node's sockets only on their way
+//! back from the engine, so every node applies them in the engine's one
+//! order (the writer keeps commits of different nodes in id order; see
+//! `persistence`). Presence is a view every node keeps from the events:
+//! which nodes hold a socket of each user, and which nodes are alive
+//! (heartbeats); a node silent for the client timeout is dropped with its
+//! users. Started by [`crate::Chat::start`] with `--cluster`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use futures_util::future::BoxFuture;
+use smallvec::SmallVec;
+use tokio::sync::{mpsc, oneshot};
+
+use super::wire::{self, Envelope, Event, NodeId, WireMessage};
+use super::{Broker, Change, CloseCause, EngineUrl};
+use crate::error::{ChatError, ChatResult};
+use crate::hub::{Hub, SessionId};
+use crate::model::{AccountState, UserRef};
+use crate::protocol::Presence;
+use crate::room::Reload;
+use crate::session::Push;
+use crate::Chat;
+
+/// The longest the writer waits for its pushes to reach the engine before
+/// it lets the next commit go (the engine is then down: pushes are lost and
+/// clients catch up with `sync`).
+const FLUSH_WAIT: Duration = Duration::from_secs(1);
+/// After a failed publish, events are dropped for this long instead of each
+/// batch waiting for a dead engine.
+const PUBLISH_RETRY: Duration = Duration::from_millis(500);
+/// Events published in one round trip at most.
+const PUBLISH_BATCH: usize = 1024;
+/// Users per roster event (well under NATS's default 1 MiB payload).
+const ROSTER_CHUNK: usize = 2000;
+
+/// What an engine hands the listener.
+pub enum Inbound {
+    /// Subscribed (again): the node re-announces itself.
+    Connected,
+    /// The subscription was lost; the engine reconnects by itself.
+    Disconnected,
+    Event(Bytes),
+}
+
+/// A pub/sub engine: one subject, publish in order, hear everything.
+pub trait Engine: Send + Sync + 'static {
+    /// Publishes `events` in order; `Ok` once the engine has taken them all.
+    fn publish<'a>(&'a self, events: &'a [Bytes]) -> BoxFuture<'a, Result<(), String>>;
+
+    /// Hears the subject until the process ends, reconnecting by itself,
+    /// and hands every event (in the engine's order) to `inbox`.
+    fn listen(self: Arc<Self>, inbox: mpsc::UnboundedSender<Inbound>) -> BoxFuture<'static, ()>;
+}
+
+/// The subject (Redis channel, NATS subject) every node of a cluster shares.
+pub const SUBJECT: &str = "parley.events";
+
+enum Outgoing {
+    Event(Bytes),
+    Flush(oneshot::Sender<()>),
+}
+
+/// Where a user is online, as this node has heard.
+struct Seen {
+    username: Arc<str>,
+    nodes: SmallVec<[NodeId; 2]>,
+    /// When this node heard that the user came online (for the snapshot).
+    since: Instant,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Transition {
+    Unchanged,
+    CameOnline,
+    WentOffline,
+}
+
+#[derive(Default)]
+struct PresenceView {
+    users: DashMap<i64, Seen>,
+}
+
+impl PresenceView {
+    fn set(&self, user: i64, username: &str, node: NodeId, online: bool) -> Transition {
+        if online {
+            let mut seen = self.users.entry(user).or_insert_with(|| Seen {
+                username: username.into(),
+                nodes: SmallVec::new(),
+                since: Instant::now(),
+            });
+            let first = seen.nodes.is_empty();
+            if !seen.nodes.contains(&node) {
+                seen.nodes.push(node);
+            }
+            if first {
+                Transition::CameOnline
+            } else {
+                Transition::Unchanged
+            }
+        } else {
+            let removed = self.users.remove_if_mut(&user, |_, seen| {
+                seen.nodes.retain(|held| *held != node);
+                seen.nodes.is_empty()
+            });
+            if removed.is_some() {
+                Transition::WentOffline
+            } else {
+                Transition::Unchanged
+            }
+        }
+    }
+
+    /// Forgets a node; the users it alone held.
+    fn drop_node(&self, node: NodeId) -> Vec<UserRef> {
+        let mut gone = Vec::new();
+        self.users.retain(|&user, seen| {
+            seen.nodes.retain(|held| *held != node);
+            if seen.nodes.is_empty() {
+                gone.push(UserRef {
+                    id: user,
+                    username: seen.username.clone(),
+                });
+                false
+            } else {
+                true
+            }
+        });
+        gone
+    }
+
+    /// The users this view holds on `node`.
+    fn held_by(&self, node: NodeId) -> Vec<UserRef> {
+        self.users
+            .iter()
+            .filter(|seen| seen.nodes.contains(&node))
+            .map(|seen| UserRef {
+                id: *seen.key(),
+                username: seen.username.clone(),
+            })
+            .collect()
+    }
+}
+
+/// Liveness of the other nodes, and of this node's own subscription.
+#[derive(Default)]
+struct Liveness {
+    /// Other node → when it was last heard.
+    nodes: HashMap<NodeId, Instant>,
+    /// Since when the subscription is up; `None` while it is down (nobody
+    /// is declared dead while this node cannot hear).
+    connected_since: Option<Instant>,
+}
+
+pub struct ClusterBroker {
+    me: NodeId,
+    hub: Arc<Hub>,
+    outbox: mpsc::UnboundedSender<Outgoing>,
+    view: PresenceView,
+    /// Users with a socket open on this node, as the sessions report them
+    /// (the view learns them only through the engine).
+    here: DashMap<i64, Arc<str>>,
+    liveness: Mutex<Liveness>,
+}
+
+/// The half of a cluster broker that hears the engine; run it with the chat.
+pub struct Listener {
+    broker: Arc<ClusterBroker>,
+    inbox: mpsc::UnboundedReceiver<Inbound>,
+}
+
+impl ClusterBroker {
+    /// Connects to the engine and starts publishing; events are heard once
+    /// [`Listener::run`] is called.
+    pub async fn connect(
+        url: &EngineUrl,
+        hub: Arc<Hub>,
+    ) -> ChatResult<(Arc<ClusterBroker>, Listener)> {
+        let engine: Arc<dyn Engine> = match url {
+            EngineUrl::Redis(url) => {
+                Arc::new(super::redis_engine::RedisEngine::connect(url).await?)
+            }
+            EngineUrl::Nats(url) => Arc::new(super::nats_engine::NatsEngine::connect(url).await?),
+        };
+        let (outbox, outgoing) = mpsc::unbounded_channel();
+        let (inbound, inbox) = mpsc::unbounded_channel();
+        actix::spawn(publish_loop(engine.clone(), outgoing));
+        actix::spawn(engine.listen(inbound));
+        let broker = Arc::new(ClusterBroker {
+            me: random_node_id(),
+            hub,
+            outbox,
+            view: PresenceView::default(),
+            here: DashMap::new(),
+            liveness: Mutex::new(Liveness::default()),
+        });
+        tracing::info!(node = broker.me, engine = ?url, "joined the cluster");
+        Ok((broker.clone(), Listener { broker, inbox }))
+    }
+
+    fn publish(&self, event: Event, frame: Option<&bytestring::ByteString>) {
+        let bytes = wire::encode(
+            &Envelope {
+                from: self.me,
+                event,
+            },
+            frame,
+        );
+        // The publisher runs as long as the process; a send fails only at exit.
+        let _ = self.outbox.send(Outgoing::Event(bytes));
+    }
+
+    fn publish_roster(&self) {
+        let users: Vec<(i64, String)> = self
+            .here
+            .iter()
+            .map(|entry| (*entry.key(), entry.value().to_string()))
+            .collect();
+        for chunk in users.chunks(ROSTER_CHUNK) {
+            self.publish(
+                Event::Roster {
+                    users: chunk.to_vec(),
+                },
+                None,
+            );
+        }
+    }
+
+    fn heard(&self, node: NodeId) {
+        if node != self.me {
+            let mut liveness = self.liveness.lock().unwrap_or_else(|e| e.into_inner());
+            liveness.nodes.insert(node, Instant::now());
+        }
+    }
+
+    /// Whether this node is the one that announces for dead nodes' users:
+    /// the lowest id among the nodes alive.
+    fn announces_for_the_dead(&self, liveness: &Liveness) -> bool {
+        liveness.nodes.keys().all(|&node| node > self.me)
+    }
+}
+
+impl Broker for ClusterBroker {
+    fn deliver(&self, users: &[i64], push: &Push, origin: Option<SessionId>) {
+        if users.is_empty() {
+            return;
+        }
+        let event = Event::Deliver {
+            users: users.to_vec(),
+            origin,
+            message: push.message.as_ref().map(WireMessage::from_pushed),
+        };
+        self.publish(event, Some(&push.frame));
+    }
+
+    fn close_user(&self, user: i64, cause: CloseCause) {
+        self.hub.close_user(user, cause.disconnect());
+        self.publish(Event::Close { user, cause }, None);
+    }
+
+    fn share(&self, change: Change) {
+        let event = match change {
+            Change::Account(user, state) => Event::Account {
+                user,
+                token_generation: state.token_generation,
+                deleted: state.deleted,
+            },
+            Change::Revoked { jti, expires_at } => Event::Revoked { jti, expires_at },
+            Change::ForgetName(key) => Event::ForgetName { key },
+            Change::Group(group_id) => Event::Group { group_id },
+        };
+        self.publish(event, None);
+    }
+
+    fn presence_here(&self, user: &UserRef, presence: Presence) {
+        let online = presence == Presence::Online;
+        if online {
+            self.here.insert(user.id, user.username.clone());
+        } else {
+            self.here.remove(&user.id);
+        }
+        let event = Event::Presence {
+            user: user.id,
+            username: user.username.to_string(),
+            online,
+        };
+        self.publish(event, None);
+    }
+
+    fn is_online(&self, user: i64) -> bool {
+        self.view.users.contains_key(&user) || self.hub.is_online(user)
+    }
+
+    fn announced_online_at(&self, user: i64) -> Option<Instant> {
+        self.view.users.get(&user).map(|seen| seen.since)
+    }
+
+    fn is_clustered(&self) -> bool {
+        true
+    }
+
+    fn flush(&self) -> BoxFuture<'static, ()> {
+        let (done, flushed) = oneshot::channel();
+        let _ = self.outbox.send(Outgoing::Flush(done));
+        Box::pin(async move {
+            let _ = tokio::time::timeout(FLUSH_WAIT, flushed).await;
+        })
+    }
+}
+
+impl Listener {
+    /// Applies what the engine says, and beats the heart, for as long as the
+    /// process runs.
+    pub fn run(self, chat: Chat) {
+        let Listener { broker, mut inbox } = self;
+        let heart = broker.clone();
+        let beat_chat = chat.clone();
+        actix::spawn(async move {
+            while let Some(inbound) = inbox.recv().await {
+                apply(&broker, &chat, inbound);
+            }
+        });
+        actix::spawn(async move {
+            let mut every = tokio::time::interval(beat_chat.settings.heartbeat_interval);
+            loop {
+                every.tick().await;
+                heart.publish(Event::Alive, None);
+                sweep(&heart, &beat_chat);
+            }
+        });
+    }
+}
+
+fn apply(broker: &ClusterBroker, chat: &Chat, inbound: Inbound) {
+    let bytes = match inbound {
+        Inbound::Connected => return rejoin(broker, chat),
+        Inbound::Disconnected => {
+            tracing::warn!("lost the cluster engine; live pushes pause until it is back");
+            let mut liveness = broker.liveness.lock().unwrap_or_else(|e| e.into_inner());
+            liveness.connected_since = None;
+            return;
+        }
+        Inbound::Event(bytes) => bytes,
+    };
+    let Some((Envelope { from, event }, push)) = wire::decode(&bytes) else {
+        tracing::warn!(bytes = bytes.len(), "ignored an event no Parley node wrote");
+        return;
+    };
+    broker.heard(from);
+    let mine = from == broker.me;
+    match event {
+        Event::Deliver { users, origin, .. } => {
+            if let Some(push) = push {
+                let except = if mine { origin } else { None };
+                for user in users {
+                    broker.hub.push(user, &push, except);
+                }
+            }
+        }
+        Event::Close { user, cause } if !mine => {
+            broker.hub.close_user(user, cause.disconnect());
+        }
+        Event::Account {
+            user,
+            token_generation,
+            deleted,
+        } if !mine => {
+            let state = AccountState {
+                token_generation,
+                deleted,
+            };
+            chat.directory.accounts.insert(user, state);
+        }
+        Event::Revoked { jti, expires_at } if !mine => {
+            chat.directory.revoked_tokens.insert(jti, expires_at);
+        }
+        Event::ForgetName { key } if !mine => chat.directory.forget_user(&key),
+        Event::Group { group_id } if !mine => {
+            if let Some(room) = chat.running_room(group_id) {
+                room.do_send(Reload);
+            }
+        }
+        Event::Presence {
+            user,
+            username,
+            online,
+        } => {
+            let transition = broker.view.set(user, &username, from, online);
+            if mine {
+                announce(chat, user, username.into(), transition);
+            }
+        }
+        Event::Roster { users } if !mine => {
+            for (user, username) in users {
+                broker.view.set(user, &username, from, true);
+            }
+        }
+        Event::Hello if !mine => broker.publish_roster(),
+        _ => {}
+    }
+}
+
+/// Subscribed again: this node's own part of the view is set from its
+/// sockets (events of its own may have been lost meanwhile), and it asks
+/// the others for theirs.
+fn rejoin(broker: &ClusterBroker, chat: &Chat) {
+    {
+        let mut liveness = broker.liveness.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        liveness.connected_since = Some(now);
+        // Everyone gets a full timeout to be heard again.
+        for heard in liveness.nodes.values_mut() {
+            *heard = now;
+        }
+    }
+    let held: Vec<UserRef> = broker.view.held_by(broker.me);
+    for user in &held {
+        if !broker.here.contains_key(&user.id) {
+            let transition = broker.view.set(user.id, &user.username, broker.me, false);
+            announce(chat, user.id, user.username.clone(), transition);
+        }
+    }
+    let here: Vec<(i64, Arc<str>)> = broker
+        .here
+        .iter()
+        .map(|entry| (*entry.key(), entry.value().clone()))
+        .collect();
+    for (user, username) in here {
+        let transition = broker.view.set(user, &username, broker.me, true);
+        announce(chat, user, username, transition);
+    }
+    broker.publish(Event::Hello, None);
+    broker.publish_roster();
+}
+
+/// Drops nodes not heard for the client timeout, with their users; the
+/// lowest live node tells those users' contacts they are offline.
+fn sweep(broker: &ClusterBroker, chat: &Chat) {
+    let timeout = chat.settings.client_timeout;
+    let (dead, announcer) = {
+        let mut liveness = broker.liveness.lock().unwrap_or_else(|e| e.into_inner());
+        let hearing = liveness
+            .connected_since
+            .is_some_and(|since| since.elapsed() > timeout);
+        if !hearing {
+            return;
+        }
+        let mut dead = Vec::new();
+        liveness.nodes.retain(|&node, heard| {
+            let alive = heard.elapsed() <= timeout;
+            if !alive {
+                dead.push(node);
+            }
+            alive
+        });
+        (dead, broker.announces_for_the_dead(&liveness))
+    };
+    for node in dead {
+        let gone = broker.view.drop_node(node);
+        tracing::warn!(
+            node,
+            users = gone.len(),
+            "a node went silent; its users are offline"
+        );
+        if announcer {
+            for user in gone {
+                announce(chat, user.id, user.username, Transition::WentOffline);
+            }
+        }
+    }
+}
+
+fn announce(chat: &Chat, user: i64, username: Arc<str>, transition: Transition) {
+    let presence = match transition {
+        Transition::Unchanged => return,
+        Transition::CameOnline => Presence::Online,
+        Transition::WentOffline => Presence::Offline,
+    };
+    chat.announce_later(UserRef { id: user, username }, presence);
+}
+
+async fn publish_loop(engine: Arc<dyn Engine>, mut outgoing: mpsc::UnboundedReceiver<Outgoing>) {
+    let mut events = Vec::new();
+    let mut flushes = Vec::new();
+    let mut paused_until: Option<Instant> = None;
+    while let Some(first) = outgoing.recv().await {
+        let mut next = Some(first);
+        while let Some(item) = next.take() {
+            match item {
+                Outgoing::Event(bytes) => events.push(bytes),
+                Outgoing::Flush(done) => flushes.push(done),
+            }
+            if events.len() < PUBLISH_BATCH {
+                next = outgoing.try_recv().ok();
+            }
+        }
+        let paused = paused_until.is_some_and(|until| Instant::now() < until);
+        if !events.is_empty() && !paused {
+            match engine.publish(&events).await {
+                Ok(()) => {
+                    if paused_until.take().is_some() {
+                        tracing::info!("publishing to the cluster engine again");
+                    }
+                }
+                Err(error) => {
+                    if paused_until.is_none() {
+                        tracing::warn!(%error, "cannot publish to the cluster engine; pushes are lost until it is back (clients catch up with sync)");
+                    }
+                    paused_until = Some(Instant::now() + PUBLISH_RETRY);
+                }
+            }
+        }
+        events.clear();
+        for done in flushes.drain(..) {
+            let _ = done.send(());
+        }
+    }
+}
+
+fn random_node_id() -> NodeId {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_nanos()),
+    );
+    hasher.write_u32(std::process::id());
+    hasher.finish()
+}
+
+/// Refuses what a cluster cannot run on.
+pub fn check_database(database_url: &str) -> ChatResult<()> {
+    if database_url.starts_with("postgres:") || database_url.starts_with("postgresql:") {
+        Ok(())
+    } else {
+        Err(ChatError::invalid(
+            "cluster: several nodes need one shared Postgres database (--database-url postgres://…); SQLite is one process's file",
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_user_is_online_while_any_node_holds_a_socket_and_offline_when_the_last_goes() {
+        let view = PresenceView::default();
+        assert_eq!(view.set(1, "alice", 10, true), Transition::CameOnline);
+        assert_eq!(view.set(1, "alice", 20, true), Transition::Unchanged);
+        assert_eq!(view.set(1, "alice", 10, false), Transition::Unchanged);
+        assert_eq!(view.set(1, "alice", 20, false), Transition::WentOffline);
+        assert_eq!(view.set(1, "alice", 20, false), Transition::Unchanged);
+    }
+
+    #[test]
+    fn dropping_a_dead_node_takes_only_the_users_it_alone_held() {
+        let view = PresenceView::default();
+        view.set(1, "alice", 10, true);
+        view.set(2, "bob", 10, true);
+        view.set(2, "bob", 20, true);
+        let gone = view.drop_node(10);
+        assert_eq!(gone.iter().map(|user| user.id).collect::<Vec<_>>(), vec![1]);
+        assert!(view.users.contains_key(&2));
+        assert_eq!(view.held_by(20).len(), 1);
+    }
+}
