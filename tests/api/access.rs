@@ -4,7 +4,7 @@
 use jsonwebtoken::{Algorithm, EncodingKey};
 use reqwest::multipart::{Form, Part};
 use serde_json::{json, Value};
-use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::tungstenite;
 
 use crate::helpers::*;
 
@@ -126,21 +126,6 @@ fn base64url_decode(text: &str) -> Vec<u8> {
         }
     }
     out
-}
-
-/// Reads `ws` until the server closes it (or the connection ends); fails
-/// after [`WAIT`]. Returns the close frame's code, if one came.
-async fn wait_closed(ws: &mut WsStream, what: &str) -> Option<u16> {
-    use futures_util::StreamExt;
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        match tokio::time::timeout_at(deadline, ws.next()).await {
-            Err(_) => panic!("{what}: the socket was not closed within {WAIT:?}"),
-            Ok(Some(Ok(Message::Close(frame)))) => return frame.map(|f| u16::from(f.code)),
-            Ok(Some(Ok(_))) => continue,
-            Ok(Some(Err(_))) | Ok(None) => return None,
-        }
-    }
 }
 
 api_test!(

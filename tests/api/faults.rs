@@ -36,20 +36,20 @@ use crate::helpers::*;
 
 /// What stays the same across restarts of a child server: its data dir, its
 /// database and its JWT secret (so tokens stay valid after a restart).
-struct Fixture {
+pub(crate) struct Fixture {
     backend: Backend,
     data_dir: tempfile::TempDir,
     database_url: Option<String>,
     secret: String,
     /// Extra `PARLEY_*` settings.
-    env: Vec<(&'static str, String)>,
+    pub(crate) env: Vec<(&'static str, String)>,
     /// Dropped last: drops the Postgres database.
     _database: Option<PostgresDatabase>,
 }
 
 impl Fixture {
     /// `None` (after saying so) for Postgres when it is not configured.
-    async fn new(backend: Backend, test: &str) -> Option<Fixture> {
+    pub(crate) async fn new(backend: Backend, test: &str) -> Option<Fixture> {
         let (database, database_url) = match backend {
             Backend::Sqlite => (None, None),
             Backend::Postgres => {
@@ -69,7 +69,7 @@ impl Fixture {
     }
 
     /// Starts `parley` on `127.0.0.1:0` and waits for its "listening" line.
-    async fn start(&self) -> ChildServer {
+    pub(crate) async fn start(&self) -> ChildServer {
         let mut command = Command::new(env!("CARGO_BIN_EXE_parley"));
         // Settings come only from here, never from the test's environment.
         for (name, _) in std::env::vars() {
@@ -142,8 +142,8 @@ impl Fixture {
 }
 
 /// A running `parley` child process; killed (by its handle) on drop.
-struct ChildServer {
-    app: TestApp,
+pub(crate) struct ChildServer {
+    pub(crate) app: TestApp,
     child: Child,
     log: Arc<Mutex<Vec<String>>>,
 }
@@ -154,7 +154,7 @@ impl ChildServer {
     }
 
     /// SIGKILL, then reap it.
-    fn kill_9(&mut self) {
+    pub(crate) fn kill_9(&mut self) {
         self.child.kill().expect("SIGKILL the child");
         self.child.wait().expect("reap the child");
     }

@@ -185,36 +185,28 @@ where
     };
     configure(&mut config);
 
+    let mut app = start_node(config, backend).await;
+    app._data_dir = Some(data_dir);
+    app._database = database;
+    Some(app)
+}
+
+/// Starts a server in this process with exactly `config`; the caller keeps
+/// its data dir and database alive (several nodes of a cluster share them).
+pub async fn start_node(config: Config, backend: Backend) -> TestApp {
+    let data_dir = config.data_dir.clone();
     let application = Application::build(config)
         .await
         .expect("the application builds");
     let port = application.port();
     actix_web::rt::spawn(application.run_until_stopped());
-
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(Duration::from_secs(30))
-        .build()
-        .expect("build a reqwest client");
-
-    Some(TestApp {
-        address: format!("http://127.0.0.1:{port}"),
-        ws_address: format!("ws://127.0.0.1:{port}"),
-        port,
-        client,
-        backend,
-        data_dir: data_dir.path().to_path_buf(),
-        _data_dir: Some(data_dir),
-        _database: database,
-    })
+    TestApp::for_port(port, backend, &data_dir)
 }
 
 impl TestApp {
     /// A client for a server the test started some other way (a child
     /// process) listening on `127.0.0.1:port`. The caller keeps the server's
     /// data dir and database alive; this only talks to it.
-    #[allow(dead_code)]
     pub fn for_port(port: u16, backend: Backend, data_dir: &std::path::Path) -> TestApp {
         let client = reqwest::Client::builder()
             .no_proxy()
@@ -1074,6 +1066,20 @@ pub async fn ws_wait_ready(ws: &mut WsStream) {
             _ => {
                 panic!("readiness probe: a non-JSON frame should get an `error` frame, got {frame}")
             }
+        }
+    }
+}
+
+/// Reads `ws` until the server closes it (or the connection ends); fails
+/// after [`WAIT`]. Returns the close frame's code, if one came.
+pub async fn wait_closed(ws: &mut WsStream, what: &str) -> Option<u16> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Err(_) => panic!("{what}: the socket was not closed within {WAIT:?}"),
+            Ok(Some(Ok(Message::Close(frame)))) => return frame.map(|f| u16::from(f.code)),
+            Ok(Some(Ok(_))) => continue,
+            Ok(Some(Err(_))) | Ok(None) => return None,
         }
     }
 }

@@ -8,6 +8,7 @@ mod helpers;
 mod access;
 mod asyncapi;
 mod auth;
+mod cluster;
 mod devices;
 mod errors;
 mod faults;
