@@ -6,10 +6,12 @@
 //! ask it to add, list and remove devices; sessions report binding and closing.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use actix::prelude::*;
 use smallvec::SmallVec;
 
+use crate::cluster::{Broker, Change};
 use crate::error::{ChatError, ChatResult};
 use crate::hub::{SessionId, Socket};
 use crate::model::{DeviceRecord, Timestamp, UserRef};
@@ -20,22 +22,39 @@ use crate::store::Store;
 pub struct DeviceRegistry {
     store: Store,
     persistence: Addr<PersistenceActor>,
-    /// Device row id → the sockets bound to it now. Absent = offline.
+    /// Tells other nodes which devices have a socket here, and which were
+    /// deleted; knows which have one elsewhere.
+    broker: Arc<dyn Broker>,
+    /// Device row id → the sockets bound to it on this node. Absent = none here.
     connected: HashMap<i64, SmallVec<[Socket; 1]>>,
 }
 
 impl DeviceRegistry {
-    pub fn new(store: Store, persistence: Addr<PersistenceActor>) -> Self {
+    pub fn new(store: Store, persistence: Addr<PersistenceActor>, broker: Arc<dyn Broker>) -> Self {
         DeviceRegistry {
             store,
             persistence,
+            broker,
             connected: HashMap::new(),
         }
     }
 
     fn with_status(&self, mut device: DeviceRecord) -> DeviceRecord {
-        device.login_status = self.connected.contains_key(&device.id);
+        device.login_status = self.connected.contains_key(&device.id)
+            || self.broker.device_connected_elsewhere(device.id);
         device
+    }
+
+    /// The device was deleted: its sockets here close (each reports its
+    /// close later, finding the device already gone).
+    fn close_sockets_of(&mut self, device: i64) {
+        let Some(sockets) = self.connected.remove(&device) else {
+            return;
+        };
+        for socket in sockets {
+            socket.addr.do_send(Disconnect::device_removed());
+        }
+        self.broker.device_here(device, false);
     }
 
     fn touch(&self, device: i64) {
@@ -95,6 +114,13 @@ pub struct DeviceDisconnected {
     pub session: SessionId,
 }
 
+/// Another node of the cluster deleted a device: close its sockets here.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct DeviceRemovedElsewhere {
+    pub device: i64,
+}
+
 impl Handler<AddDevice> for DeviceRegistry {
     type Result = ResponseActFuture<Self, ChatResult<DeviceRecord>>;
 
@@ -141,9 +167,8 @@ impl Handler<RemoveDevice> for DeviceRegistry {
                 .into_actor(self)
                 .map(|result, registry, _| {
                     let device = result?;
-                    for socket in registry.connected.remove(&device).unwrap_or_default() {
-                        socket.addr.do_send(Disconnect::device_removed());
-                    }
+                    registry.close_sockets_of(device);
+                    registry.broker.share(Change::DeviceRemoved(device));
                     Ok(())
                 }),
         )
@@ -169,10 +194,14 @@ impl Handler<DeviceConnected> for DeviceRegistry {
     type Result = ();
 
     fn handle(&mut self, msg: DeviceConnected, _: &mut Self::Context) {
-        self.connected.entry(msg.device).or_default().push(Socket {
+        let sockets = self.connected.entry(msg.device).or_default();
+        sockets.push(Socket {
             session: msg.session,
             addr: msg.addr,
         });
+        if sockets.len() == 1 {
+            self.broker.device_here(msg.device, true);
+        }
         self.touch(msg.device);
     }
 }
@@ -187,7 +216,16 @@ impl Handler<DeviceDisconnected> for DeviceRegistry {
         sessions.retain(|socket| socket.session != msg.session);
         if sessions.is_empty() {
             self.connected.remove(&msg.device);
+            self.broker.device_here(msg.device, false);
             self.touch(msg.device);
         }
+    }
+}
+
+impl Handler<DeviceRemovedElsewhere> for DeviceRegistry {
+    type Result = ();
+
+    fn handle(&mut self, msg: DeviceRemovedElsewhere, _: &mut Self::Context) {
+        self.close_sockets_of(msg.device);
     }
 }

@@ -169,7 +169,8 @@ impl Chat {
         let persistence =
             PersistenceActor::new(&store, broker.clone(), directory.clone(), metrics.clone())
                 .start_unbounded();
-        let devices = DeviceRegistry::new(store.clone(), persistence.clone()).start();
+        let devices =
+            DeviceRegistry::new(store.clone(), persistence.clone(), broker.clone()).start();
         if store.needs_checkpoints() {
             let store = store.clone();
             actix::spawn(async move {

@@ -137,7 +137,7 @@ struct TestCluster {
 
 /// Heartbeats and timeouts short enough for a test to see a node die.
 const HEARTBEAT: Duration = Duration::from_millis(200);
-const NODE_TIMEOUT: Duration = Duration::from_secs(2);
+const NODE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// `nodes` nodes on one fresh Postgres database and one new engine server.
 async fn spawn_cluster(kind: EngineKind, nodes: usize, test: &str) -> Option<TestCluster> {
@@ -350,7 +350,12 @@ cluster_test!(
         let bob = b.create_user("bob").await;
         a.send_text(&alice, "bob", "we are contacts now").await;
 
-        let mut bob_b = b.ws_connect(&bob.token).await;
+        // A push of a message stored just before a socket opens may still
+        // reach it (it travels through the engine), so no readiness probe.
+        let mut bob_b = b
+            .ws_try_connect("", Some(&bob.token))
+            .await
+            .expect("bob connects to node b");
         // bob's own node must have heard itself come online before alice's
         // snapshot can show him: wait until a send to him says delivered.
         wait_until_delivered_status(a, &alice, "bob").await;
@@ -440,6 +445,58 @@ cluster_test!(
 );
 
 cluster_test!(
+    a_devices_sockets_on_any_node_count_and_its_deletion_closes_them_all,
+    3,
+    |cluster| async move {
+        let [a, b, c] = &cluster.nodes[..] else {
+            unreachable!("three nodes")
+        };
+        let alice = a.create_user("alice").await;
+        json_ok(
+            a.register_device(&alice.token, &json!({"device_id": "phone"}))
+                .await,
+        )
+        .await;
+        let mut on_b = b
+            .ws_connect_query("device_id=phone", Some(&alice.token))
+            .await;
+        let on_c = c
+            .ws_connect_query("device_id=phone", Some(&alice.token))
+            .await;
+        // Node a has no socket of the device, yet lists it as logged in.
+        a.poll_device(
+            &alice.token,
+            "phone",
+            "login_status true on node a",
+            |entry| entry["login_status"] == true,
+        )
+        .await;
+
+        // One of the two sockets closing leaves the device logged in.
+        ws_close(on_c).await;
+        tokio::time::sleep(QUIET).await;
+        let entry = a.device_entry(&alice.token, "phone").await.expect("listed");
+        assert_eq!(
+            entry["login_status"], true,
+            "still bound on node b: {entry}"
+        );
+
+        let mut again_c = c
+            .ws_connect_query("device_id=phone", Some(&alice.token))
+            .await;
+        let response = a.delete_device(&alice.token, "phone").await;
+        assert_eq!(response.status().as_u16(), 204);
+        for (ws, what) in [
+            (&mut on_b, "the device's socket on node b"),
+            (&mut again_c, "the device's socket on node c"),
+        ] {
+            assert_eq!(wait_closed(ws, what).await, Some(1000));
+        }
+        assert!(a.device_entry(&alice.token, "phone").await.is_none());
+    }
+);
+
+cluster_test!(
     an_engine_restart_loses_no_acked_message_and_live_delivery_resumes,
     2,
     |cluster| async move {
@@ -507,12 +564,26 @@ async fn a_killed_node_loses_no_acked_message_and_its_client_syncs_gaplessly_els
     fixture
         .env
         .push(("PARLEY_HEARTBEAT_INTERVAL", "200ms".into()));
-    fixture.env.push(("PARLEY_CLIENT_TIMEOUT", "2s".into()));
+    fixture.env.push(("PARLEY_CLIENT_TIMEOUT", "3s".into()));
     let mut doomed = fixture.start().await;
     let survivor = fixture.start().await;
     let alice = doomed.app.create_user("alice").await;
     let bob = doomed.app.create_user("bob").await;
-    let mut alice_ws = doomed.app.ws_connect(&alice.token).await;
+    // carol, a contact of alice's on the other node, watches her presence.
+    let carol = survivor.app.create_user("carol").await;
+    survivor.app.send_text(&carol, "alice", "hello").await;
+    // (That message may still be on its way to these sockets: no probe.)
+    let mut carol_ws = survivor
+        .app
+        .ws_try_connect("", Some(&carol.token))
+        .await
+        .expect("carol connects");
+    let mut alice_ws = doomed
+        .app
+        .ws_try_connect("", Some(&alice.token))
+        .await
+        .expect("alice connects");
+    wait_for_status(&mut carol_ws, "alice", "online").await;
     let mut bob_ws = doomed.app.ws_connect(&bob.token).await;
 
     // Acked one by one, then a burst whose acks are still coming when the
@@ -578,6 +649,9 @@ async fn a_killed_node_loses_no_acked_message_and_its_client_syncs_gaplessly_els
         acked.iter().all(|id| history.contains(id)),
         "every acked message is stored"
     );
+    // The dead node's users go offline once it has been silent for the
+    // client timeout (3 s here).
+    wait_for_status(&mut carol_ws, "alice", "offline").await;
     drop(engine);
 }
 

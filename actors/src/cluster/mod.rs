@@ -50,6 +50,8 @@ pub enum Change {
     ForgetName(String),
     /// A group's members or roles changed: rooms elsewhere reload them.
     Group(i64),
+    /// A device was deleted: sockets bound to it close on every node.
+    DeviceRemoved(i64),
 }
 
 /// Where everything that reaches sockets, or other nodes, goes.
@@ -72,6 +74,13 @@ pub trait Broker: Send + Sync + 'static {
 
     /// Whether the user has a socket open on any node.
     fn is_online(&self, user: i64) -> bool;
+
+    /// A device's first socket on this node opened (`connected`), or its
+    /// last one here closed.
+    fn device_here(&self, device: i64, connected: bool);
+
+    /// Whether another node has a socket bound to the device.
+    fn device_connected_elsewhere(&self, device: i64) -> bool;
 
     /// When this node learnt that the user came online, if they are online.
     fn announced_online_at(&self, user: i64) -> Option<Instant>;
@@ -113,6 +122,12 @@ impl Broker for LocalBroker {
 
     fn is_online(&self, user: i64) -> bool {
         self.hub.is_online(user)
+    }
+
+    fn device_here(&self, _: i64, _: bool) {}
+
+    fn device_connected_elsewhere(&self, _: i64) -> bool {
+        false
     }
 
     fn announced_online_at(&self, user: i64) -> Option<Instant> {

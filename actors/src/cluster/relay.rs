@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::wire::{self, Envelope, Event, NodeId, WireMessage};
 use super::{Broker, Change, CloseCause, EngineUrl};
+use crate::devices::DeviceRemovedElsewhere;
 use crate::error::{ChatError, ChatResult};
 use crate::hub::{Hub, SessionId};
 use crate::model::{AccountState, UserRef};
@@ -64,8 +65,12 @@ pub const SUBJECT: &str = "parley.events";
 
 enum Outgoing {
     Event(Bytes),
-    Flush(oneshot::Sender<()>),
+    /// A marker event: the flush waiting for it is done when it comes back.
+    Marker(u64, Bytes),
 }
+
+/// Flushes waiting for their marker to come back from the engine, by marker.
+type PendingFlushes = Arc<DashMap<u64, oneshot::Sender<()>>>;
 
 /// Where a user is online, as this node has heard.
 struct Seen {
@@ -162,10 +167,16 @@ pub struct ClusterBroker {
     me: NodeId,
     hub: Arc<Hub>,
     outbox: mpsc::UnboundedSender<Outgoing>,
+    pending_flushes: PendingFlushes,
+    next_marker: std::sync::atomic::AtomicU64,
     view: PresenceView,
     /// Users with a socket open on this node, as the sessions report them
     /// (the view learns them only through the engine).
     here: DashMap<i64, Arc<str>>,
+    /// Device → the other nodes with a socket bound to it.
+    devices_elsewhere: DashMap<i64, SmallVec<[NodeId; 1]>>,
+    /// Devices with a socket bound to them on this node.
+    devices_here: DashMap<i64, ()>,
     liveness: Mutex<Liveness>,
 }
 
@@ -190,14 +201,23 @@ impl ClusterBroker {
         };
         let (outbox, outgoing) = mpsc::unbounded_channel();
         let (inbound, inbox) = mpsc::unbounded_channel();
-        actix::spawn(publish_loop(engine.clone(), outgoing));
+        let pending_flushes = PendingFlushes::default();
+        actix::spawn(publish_loop(
+            engine.clone(),
+            outgoing,
+            pending_flushes.clone(),
+        ));
         actix::spawn(engine.listen(inbound));
         let broker = Arc::new(ClusterBroker {
             me: random_node_id(),
             hub,
             outbox,
+            pending_flushes,
+            next_marker: std::sync::atomic::AtomicU64::new(0),
             view: PresenceView::default(),
             here: DashMap::new(),
+            devices_elsewhere: DashMap::new(),
+            devices_here: DashMap::new(),
             liveness: Mutex::new(Liveness::default()),
         });
         tracing::info!(node = broker.me, engine = ?url, "joined the cluster");
@@ -222,14 +242,42 @@ impl ClusterBroker {
             .iter()
             .map(|entry| (*entry.key(), entry.value().to_string()))
             .collect();
+        let devices: Vec<i64> = self.devices_here.iter().map(|entry| *entry.key()).collect();
         for chunk in users.chunks(ROSTER_CHUNK) {
-            self.publish(
-                Event::Roster {
-                    users: chunk.to_vec(),
-                },
-                None,
-            );
+            let event = Event::Roster {
+                users: chunk.to_vec(),
+                devices: Vec::new(),
+            };
+            self.publish(event, None);
         }
+        for chunk in devices.chunks(ROSTER_CHUNK) {
+            let event = Event::Roster {
+                users: Vec::new(),
+                devices: chunk.to_vec(),
+            };
+            self.publish(event, None);
+        }
+    }
+
+    fn link_device(&self, device: i64, node: NodeId, connected: bool) {
+        if connected {
+            let mut nodes = self.devices_elsewhere.entry(device).or_default();
+            if !nodes.contains(&node) {
+                nodes.push(node);
+            }
+        } else {
+            self.devices_elsewhere.remove_if_mut(&device, |_, nodes| {
+                nodes.retain(|held| *held != node);
+                nodes.is_empty()
+            });
+        }
+    }
+
+    fn forget_devices_of(&self, node: NodeId) {
+        self.devices_elsewhere.retain(|_, nodes| {
+            nodes.retain(|held| *held != node);
+            !nodes.is_empty()
+        });
     }
 
     fn heard(&self, node: NodeId) {
@@ -274,6 +322,7 @@ impl Broker for ClusterBroker {
             Change::Revoked { jti, expires_at } => Event::Revoked { jti, expires_at },
             Change::ForgetName(key) => Event::ForgetName { key },
             Change::Group(group_id) => Event::Group { group_id },
+            Change::DeviceRemoved(device) => Event::DeviceRemoved { device },
         };
         self.publish(event, None);
     }
@@ -301,15 +350,47 @@ impl Broker for ClusterBroker {
         self.view.users.get(&user).map(|seen| seen.since)
     }
 
+    fn device_here(&self, device: i64, connected: bool) {
+        if connected {
+            self.devices_here.insert(device, ());
+        } else {
+            self.devices_here.remove(&device);
+        }
+        self.publish(Event::DeviceLink { device, connected }, None);
+    }
+
+    fn device_connected_elsewhere(&self, device: i64) -> bool {
+        self.devices_elsewhere.contains_key(&device)
+    }
+
     fn is_clustered(&self) -> bool {
         true
     }
 
+    /// Publishes a marker and waits until it comes back: the engine has
+    /// then taken everything published before it, and queued it for every
+    /// subscriber ahead of anything another node publishes later. (A
+    /// client-side flush is not enough: NATS's only writes the socket, and
+    /// another node's later events could still be read first.)
     fn flush(&self) -> BoxFuture<'static, ()> {
+        let marker = self
+            .next_marker
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (done, flushed) = oneshot::channel();
-        let _ = self.outbox.send(Outgoing::Flush(done));
+        self.pending_flushes.insert(marker, done);
+        let bytes = wire::encode(
+            &Envelope {
+                from: self.me,
+                event: Event::Marker { marker },
+            },
+            None,
+        );
+        let _ = self.outbox.send(Outgoing::Marker(marker, bytes));
+        let pending = self.pending_flushes.clone();
         Box::pin(async move {
-            let _ = tokio::time::timeout(FLUSH_WAIT, flushed).await;
+            if tokio::time::timeout(FLUSH_WAIT, flushed).await.is_err() {
+                pending.remove(&marker);
+            }
         })
     }
 }
@@ -396,12 +477,27 @@ fn apply(broker: &ClusterBroker, chat: &Chat, inbound: Inbound) {
                 announce(chat, user, username.into(), transition);
             }
         }
-        Event::Roster { users } if !mine => {
+        Event::Roster { users, devices } if !mine => {
             for (user, username) in users {
                 broker.view.set(user, &username, from, true);
             }
+            for device in devices {
+                broker.link_device(device, from, true);
+            }
+        }
+        Event::DeviceLink { device, connected } if !mine => {
+            broker.link_device(device, from, connected);
+        }
+        Event::DeviceRemoved { device } if !mine => {
+            broker.devices_elsewhere.remove(&device);
+            chat.devices.do_send(DeviceRemovedElsewhere { device });
         }
         Event::Hello if !mine => broker.publish_roster(),
+        Event::Marker { marker } if mine => {
+            if let Some((_, done)) = broker.pending_flushes.remove(&marker) {
+                let _ = done.send(());
+            }
+        }
         _ => {}
     }
 }
@@ -462,6 +558,7 @@ fn sweep(broker: &ClusterBroker, chat: &Chat) {
         (dead, broker.announces_for_the_dead(&liveness))
     };
     for node in dead {
+        broker.forget_devices_of(node);
         let gone = broker.view.drop_node(node);
         tracing::warn!(
             node,
@@ -485,25 +582,34 @@ fn announce(chat: &Chat, user: i64, username: Arc<str>, transition: Transition) 
     chat.announce_later(UserRef { id: user, username }, presence);
 }
 
-async fn publish_loop(engine: Arc<dyn Engine>, mut outgoing: mpsc::UnboundedReceiver<Outgoing>) {
+async fn publish_loop(
+    engine: Arc<dyn Engine>,
+    mut outgoing: mpsc::UnboundedReceiver<Outgoing>,
+    pending_flushes: PendingFlushes,
+) {
     let mut events = Vec::new();
-    let mut flushes = Vec::new();
+    let mut markers = Vec::new();
     let mut paused_until: Option<Instant> = None;
     while let Some(first) = outgoing.recv().await {
         let mut next = Some(first);
         while let Some(item) = next.take() {
             match item {
                 Outgoing::Event(bytes) => events.push(bytes),
-                Outgoing::Flush(done) => flushes.push(done),
+                Outgoing::Marker(marker, bytes) => {
+                    events.push(bytes);
+                    markers.push(marker);
+                }
             }
             if events.len() < PUBLISH_BATCH {
                 next = outgoing.try_recv().ok();
             }
         }
         let paused = paused_until.is_some_and(|until| Instant::now() < until);
-        if !events.is_empty() && !paused {
+        let mut published = false;
+        if !paused {
             match engine.publish(&events).await {
                 Ok(()) => {
+                    published = true;
                     if paused_until.take().is_some() {
                         tracing::info!("publishing to the cluster engine again");
                     }
@@ -517,8 +623,14 @@ async fn publish_loop(engine: Arc<dyn Engine>, mut outgoing: mpsc::UnboundedRece
             }
         }
         events.clear();
-        for done in flushes.drain(..) {
-            let _ = done.send(());
+        // A marker that did not go out will not come back: its flush is
+        // over now rather than at its time-out.
+        for marker in markers.drain(..) {
+            if !published {
+                if let Some((_, done)) = pending_flushes.remove(&marker) {
+                    let _ = done.send(());
+                }
+            }
         }
     }
 }

@@ -59,14 +59,29 @@ pub enum Event {
         username: String,
         online: bool,
     },
-    /// Every user with a socket open on `from` (one chunk of them).
+    /// A device's first socket on `from` opened (`connected`), or its last closed.
+    DeviceLink {
+        device: i64,
+        connected: bool,
+    },
+    DeviceRemoved {
+        device: i64,
+    },
+    /// Every user with a socket open on `from`, and every device with a
+    /// socket bound to it there (one chunk of them).
     Roster {
         users: Vec<(i64, String)>,
+        #[serde(default)]
+        devices: Vec<i64>,
     },
     /// A node (re)joined: the others answer with their rosters.
     Hello,
     /// The sender is alive (a heartbeat).
     Alive,
+    /// Sent by a node to itself through the engine (see `Broker::flush`).
+    Marker {
+        marker: u64,
+    },
 }
 
 /// A message frame's facts a socket needs ([`PushedMessage`] on the wire).
