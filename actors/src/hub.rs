@@ -1,13 +1,13 @@
-//! The hub: which sockets each user has open, and the one seam through which
-//! everything reaches a socket. Sessions register and unregister themselves;
-//! the persistence actor, rooms and sessions push through it. It is a plain
-//! concurrent map, not an actor, so a push costs no extra message hop.
+//! The hub: which sockets each user has open on this node. Sessions register
+//! and unregister themselves; every push reaches it through the delivery
+//! seam ([`crate::cluster::Broker`]), straight on one node or on its way
+//! back from the engine in a cluster. It is a plain concurrent map, not an
+//! actor, so a push costs no extra message hop.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use actix::prelude::*;
-use bytestring::ByteString;
 use dashmap::DashMap;
 use smallvec::SmallVec;
 
@@ -170,14 +170,6 @@ impl Hub {
             for entry in online.sockets.iter() {
                 entry.socket.addr.do_send(reason());
             }
-        }
-    }
-
-    /// Pushes one event frame (not a message) to every socket of several users.
-    pub fn push_to_all(&self, users: impl IntoIterator<Item = i64>, frame: &ByteString) {
-        let push = Push::event(frame.clone());
-        for user in users {
-            self.push(user, &push, None);
         }
     }
 }
