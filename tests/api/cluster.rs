@@ -131,8 +131,25 @@ impl Drop for EngineServer {
 struct TestCluster {
     nodes: Vec<TestApp>,
     engine: EngineServer,
-    _data_dir: tempfile::TempDir,
+    database_url: String,
+    secret: String,
+    data_dir: tempfile::TempDir,
     _database: PostgresDatabase,
+}
+
+impl TestCluster {
+    /// Starts one more node, configured as the others.
+    async fn add_node(&mut self) {
+        let mut config = Config::for_data_dir(self.data_dir.path());
+        config.bind = "127.0.0.1:0".into();
+        config.database_url = Some(self.database_url.clone());
+        config.jwt_secret = Some(self.secret.clone());
+        config.rate_limits = Switch::Off;
+        config.cluster = Some(self.engine.url());
+        config.heartbeat_interval = HEARTBEAT;
+        config.client_timeout = NODE_TIMEOUT;
+        self.nodes.push(start_node(config, Backend::Postgres).await);
+    }
 }
 
 /// Heartbeats and timeouts short enough for a test to see a node die.
@@ -143,27 +160,18 @@ const NODE_TIMEOUT: Duration = Duration::from_secs(3);
 async fn spawn_cluster(kind: EngineKind, nodes: usize, test: &str) -> Option<TestCluster> {
     let admin_url = postgres_admin_url(test)?;
     let (database, database_url) = PostgresDatabase::create(&admin_url).await;
-    let engine = EngineServer::start(kind);
-    let data_dir = tempfile::tempdir().expect("a temp data dir");
-    let secret = format!("cluster-secret-{}", uuid::Uuid::new_v4().simple());
-    let mut started = Vec::new();
-    for _ in 0..nodes {
-        let mut config = Config::for_data_dir(data_dir.path());
-        config.bind = "127.0.0.1:0".into();
-        config.database_url = Some(database_url.clone());
-        config.jwt_secret = Some(secret.clone());
-        config.rate_limits = Switch::Off;
-        config.cluster = Some(engine.url());
-        config.heartbeat_interval = HEARTBEAT;
-        config.client_timeout = NODE_TIMEOUT;
-        started.push(start_node(config, Backend::Postgres).await);
-    }
-    Some(TestCluster {
-        nodes: started,
-        engine,
-        _data_dir: data_dir,
+    let mut cluster = TestCluster {
+        nodes: Vec::new(),
+        engine: EngineServer::start(kind),
+        database_url,
+        secret: format!("cluster-secret-{}", uuid::Uuid::new_v4().simple()),
+        data_dir: tempfile::tempdir().expect("a temp data dir"),
         _database: database,
-    })
+    };
+    for _ in 0..nodes {
+        cluster.add_node().await;
+    }
+    Some(cluster)
 }
 
 /// Writes a cluster test once and runs it on Redis and on NATS.
@@ -396,6 +404,30 @@ async fn wait_for_status(ws: &mut WsStream, user: &str, status: &str) -> serde_j
         }
     }
 }
+
+cluster_test!(
+    a_node_started_later_learns_who_is_online_from_the_others,
+    1,
+    |cluster| async move {
+        let alice = cluster.nodes[0].create_user("alice").await;
+        let bob = cluster.nodes[0].create_user("bob").await;
+        cluster.nodes[0].send_text(&bob, "alice", "hi").await;
+        let _alice_ws = cluster.nodes[0]
+            .ws_try_connect("", Some(&alice.token))
+            .await
+            .expect("alice connects");
+
+        // The new node hears of alice from the first node's roster.
+        cluster.add_node().await;
+        let late = &cluster.nodes[1];
+        wait_until_delivered_status(late, &bob, "alice").await;
+        let mut bob_ws = late
+            .ws_try_connect("", Some(&bob.token))
+            .await
+            .expect("bob connects to the new node");
+        wait_for_status(&mut bob_ws, "alice", "online").await;
+    }
+);
 
 cluster_test!(
     a_password_change_or_logout_on_one_node_holds_on_every_node,
