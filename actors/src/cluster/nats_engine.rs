@@ -39,6 +39,12 @@ impl NatsEngine {
                 let change = match event {
                     Event::Connected => Some(Inbound::Connected),
                     Event::Disconnected => Some(Inbound::Disconnected),
+                    // This node fell behind and NATS dropped events for it:
+                    // pushes were lost (clients catch up with `sync`).
+                    Event::SlowConsumer(_) => {
+                        tracing::warn!("fell behind the NATS subject; some pushes were dropped");
+                        None
+                    }
                     _ => None,
                 };
                 if let Some(change) = change {

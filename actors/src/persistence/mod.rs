@@ -559,15 +559,21 @@ impl PersistenceActor {
         self.committing = true;
         let pool = self.pool.clone();
         let shared = self.shared.clone();
+        let ordered = shared.broker.is_clustered()
+            && writes
+                .iter()
+                .any(|write| matches!(write, Write::StoreMessage(_)));
         let commit = async move {
             let run = async {
                 match pool {
                     Pool::Sqlite(pool) => batch::sqlite::run(&pool, writes, &shared).await,
-                    Pool::Postgres(pool) if shared.broker.is_clustered() => {
-                        // Other nodes commit too: one commit at a time in the
-                        // cluster, each with its pushes on the engine before
-                        // the next, so every socket gets a conversation's
-                        // messages in id order whichever node stored them.
+                    Pool::Postgres(pool) if ordered => {
+                        // Other nodes commit too: one message commit at a
+                        // time in the cluster, each with its pushes on the
+                        // engine before the next, so every socket gets a
+                        // conversation's messages in id order whichever node
+                        // stored them. Other writes (presence stamps,
+                        // accounts, receipts) need no such order.
                         let locked = cluster_lock(&pool).await;
                         batch::postgres::run(&pool, writes, &shared).await;
                         shared.broker.flush().await;
