@@ -12,9 +12,21 @@
 #                                      writes load-tests/RESULTS-postgres.md
 #   load-tests/run.sh --keep-data DIR  keep the server's data dir and the token cache in DIR
 #                                      and reuse them next time (skips re-registering users)
-#   load-tests/run.sh --port N         server port (default 18180)
+#   load-tests/run.sh --port N         server port (default 18180; a cluster uses N, N+1, …)
+#   load-tests/run.sh --cluster 4 --engine redis|nats --postgres ADMIN_URL
+#                                      several nodes on one fresh database and an engine
+#                                      server of their own (on a free loopback port); runs
+#                                      idle (60,000 sockets), pairs across nodes, fan-out
+#                                      and broadcast, then the same on one plain node; writes
+#                                      this engine's section of load-tests/RESULTS-cluster.md.
+#                                      Also: --out FILE, --conns N (idle sockets, default
+#                                      60000), --repeats N (latency runs, default 3),
+#                                      --pairs-rate R (default 3000), --no-single (skip the
+#                                      one-node comparison). --smoke --cluster 2 is a quick check.
+#   load-tests/run.sh --bin-dir DIR    use DIR/parley and DIR/parley-load instead of building
 #
-# The server it starts is stopped on exit (by PID); nothing is left running.
+# What it starts (server or nodes, engine, load processes) is stopped on
+# exit (by PID); nothing is left running.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -23,13 +35,29 @@ MODE=full
 PG_ADMIN_URL=""
 KEEP_DIR=""
 PORT=18180
+CLUSTER=""
+ENGINE=""
+OUT_MD=""
+IDLE_CONNS=60000
+REPEATS=3
+PAIRS_RATE=3000
+SINGLE=yes
+BIN_DIR=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --smoke) MODE=smoke ;;
         --postgres) PG_ADMIN_URL="$2"; shift ;;
         --keep-data) KEEP_DIR="$2"; shift ;;
         --port) PORT="$2"; shift ;;
-        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+        --cluster) CLUSTER="$2"; shift ;;
+        --engine) ENGINE="$2"; shift ;;
+        --out) OUT_MD="$2"; shift ;;
+        --conns) IDLE_CONNS="$2"; shift ;;
+        --repeats) REPEATS="$2"; shift ;;
+        --pairs-rate) PAIRS_RATE="$2"; shift ;;
+        --no-single) SINGLE=no ;;
+        --bin-dir) BIN_DIR="$2"; shift ;;
+        -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
         *) echo "run.sh: unknown option $1 (try --help)" >&2; exit 2 ;;
     esac
     shift
@@ -37,8 +65,37 @@ done
 
 log() { printf '\n==> %s\n' "$*" >&2; }
 
+if [ -n "$CLUSTER" ]; then
+    case "$CLUSTER" in
+        ''|*[!0-9]*) echo "run.sh: --cluster takes a number of nodes (2 or more)" >&2; exit 2 ;;
+    esac
+    if [ "$CLUSTER" -lt 2 ] || [ "$CLUSTER" -gt 8 ]; then
+        echo "run.sh: --cluster takes 2 to 8 nodes" >&2
+        exit 2
+    fi
+    if [ -z "$PG_ADMIN_URL" ]; then
+        echo "run.sh: --cluster needs --postgres ADMIN_URL: the nodes of a cluster share one Postgres database (Parley refuses SQLite in cluster mode)" >&2
+        exit 2
+    fi
+    ENGINE=${ENGINE:-redis}
+    case "$ENGINE" in
+        redis|nats) ;;
+        *) echo "run.sh: --engine is redis or nats, not $ENGINE" >&2; exit 2 ;;
+    esac
+    for n in "$IDLE_CONNS" "$REPEATS" "$PAIRS_RATE"; do
+        case "$n" in ''|*[!0-9]*) echo "run.sh: --conns, --repeats and --pairs-rate take whole numbers" >&2; exit 2 ;; esac
+    done
+    if [ "$IDLE_CONNS" -gt 90000 ] || [ "$REPEATS" -lt 1 ] || [ "$REPEATS" -gt 9 ]; then
+        echo "run.sh: --conns at most 90000, --repeats 1 to 9" >&2
+        exit 2
+    fi
+elif [ -n "$ENGINE" ] || [ -n "$OUT_MD" ] || [ "$SINGLE" = no ]; then
+    echo "run.sh: --engine, --out and --no-single go with --cluster N" >&2
+    exit 2
+fi
+
 STAMP=$(date -u +%Y%m%d-%H%M%S)
-OUT="$ROOT/target/parley-load/run-$MODE-$STAMP"
+OUT="$ROOT/target/parley-load/run-$MODE${CLUSTER:+-cluster$CLUSTER-$ENGINE}-$STAMP"
 mkdir -p "$OUT"
 if [ -n "$KEEP_DIR" ]; then
     mkdir -p "$KEEP_DIR"
@@ -52,6 +109,9 @@ RUNS="$OUT/runs.jsonl"
 : > "$RUNS"
 if [ "$MODE" = smoke ]; then
     RESULTS_MD="$OUT/RESULTS.md"
+elif [ -n "$CLUSTER" ]; then
+    RESULTS_MD="$OUT/RESULTS.md"
+    CLUSTER_MD=${OUT_MD:-$ROOT/load-tests/RESULTS-cluster.md}
 elif [ -n "$PG_ADMIN_URL" ]; then
     RESULTS_MD="$ROOT/load-tests/RESULTS-postgres.md"
 else
@@ -70,6 +130,12 @@ fi
 SERVER_PID=""
 BACKGROUND_PID=""
 PG_DB=""
+# Where scenarios send their load, and whose CPU/memory they read: the one
+# server, or every node of the cluster (comma-separated).
+URLS=""
+PIDS=""
+NODE_PIDS=()
+ENGINE_PID=""
 cleanup() {
     local status=$?
     if [ -n "$BACKGROUND_PID" ] && kill -0 "$BACKGROUND_PID" 2>/dev/null; then
@@ -77,6 +143,9 @@ cleanup() {
         wait "$BACKGROUND_PID" 2>/dev/null || true
     fi
     stop_server
+    stop_nodes
+    stop_pid "$ENGINE_PID" "the $ENGINE server"
+    ENGINE_PID=""
     if [ -n "$PG_DB" ] && [ -z "$KEEP_DIR" ]; then
         psql "$PG_ADMIN_URL" -q -c "DROP DATABASE IF EXISTS $PG_DB WITH (FORCE)" >/dev/null 2>&1 || true
     fi
@@ -87,21 +156,37 @@ trap 'exit 130' INT TERM
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-stop_server() {
-    [ -n "$SERVER_PID" ] || return 0
-    if kill -0 "$SERVER_PID" 2>/dev/null; then
-        kill "$SERVER_PID" 2>/dev/null || true
+# Stops one process this script started: TERM, up to 15 s, then KILL.
+#   stop_pid PID WHAT
+stop_pid() {
+    local pid=$1 what=$2
+    [ -n "$pid" ] || return 0
+    if kill -0 "$pid" 2>/dev/null; then
+        kill "$pid" 2>/dev/null || true
         for _ in $(seq 1 150); do
-            kill -0 "$SERVER_PID" 2>/dev/null || break
+            kill -0 "$pid" 2>/dev/null || break
             sleep 0.1
         done
-        if kill -0 "$SERVER_PID" 2>/dev/null; then
-            echo "run.sh: server $SERVER_PID did not stop in 15 s; killing it" >&2
-            kill -9 "$SERVER_PID" 2>/dev/null || true
+        if kill -0 "$pid" 2>/dev/null; then
+            echo "run.sh: $what $pid did not stop in 15 s; killing it" >&2
+            kill -9 "$pid" 2>/dev/null || true
         fi
     fi
-    wait "$SERVER_PID" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+
+stop_server() {
+    [ -n "$SERVER_PID" ] || return 0
+    stop_pid "$SERVER_PID" server
     SERVER_PID=""
+}
+
+stop_nodes() {
+    local pid
+    for pid in "${NODE_PIDS[@]}"; do
+        stop_pid "$pid" node
+    done
+    NODE_PIDS=()
 }
 
 DB_ENV=()
@@ -120,10 +205,33 @@ else
     BACKEND="sqlite"
 fi
 
-log "building (release)"
-cargo build --release -p parley -p parley-load
-SERVER_BIN="$ROOT/target/release/parley"
-LOAD_BIN="$ROOT/target/release/parley-load"
+if [ -n "$BIN_DIR" ]; then
+    SERVER_BIN="$BIN_DIR/parley"
+    LOAD_BIN="$BIN_DIR/parley-load"
+    if [ ! -x "$SERVER_BIN" ] || [ ! -x "$LOAD_BIN" ]; then
+        echo "run.sh: --bin-dir $BIN_DIR holds no parley and parley-load binaries" >&2
+        exit 2
+    fi
+    log "using the binaries in $BIN_DIR (not building)"
+else
+    log "building (release)"
+    cargo build --release -p parley -p parley-load
+    SERVER_BIN="$ROOT/target/release/parley"
+    LOAD_BIN="$ROOT/target/release/parley-load"
+fi
+
+SECRET_ENV=()
+if [ -n "$CLUSTER" ]; then
+    # Every node (and the one-node comparison) signs and checks tokens with one secret.
+    if [ -n "$KEEP_DIR" ] && [ -f "$DATA/jwt-secret" ]; then
+        JWT_SECRET=$(cat "$DATA/jwt-secret")
+    else
+        JWT_SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+        mkdir -p "$DATA"
+        [ -n "$KEEP_DIR" ] && echo "$JWT_SECRET" > "$DATA/jwt-secret"
+    fi
+    SECRET_ENV=(PARLEY_JWT_SECRET="$JWT_SECRET")
+fi
 
 if port_open "$PORT"; then
     echo "run.sh: something already listens on 127.0.0.1:$PORT; pick another with --port" >&2
@@ -132,9 +240,11 @@ fi
 
 start_server() {
     env PARLEY_DATA_DIR="$DATA" PARLEY_BIND="127.0.0.1:$PORT" PARLEY_LOG=warn \
-        PARLEY_RATE_LIMITS=off "${DB_ENV[@]}" \
+        PARLEY_RATE_LIMITS=off "${DB_ENV[@]}" "${SECRET_ENV[@]}" \
         "${SERVER_PIN[@]}" "$SERVER_BIN" >>"$OUT/server.log" 2>&1 &
     SERVER_PID=$!
+    URLS="http://127.0.0.1:$PORT"
+    PIDS=$SERVER_PID
     for _ in $(seq 1 300); do
         port_open "$PORT" && return 0
         if ! kill -0 "$SERVER_PID" 2>/dev/null; then
@@ -149,8 +259,202 @@ start_server() {
     exit 1
 }
 
-log "starting the server ($BACKEND, data in $DATA, port $PORT)"
-start_server
+# --- a cluster: its engine and its nodes ------------------------------------
+
+ENGINE_URL=""
+ENGINE_VERSION=""
+# Starts this run's own Redis or NATS server on the first free loopback port
+# from 26379 / 24222 (never the machine's own on 6379 / 4222).
+start_engine() {
+    local port
+    if [ "$ENGINE" = redis ]; then port=26379; else port=24222; fi
+    for _ in $(seq 1 200); do
+        port_open "$port" || break
+        port=$((port + 1))
+    done
+    if port_open "$port"; then
+        echo "run.sh: no free port for the $ENGINE server" >&2
+        exit 2
+    fi
+    if [ "$ENGINE" = redis ]; then
+        command -v redis-server >/dev/null || { echo "run.sh: redis-server is not installed" >&2; exit 2; }
+        ENGINE_VERSION=$(redis-server --version | head -n 1)
+        "${SERVER_PIN[@]}" redis-server --bind 127.0.0.1 --port "$port" --save "" --appendonly no \
+            >>"$OUT/engine.log" 2>&1 &
+        ENGINE_URL="redis://127.0.0.1:$port"
+    else
+        command -v nats-server >/dev/null || { echo "run.sh: nats-server is not installed" >&2; exit 2; }
+        ENGINE_VERSION=$(nats-server --version | head -n 1)
+        "${SERVER_PIN[@]}" nats-server -a 127.0.0.1 -p "$port" >>"$OUT/engine.log" 2>&1 &
+        ENGINE_URL="nats://127.0.0.1:$port"
+    fi
+    ENGINE_PID=$!
+    for _ in $(seq 1 100); do
+        if ! kill -0 "$ENGINE_PID" 2>/dev/null; then
+            echo "run.sh: the $ENGINE server exited at start-up; its log:" >&2
+            tail -n 20 "$OUT/engine.log" >&2
+            ENGINE_PID=""
+            exit 1
+        fi
+        port_open "$port" && return 0
+        sleep 0.1
+    done
+    echo "run.sh: the $ENGINE server did not listen on port $port within 10 s" >&2
+    exit 1
+}
+
+# Starts COUNT nodes on ports PORT, PORT+1, … sharing the database, data
+# dir, secret and engine; pinned to the server core unless PIN is "no".
+#   start_nodes COUNT PIN
+start_nodes() {
+    local count=$1 pin=$2 k port pin_cmd=() urls=()
+    [ "$pin" = no ] || pin_cmd=("${SERVER_PIN[@]}")
+    for k in $(seq 0 $((count - 1))); do
+        port=$((PORT + k))
+        if port_open "$port"; then
+            echo "run.sh: something already listens on 127.0.0.1:$port; pick another base with --port" >&2
+            exit 2
+        fi
+        env PARLEY_DATA_DIR="$DATA" PARLEY_BIND="127.0.0.1:$port" PARLEY_LOG=warn \
+            PARLEY_RATE_LIMITS=off PARLEY_CLUSTER="$ENGINE_URL" "${DB_ENV[@]}" "${SECRET_ENV[@]}" \
+            "${pin_cmd[@]}" "$SERVER_BIN" >>"$OUT/node-$k.log" 2>&1 &
+        NODE_PIDS+=("$!")
+        urls+=("http://127.0.0.1:$port")
+    done
+    for k in $(seq 0 $((count - 1))); do
+        port=$((PORT + k))
+        for _ in $(seq 1 300); do
+            port_open "$port" && break
+            if ! kill -0 "${NODE_PIDS[$k]}" 2>/dev/null; then
+                echo "run.sh: node $k exited at start-up; its log:" >&2
+                tail -n 30 "$OUT/node-$k.log" >&2
+                exit 1
+            fi
+            sleep 0.1
+        done
+        if ! port_open "$port"; then
+            echo "run.sh: node $k did not listen on port $port within 30 s" >&2
+            exit 1
+        fi
+    done
+    URLS=$(IFS=,; echo "${urls[*]}")
+    PIDS=$(IFS=,; echo "${NODE_PIDS[*]}")
+}
+
+# Makes load users 1..N-1 as copies of load_00000 (its argon2 hash) in SQL:
+# 60,000 registrations through the API would cost ~30 min of argon2 on one
+# core; the logins that follow still verify every password for real.
+#   clone_users N
+clone_users() {
+    local n=$1
+    psql "${PG_ADMIN_URL%/*}/$PG_DB" -q -v ON_ERROR_STOP=1 >/dev/null <<SQL
+INSERT INTO users (username, username_key, email, email_key, password_hash, created_at)
+SELECT name, name, name || '@load.example', name || '@load.example', t.password_hash, t.created_at
+FROM (SELECT 'load_' || CASE WHEN i < 100000 THEN lpad(i::text, 5, '0') ELSE i::text END AS name
+      FROM generate_series(1, $n - 1) AS i) AS names,
+     (SELECT password_hash, created_at FROM users WHERE username_key = 'load_00000') AS t
+ON CONFLICT DO NOTHING;
+SQL
+}
+
+# The latency scenarios, REPEATS times each, labelled PREFIX-…-rK.
+#   latency_runs PREFIX
+latency_runs() {
+    local prefix=$1 r
+    for r in $(seq 1 "$REPEATS"); do
+        scenario "$prefix-pairs-$PAIRS_RATE-r$r" pairs --pairs 500 --rate "$PAIRS_RATE" --duration 20 --quiet
+    done
+    for r in $(seq 1 "$REPEATS"); do
+        scenario "$prefix-fanout-20x10-r$r" fanout --groups 20 --members 10 --rate 500 --duration 20 --quiet
+    done
+    scenario "$prefix-broadcast-2000" broadcast --members 2000 --repeats 5 --quiet
+}
+
+cluster_run() {
+    log "starting $ENGINE (pinned like the nodes)"
+    start_engine
+    log "engine: $ENGINE_URL ($ENGINE_VERSION)"
+    if [ "$MODE" = smoke ]; then
+        start_nodes "$CLUSTER" yes
+        log "$CLUSTER nodes: $URLS (PIDs $PIDS)"
+        scenario smoke smoke --round-trips 3
+        scenario idle idle --conns 20 --hold 1 --procs 2
+        scenario pairs pairs --pairs 5 --rate 200 --duration 2
+        scenario fanout fanout --groups 2 --members 4 --rate 100 --duration 2
+        scenario broadcast broadcast --members 20 --repeats 3
+        stop_nodes
+        return 0
+    fi
+    # Accounts: one registered through the API, the rest copied in SQL, all
+    # logged in (argon2) with the nodes unpinned so both cores hash; then
+    # fresh, pinned nodes so idle's memory figures don't carry that heap.
+    start_nodes "$CLUSTER" no
+    log "$CLUSTER nodes (unpinned, for the logins): $URLS"
+    scenario prepare-first prepare --users 1
+    log "copying load_00000 into users 1..$((IDLE_CONNS - 1)) (SQL)"
+    clone_users "$IDLE_CONNS"
+    scenario prepare prepare --users "$IDLE_CONNS" --existing --auth-concurrency 32
+    stop_nodes
+    start_nodes "$CLUSTER" yes
+    log "$CLUSTER nodes: $URLS (PIDs $PIDS)"
+    local procs=$(((IDLE_CONNS + 14999) / 15000))
+    scenario "idle-$IDLE_CONNS" idle --conns "$IDLE_CONNS" --procs "$procs" --hold 30
+    latency_runs cluster
+    stop_nodes
+    if [ "$SINGLE" = yes ]; then
+        log "one plain node (no --cluster) on the same database, for comparison"
+        start_server
+        latency_runs single
+        stop_server
+    fi
+}
+
+# This engine's section of RESULTS-cluster.md (any earlier one replaced).
+write_cluster_section() {
+    local begin="<!-- run.sh --cluster: $ENGINE begin -->" end="<!-- run.sh --cluster: $ENGINE end -->"
+    local section="$OUT/section.md"
+    {
+        echo "$begin"
+        echo "## $CLUSTER nodes, $ENGINE"
+        echo
+        echo "Latency runs, median of $REPEATS (delivery and ack latency in ms; \`cluster-\` = $CLUSTER nodes, every message crossing nodes in pairs; \`single-\` = one node without --cluster on the same database):"
+        echo
+        echo "| runs | n | ok | delivered/s | delivery p50 | delivery p99 | ack p50 | ack p99 |"
+        echo "|---|---|---|---|---|---|---|---|"
+        jq -s -r '
+            def med(f): (map(f) | map(select(. != null)) | sort
+                | if length == 0 then "" else .[(length - 1) / 2 | floor] end);
+            [.[] | select(.result != null and (.label | test("-r[0-9]+$")))]
+            | group_by(.label | sub("-r[0-9]+$"; ""))
+            | .[]
+            | "| \(.[0].label | sub("-r[0-9]+$"; "")) | \(length) | \(map(select(.result.ok == true)) | length) | \(med(.result.delivered_per_sec)) | \(med(.result.delivery_latency_ms.p50)) | \(med(.result.delivery_latency_ms.p99)) | \(med(.result.ack_latency_ms.p50)) | \(med(.result.ack_latency_ms.p99)) |"
+        ' "$RUNS"
+        echo
+        sed -e '1,/^Written by/d' -e 's/^#/##/' "$RESULTS_MD"
+        echo
+        echo "$end"
+    } >"$section"
+    if [ ! -f "$CLUSTER_MD" ]; then
+        {
+            echo "# Parley cluster load-test results"
+            echo
+            echo "Sections written by \`load-tests/run.sh --cluster N --engine E --postgres URL\`, one per engine;"
+            echo "\`load-tests/README.md\` (\"Several nodes\") explains the figures."
+            echo
+        } >"$CLUSTER_MD"
+    fi
+    awk -v begin="$begin" -v end="$end" '
+        $0 == begin { skip = 1; next }
+        $0 == end { skip = 0; next }
+        !skip { print }
+    ' "$CLUSTER_MD" >"$OUT/cluster-md.tmp"
+    cat "$OUT/cluster-md.tmp" "$section" >"$CLUSTER_MD"
+}
+
+if [ -z "$CLUSTER" ]; then
+    log "starting the server ($BACKEND, data in $DATA, port $PORT)"
+    start_server
+fi
 
 FAILED=()
 # One scenario: run it pinned, keep its JSON line, note a failure.
@@ -161,8 +465,12 @@ scenario() {
     local command="parley-load $*"
     log "$label: $command"
     local rc=0
-    "${TOOL_PIN[@]}" "$LOAD_BIN" --url "http://127.0.0.1:$PORT" --server-pid "$SERVER_PID" \
-        --json --accounts "$ACCOUNTS" --state "$STATE" "$@" >"$OUT/$label.json" || rc=$?
+    "${TOOL_PIN[@]}" "$LOAD_BIN" --url "$URLS" --server-pid "$PIDS" \
+        --json --accounts "$ACCOUNTS" --state "$STATE" "$@" >"$OUT/$label.json" &
+    # In the background so an interrupt's cleanup can stop it by PID.
+    BACKGROUND_PID=$!
+    wait "$BACKGROUND_PID" || rc=$?
+    BACKGROUND_PID=""
     record "$label" "$command" "$rc" "$OUT/$label.json"
     return 0
 }
@@ -189,13 +497,13 @@ pairs_with_login() {
     log "$label: parley-load $pairs_args  +  parley-load $login_args"
     local rc=0 login_rc=0
     # shellcheck disable=SC2086
-    "${TOOL_PIN[@]}" "$LOAD_BIN" --url "http://127.0.0.1:$PORT" --server-pid "$SERVER_PID" \
+    "${TOOL_PIN[@]}" "$LOAD_BIN" --url "$URLS" --server-pid "$PIDS" \
         --json --quiet --accounts "$ACCOUNTS" --state "$STATE" $pairs_args \
         >"$OUT/$label-pairs.json" &
     BACKGROUND_PID=$!
     sleep "$delay"
     # shellcheck disable=SC2086
-    "${TOOL_PIN[@]}" "$LOAD_BIN" --url "http://127.0.0.1:$PORT" --server-pid "$SERVER_PID" \
+    "${TOOL_PIN[@]}" "$LOAD_BIN" --url "$URLS" --server-pid "$PIDS" \
         --json --accounts "$ACCOUNTS" --state "$STATE" $login_args \
         >"$OUT/$label-login.json" || login_rc=$?
     wait "$BACKGROUND_PID" || rc=$?
@@ -234,7 +542,9 @@ pairs_ladder() {
     FAILED=("${kept[@]}")
 }
 
-if [ "$MODE" = smoke ]; then
+if [ -n "$CLUSTER" ]; then
+    cluster_run
+elif [ "$MODE" = smoke ]; then
     scenario smoke smoke --round-trips 3
     scenario idle idle --conns 20 --hold 1
     pairs_with_login pairs 1 "pairs --pairs 5 --rate 200 --duration 2" "login --rate 5 --duration 1 --users 4"
@@ -263,6 +573,9 @@ else
 fi
 
 stop_server
+stop_nodes
+stop_pid "$ENGINE_PID" "the $ENGINE server"
+ENGINE_PID=""
 
 # --- RESULTS.md ----------------------------------------------------------------
 {
@@ -270,15 +583,28 @@ stop_server
     echo "- date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
     echo "- commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- 2>/dev/null || echo ' (with uncommitted changes)')"
     echo "- backend: $BACKEND; server pinned with \`${SERVER_PIN[*]:-(none)}\`, parley-load with \`${TOOL_PIN[*]:-(none)}\`"
+    if [ -n "$CLUSTER" ]; then
+        echo "- cluster: $CLUSTER nodes on ports $PORT…$((PORT + CLUSTER - 1)), engine $ENGINE ($ENGINE_VERSION) on its own port, pinned with the nodes; rate limits off"
+    fi
     echo "- mode: $MODE; raw JSON lines: \`${RUNS#"$ROOT"/}\`"
     if [ -f "$OUT/max-pairs-rate" ]; then
         echo "- highest pairs rate sustained (ladder: ok, ≥95% delivered/s, p99 ≤ 250 ms): $(cat "$OUT/max-pairs-rate") msg/s"
     fi
     echo "- against the targets, with profiles: [load-tests/README.md](README.md#against-the-targets)"
-    echo "- server log: $(grep -c -E 'WARN|ERROR' "$OUT/server.log" || true) warning/error lines (\`${OUT#"$ROOT"/}/server.log\`)"
+    if [ -f "$OUT/server.log" ]; then
+        echo "- server log: $(grep -c -E 'WARN|ERROR' "$OUT/server.log" || true) warning/error lines (\`${OUT#"$ROOT"/}/server.log\`)"
+    fi
+    if [ -n "$CLUSTER" ]; then
+        echo "- node logs: $(cat "$OUT"/node-*.log 2>/dev/null | grep -c -E 'WARN|ERROR' || true) warning/error lines (\`${OUT#"$ROOT"/}/node-*.log\`)"
+    fi
 } >"$OUT/header.md"
 "$LOAD_BIN" summarize --input "$RUNS" --header "$OUT/header.md" --out "$RESULTS_MD"
-log "results: $RESULTS_MD"
+if [ -n "$CLUSTER" ] && [ "$MODE" != smoke ]; then
+    write_cluster_section
+    log "results: $CLUSTER_MD (section $ENGINE)"
+else
+    log "results: $RESULTS_MD"
+fi
 
 if [ "${#FAILED[@]}" -gt 0 ]; then
     echo "run.sh: FAILED: ${FAILED[*]}" >&2

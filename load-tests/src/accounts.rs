@@ -41,6 +41,9 @@ pub struct Accounts {
     entries: Mutex<HashMap<String, Entry>>,
     /// Names whose entry changed since loading (merged into the file on save).
     changed: Mutex<Vec<String>>,
+    /// The users exist already (made outside this tool): log in without
+    /// trying to register first.
+    pub users_exist: bool,
 }
 
 /// Reads a JSON file, or the default value if it is missing or unreadable.
@@ -67,9 +70,15 @@ impl Accounts {
         let file: CacheFile = read_json(&ctx.accounts_path);
         Accounts {
             path: ctx.accounts_path.clone(),
-            server: ctx.target.addr.to_string(),
+            server: ctx
+                .targets
+                .iter()
+                .map(|t| t.addr.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
             entries: Mutex::new(file.accounts),
             changed: Mutex::new(Vec::new()),
+            users_exist: false,
         }
     }
 
@@ -132,7 +141,7 @@ impl Accounts {
             let bar = ctx.bar(todo.len() as u64, "accounts");
             let mut results = stream::iter(todo)
                 .map(|(name, known)| async move {
-                    let token = obtain(ctx, &name, known).await?;
+                    let token = obtain(ctx, &name, known || self.users_exist).await?;
                     self.remember(&name, token);
                     Ok::<(), Failure>(())
                 })
@@ -193,7 +202,8 @@ impl Accounts {
         write_json(&self.path, &file)
     }
 
-    /// Opens a socket for `name` (source address number `n`); if the token
+    /// Opens a socket for `name` (source address number `n`, on node
+    /// `n % nodes`); if the token
     /// is refused, logs in again and retries once. Returns the socket and
     /// whether the token had to be renewed.
     pub async fn connect(
@@ -203,11 +213,12 @@ impl Accounts {
         name: &str,
         token: &str,
     ) -> Result<(Ws, bool), Failure> {
-        match net::open_socket(&ctx.target, n, token).await {
+        let target = ctx.target_for(n);
+        match net::open_socket(target, n, token).await {
             Ok(ws) => Ok((ws, false)),
             Err(ConnectError::Unauthorized) => {
                 let token = self.renew(ctx, name).await?;
-                let ws = net::open_socket(&ctx.target, n, &token)
+                let ws = net::open_socket(target, n, &token)
                     .await
                     .map_err(|e| format!("socket for {name}: {e}"))?;
                 Ok((ws, true))
@@ -220,7 +231,7 @@ impl Accounts {
 /// Gets a token for `name`: log in first if the user probably exists
 /// (`known`), register first otherwise; fall back to the other order.
 async fn obtain(ctx: &Ctx, name: &str, known: bool) -> Result<String, Failure> {
-    let (http, base) = (&ctx.http, ctx.target.http_base.as_str());
+    let (http, base) = (&ctx.http, ctx.rest_base());
     if known {
         if let Some(token) = api::login(http, base, name).await? {
             return Ok(token);

@@ -3,6 +3,7 @@
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -10,11 +11,17 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::net::Target;
 
 pub struct Ctx {
+    /// The first node: where the REST calls that need one place go.
     pub target: Target,
+    /// Every node (`--url a,b,…`); socket `n` goes to `targets[n % len]`.
+    pub targets: Vec<Target>,
+    /// Round-robin counter for REST calls spread over the nodes.
+    pub rest_turn: AtomicUsize,
     pub http: reqwest::Client,
     pub quiet: bool,
     pub json: bool,
-    pub server_pid: Option<u32>,
+    /// The server processes (one per node) whose CPU and memory are summed.
+    pub server_pids: Vec<u32>,
     /// The `username → token` cache.
     pub accounts_path: PathBuf,
     /// What `seed` wrote for `history`, and reusable groups.
@@ -31,9 +38,27 @@ pub struct Ctx {
     pub drain_timeout: Duration,
     /// Prefix of the load users' names.
     pub user_prefix: String,
+    /// `--threads`, passed on to child processes.
+    pub threads: Option<usize>,
 }
 
 impl Ctx {
+    /// How many nodes the run spreads over.
+    pub fn nodes(&self) -> usize {
+        self.targets.len()
+    }
+
+    /// The node socket number `n` connects to (round-robin).
+    pub fn target_for(&self, n: usize) -> &Target {
+        &self.targets[n % self.targets.len()]
+    }
+
+    /// A node for the next REST call (round-robin; always the first with one node).
+    pub fn rest_base(&self) -> &str {
+        let turn = self.rest_turn.fetch_add(1, Relaxed);
+        &self.target_for(turn).http_base
+    }
+
     /// The name of load user number `n` (shared by the scenarios, so accounts
     /// made for one are reused by the next).
     pub fn user(&self, n: usize) -> String {

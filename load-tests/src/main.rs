@@ -32,7 +32,9 @@ pub type Failure = Box<dyn std::error::Error + Send + Sync>;
     about = "Load and smoke tests for a Parley server (loopback only)"
 )]
 struct Cli {
-    /// Base URL of the server; its host must be a loopback address.
+    /// Base URL of the server; its host must be a loopback address. Several
+    /// nodes of one cluster: a comma-separated list (sockets are spread over
+    /// them round-robin).
     #[arg(long, default_value = "http://127.0.0.1:8080", global = true)]
     url: String,
     /// Print one JSON line with every figure on stdout (the summary goes to stderr).
@@ -41,9 +43,10 @@ struct Cli {
     /// No progress bars or log lines.
     #[arg(long, short, global = true)]
     quiet: bool,
-    /// The server's process id: report its CPU time and memory.
+    /// The server's process id: report its CPU time and memory. Several
+    /// nodes: a comma-separated list (CPU and memory are summed over them).
     #[arg(long, global = true)]
-    server_pid: Option<u32>,
+    server_pid: Option<String>,
     /// The username → token cache [default: target/parley-load/accounts-<port>.json].
     #[arg(long, global = true)]
     accounts: Option<PathBuf>,
@@ -98,6 +101,9 @@ enum Scenario {
     Prepare {
         #[arg(long)]
         users: usize,
+        /// The users exist already (made outside this tool): only log in.
+        #[arg(long)]
+        existing: bool,
     },
     /// Open and hold N authenticated sockets; connect rate and server memory per socket.
     Idle {
@@ -106,6 +112,16 @@ enum Scenario {
         /// Seconds to hold them open.
         #[arg(long, default_value_t = 10)]
         hold: u64,
+        /// The first load user (users FROM..FROM+conns hold the sockets).
+        #[arg(long, default_value_t = 0)]
+        users_from: usize,
+        /// Hold the sockets from this many processes (this one and P−1
+        /// children), for more sockets than one process's open-file limit.
+        #[arg(long, default_value_t = 1)]
+        procs: usize,
+        /// Run as one of those children (internal).
+        #[arg(long, hide = true)]
+        child: bool,
     },
     /// P pairs of users sending private messages to each other at a total rate.
     Pairs {
@@ -247,9 +263,24 @@ async fn run(cli: Cli) -> i32 {
             round_trips,
             timeout_secs,
         } => scenarios::smoke::run(&ctx, *round_trips, Duration::from_secs(*timeout_secs)).await,
-        Scenario::Prepare { users } => scenarios::prepare(&ctx, *users).await,
-        Scenario::Idle { conns, hold } => {
-            scenarios::idle::run(&ctx, *conns, Duration::from_secs(*hold)).await
+        Scenario::Prepare { users, existing } => scenarios::prepare(&ctx, *users, *existing).await,
+        Scenario::Idle {
+            conns,
+            hold,
+            users_from,
+            procs,
+            child,
+        } => {
+            let plan = scenarios::idle::Plan {
+                conns: *conns,
+                hold: Duration::from_secs(*hold),
+                users_from: *users_from,
+                procs: *procs,
+            };
+            if *child {
+                return scenarios::idle::child(&ctx, &plan).await;
+            }
+            scenarios::idle::run(&ctx, &plan).await
         }
         Scenario::Pairs {
             pairs,
@@ -303,7 +334,10 @@ async fn run(cli: Cli) -> i32 {
         Scenario::Summarize { .. } => unreachable!("handled above"),
     };
     match outcome {
-        Ok(report) => {
+        Ok(mut report) => {
+            if ctx.nodes() > 1 {
+                report.param("nodes", ctx.nodes());
+            }
             if ctx.json {
                 eprint!("{}", report.human());
                 println!("{}", report.json_line());
@@ -323,8 +357,23 @@ async fn run(cli: Cli) -> i32 {
     }
 }
 
+/// `--server-pid 12,34`: the process ids, in any number (none without the flag).
+fn pids(list: Option<&str>) -> Result<Vec<u32>, Failure> {
+    let Some(list) = list else {
+        return Ok(Vec::new());
+    };
+    list.split(',')
+        .map(|pid| {
+            pid.trim()
+                .parse::<u32>()
+                .map_err(|_| format!("--server-pid {list:?}: {pid:?} is not a process id").into())
+        })
+        .collect()
+}
+
 fn context(cli: &Cli) -> Result<Ctx, Failure> {
-    let target = Target::parse(&cli.url)?;
+    let targets = Target::parse_list(&cli.url)?;
+    let target = targets[0].clone();
     let cache = ctx::default_cache_dir();
     let port = target.port();
     let http = reqwest::Client::builder()
@@ -336,7 +385,7 @@ fn context(cli: &Cli) -> Result<Ctx, Failure> {
         http,
         quiet: cli.quiet,
         json: cli.json,
-        server_pid: cli.server_pid,
+        server_pids: pids(cli.server_pid.as_deref())?,
         accounts_path: cli
             .accounts
             .clone()
@@ -351,5 +400,8 @@ fn context(cli: &Cli) -> Result<Ctx, Failure> {
         drain_timeout: secs(cli.drain_timeout, "--drain-timeout")?,
         user_prefix: cli.user_prefix.clone(),
         target,
+        targets,
+        rest_turn: Default::default(),
+        threads: cli.threads,
     })
 }

@@ -73,6 +73,23 @@ impl Target {
     pub fn port(&self) -> u16 {
         self.addr.port()
     }
+
+    /// A comma-separated list of base URLs, one per node, each checked
+    /// like [`Target::parse`]. At least one; no node twice.
+    pub fn parse_list(urls: &str) -> Result<Vec<Target>, String> {
+        let mut targets: Vec<Target> = Vec::new();
+        for url in urls.split(',').map(str::trim) {
+            if url.is_empty() {
+                return Err(format!("--url {urls:?}: an empty entry in the list"));
+            }
+            let target = Target::parse(url)?;
+            if targets.iter().any(|t| t.addr == target.addr) {
+                return Err(format!("--url {urls:?}: {} is listed twice", target.addr));
+            }
+            targets.push(target);
+        }
+        Ok(targets)
+    }
 }
 
 /// The source address for the `n`-th socket: sockets are spread over
@@ -234,6 +251,24 @@ mod tests {
             "https://127.0.0.1:8080",
         ] {
             assert!(Target::parse(url).is_err(), "{url} was accepted");
+        }
+    }
+
+    #[test]
+    fn a_list_of_nodes_is_checked_entry_by_entry() {
+        let targets = Target::parse_list("http://127.0.0.1:8081, http://127.0.0.1:8082/").unwrap();
+        assert_eq!(targets.len(), 2);
+        assert_eq!(targets[1].port(), 8082);
+        assert_eq!(
+            Target::parse_list("http://127.0.0.1:8081").unwrap().len(),
+            1
+        );
+        for list in [
+            "http://127.0.0.1:8081,http://10.0.0.1:8082",
+            "http://127.0.0.1:8081,",
+            "http://127.0.0.1:8081,http://127.0.0.1:8081",
+        ] {
+            assert!(Target::parse_list(list).is_err(), "{list} was accepted");
         }
     }
 

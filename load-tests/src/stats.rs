@@ -120,21 +120,40 @@ pub fn process_rss_kib(pid: u32) -> Option<u64> {
         .and_then(|kib| kib.parse().ok())
 }
 
-/// CPU use over a measured window, of this tool and (if known) the server.
+/// Resident memory of several processes summed, in KiB; `None` if there
+/// are none or one cannot be read.
+pub fn processes_rss_kib(pids: &[u32]) -> Option<u64> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().map(|&pid| process_rss_kib(pid)).sum()
+}
+
+/// CPU seconds of several processes summed; `None` if there are none or
+/// one cannot be read.
+pub fn processes_cpu_secs(pids: &[u32]) -> Option<f64> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().map(|&pid| process_cpu_secs(pid)).sum()
+}
+
+/// CPU use over a measured window, of this tool and (if known) the server
+/// (every node's process, summed).
 pub struct CpuWindow {
     started: Instant,
     own: f64,
-    server_pid: Option<u32>,
+    server_pids: Vec<u32>,
     server: Option<f64>,
 }
 
 impl CpuWindow {
-    pub fn start(server_pid: Option<u32>) -> Self {
+    pub fn start(server_pids: &[u32]) -> Self {
         CpuWindow {
             started: Instant::now(),
             own: own_cpu_secs(),
-            server_pid,
-            server: server_pid.and_then(process_cpu_secs),
+            server_pids: server_pids.to_vec(),
+            server: processes_cpu_secs(server_pids),
         }
     }
 
@@ -149,9 +168,7 @@ impl CpuWindow {
             ("tool_cpu_secs", json!(round(own))),
             ("tool_cpu_cores", json!(round(own / wall))),
         ];
-        let server = self
-            .server_pid
-            .and_then(process_cpu_secs)
+        let server = processes_cpu_secs(&self.server_pids)
             .zip(self.server)
             .map(|(now, then)| now - then);
         if let Some(server) = server {
@@ -208,6 +225,10 @@ mod tests {
         let me = std::process::id();
         assert!(process_cpu_secs(me).is_some());
         assert!(process_rss_kib(me).unwrap() > 0);
+        let one = process_rss_kib(me).unwrap();
+        assert!(processes_rss_kib(&[me, me]).unwrap() >= one);
+        assert!(processes_rss_kib(&[]).is_none());
+        assert!(processes_cpu_secs(&[me, me]).is_some());
     }
 
     #[test]

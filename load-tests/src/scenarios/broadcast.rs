@@ -44,7 +44,7 @@ pub async fn run(
     let mut sink = fleet.take_sink(0);
     let composer = Composer::group(&ctx.run_id, 0, group, content_bytes);
     let owed = members as u64 - 1;
-    let cpu = CpuWindow::start(ctx.server_pid);
+    let cpu = CpuWindow::start(&ctx.server_pids);
     let bar = ctx.bar(u64::from(repeats), "rounds");
     let mut rounds = Vec::new();
     let mut times = Vec::new();

@@ -70,11 +70,11 @@ pub async fn make_groups(
     members: usize,
     label: &str,
 ) -> Result<Vec<i64>, Failure> {
-    let base = ctx.target.http_base.as_str();
     let mut ids = Vec::with_capacity(groups);
     for k in 0..groups {
         let owner = k * members;
         let name = format!("load-{label}-{}-{k}", ctx.run_id);
+        let base = ctx.rest_base();
         ids.push(api::create_group(&ctx.http, base, &tokens[owner], &name).await?);
     }
     let adds: Vec<(usize, usize)> = (0..groups)
@@ -86,6 +86,7 @@ pub async fn make_groups(
             let (ids, bar) = (&ids, &bar);
             async move {
                 let owner = &tokens[k * members];
+                let base = ctx.rest_base();
                 api::add_member(&ctx.http, base, owner, ids[k], &names[member]).await?;
                 bar.inc(1);
                 Ok(())

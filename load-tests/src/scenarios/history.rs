@@ -108,7 +108,7 @@ pub async fn run(
         .build()?;
     let remaining = Arc::new(AtomicU64::new(requests));
     let tally = Arc::new(Tally::default());
-    let cpu = CpuWindow::start(ctx.server_pid);
+    let cpu = CpuWindow::start(&ctx.server_pids);
     let started = Instant::now();
     let deadline = started + max_duration;
     let bar = ctx.bar(requests, "requests");

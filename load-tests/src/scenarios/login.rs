@@ -36,7 +36,7 @@ pub async fn run(
     let mut started_count = 0u64;
     let mut tasks = Vec::new();
 
-    let cpu = CpuWindow::start(ctx.server_pid);
+    let cpu = CpuWindow::start(&ctx.server_pids);
     let start = Instant::now();
     let end = start + duration;
     let bar = ctx.timer_bar(duration.as_secs(), "logins");

@@ -45,9 +45,10 @@ pub struct State {
 /// `prepare`: makes sure users 0..N exist and have cached tokens, so a
 /// later run (e.g. `idle` against a freshly restarted server) measures no
 /// argon2 work.
-pub async fn prepare(ctx: &Ctx, users: usize) -> Result<Report, Failure> {
+pub async fn prepare(ctx: &Ctx, users: usize, existing: bool) -> Result<Report, Failure> {
     let started = std::time::Instant::now();
-    let accounts = Accounts::load(ctx);
+    let mut accounts = Accounts::load(ctx);
+    accounts.users_exist = existing;
     let names = ctx.users(0..users);
     accounts.ensure(ctx, &names).await?;
     let mut report = Report::new("prepare");

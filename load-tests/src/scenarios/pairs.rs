@@ -78,7 +78,7 @@ pub async fn send_phase(
     let senders = fleet.sinks.len();
     let per_sender = traffic.rate / senders as f64;
     let interval = 1.0 / per_sender.max(1e-9);
-    let cpu = CpuWindow::start(ctx.server_pid);
+    let cpu = CpuWindow::start(&ctx.server_pids);
     let start = Instant::now() + Duration::from_millis(20);
     let end = start + traffic.duration;
     let bar = ctx.timer_bar(traffic.duration.as_secs(), "sending");

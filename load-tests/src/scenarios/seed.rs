@@ -82,7 +82,7 @@ pub async fn run(
     .await?;
     let shared = fleet.shared.clone();
 
-    let cpu = CpuWindow::start(ctx.server_pid);
+    let cpu = CpuWindow::start(&ctx.server_pids);
     let started = Instant::now();
     let bar = ctx.bar(messages, "seeding");
     let done = Arc::new(AtomicBool::new(false));

@@ -22,7 +22,7 @@ pub async fn run(ctx: &Ctx, round_trips: u32, timeout: Duration) -> Result<Repor
     let (mut alice_socket, _) = accounts.connect(ctx, 0, &alice, &tokens[0]).await?;
     let (mut bob_socket, _) = accounts.connect(ctx, 1, &bob, &tokens[1]).await?;
 
-    let cpu = CpuWindow::start(ctx.server_pid);
+    let cpu = CpuWindow::start(&ctx.server_pids);
     let mut times = stats::histogram();
     for n in 0..round_trips {
         let started = Instant::now();
