@@ -211,25 +211,37 @@ async fn next_frame(ws: &mut WsStream) -> serde_json::Value {
     ws_recv_skipping_presence(ws).await
 }
 
-/// Sends `from` → `to` on `node` until the send says `delivered`: `to`'s
-/// sockets elsewhere are then known on `node` (presence crosses nodes
-/// through the engine, a moment later). Returns how many it sent.
-async fn wait_until_delivered_status(node: &TestApp, from: &TestUser, to: &str) -> usize {
+/// Tries `attempt` every 50 ms until it gives `Some`, for up to [`WAIT`]:
+/// what one node does reaches the others through the engine a moment later.
+async fn eventually<T, F, Attempt>(what: &str, mut attempt: F) -> T
+where
+    F: FnMut() -> Attempt,
+    Attempt: std::future::Future<Output = Option<T>>,
+{
     let deadline = tokio::time::Instant::now() + WAIT;
-    let mut sent = 0;
     loop {
-        let message = node.send_text(from, to, "are you there?").await;
-        sent += 1;
-        if message["status"] == "delivered" {
-            return sent;
+        if let Some(done) = attempt().await {
+            return done;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "{to} never showed as online to {}",
-            from.username
+            "{what} did not happen within {WAIT:?}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Sends `from` → `to` on `node` until the send says `delivered`: `to`'s
+/// sockets elsewhere are then known on `node`. Returns how many it sent.
+async fn wait_until_delivered_status(node: &TestApp, from: &TestUser, to: &str) -> usize {
+    let sent = &std::cell::Cell::new(0);
+    let what = format!("{to} showing as online to {}", from.username);
+    eventually(&what, move || async move {
+        let message = node.send_text(from, to, "are you there?").await;
+        sent.set(sent.get() + 1);
+        (message["status"] == "delivered").then(|| sent.get())
+    })
+    .await
 }
 
 cluster_test!(
@@ -289,22 +301,17 @@ cluster_test!(
         let dave = a.create_user("dave").await;
         let mut dave_b = b.ws_connect(&dave.token).await;
         json_ok(a.add_member(&alice.token, &group.to_string(), "dave").await).await;
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
+        let (dave, group_path) = (&dave, &group.to_string());
+        eventually("node b learning that dave joined", move || async move {
             let body = json!({"content": "dave here", "message_type": "text"});
-            let response = b
-                .post_group_message(&dave.token, &group.to_string(), &body)
-                .await;
+            let response = b.post_group_message(&dave.token, group_path, &body).await;
             if response.status().as_u16() == 200 {
-                break;
+                return Some(());
             }
             assert_error(response, 403).await;
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "node b never learnt that dave joined"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+            None
+        })
+        .await;
         for ws in [&mut alice_a, &mut bob_c, &mut carol_c, &mut dave_b] {
             assert_group_frame(&next_frame(ws).await, group, "dave", "dave here");
         }
@@ -465,14 +472,11 @@ cluster_test!(
         json_ok(c.get("/groups", &fresh).await).await;
         let response = a.post_raw("/auth/logout", &fresh, None, "").await;
         assert_eq!(response.status().as_u16(), 204);
-        let deadline = tokio::time::Instant::now() + WAIT;
-        while c.get("/groups", &fresh).await.status().as_u16() != 401 {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "node c still takes a logged-out token"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let fresh = &fresh;
+        eventually("node c refusing a logged-out token", move || async move {
+            (c.get("/groups", fresh).await.status().as_u16() == 401).then_some(())
+        })
+        .await;
     }
 );
 
