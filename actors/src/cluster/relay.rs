@@ -224,16 +224,17 @@ impl ClusterBroker {
         Ok((broker.clone(), Listener { broker, inbox }))
     }
 
+    fn encode(&self, event: Event, frame: Option<&bytestring::ByteString>) -> Bytes {
+        let envelope = Envelope {
+            from: self.me,
+            event,
+        };
+        wire::encode(&envelope, frame)
+    }
+
     fn publish(&self, event: Event, frame: Option<&bytestring::ByteString>) {
-        let bytes = wire::encode(
-            &Envelope {
-                from: self.me,
-                event,
-            },
-            frame,
-        );
         // The publisher runs as long as the process; a send fails only at exit.
-        let _ = self.outbox.send(Outgoing::Event(bytes));
+        let _ = self.outbox.send(Outgoing::Event(self.encode(event, frame)));
     }
 
     fn publish_roster(&self) {
@@ -378,13 +379,7 @@ impl Broker for ClusterBroker {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (done, flushed) = oneshot::channel();
         self.pending_flushes.insert(marker, done);
-        let bytes = wire::encode(
-            &Envelope {
-                from: self.me,
-                event: Event::Marker { marker },
-            },
-            None,
-        );
+        let bytes = self.encode(Event::Marker { marker }, None);
         let _ = self.outbox.send(Outgoing::Marker(marker, bytes));
         let pending = self.pending_flushes.clone();
         Box::pin(async move {
