@@ -401,6 +401,40 @@ api_test!(
 );
 
 api_test!(
+    a_resent_group_message_is_acked_with_the_status_of_its_first_ack,
+    |app| async move {
+        let alice = app.create_user("alice").await;
+        let bob = app.create_user("bob").await;
+        let group = app.create_group_with(&alice, "g", &[&bob]).await;
+        let mut bob_ws = app.ws_connect(&bob.token).await;
+        let mut alice_ws = app.ws_connect(&alice.token).await;
+
+        let frame = group_socket_message(group, "seen live", "status-1");
+        let first = assert_ack(
+            &ws_send_and_recv(&mut alice_ws, &frame).await,
+            "status-1",
+            "delivered",
+        );
+        assert_eq!(
+            int_field(&ws_recv_skipping_presence(&mut bob_ws).await, "id"),
+            first
+        );
+        // Bob leaving changes nothing about a message he already got.
+        ws_close(bob_ws).await;
+        loop {
+            let frame = ws_recv(&mut alice_ws).await;
+            if frame["type"] == "status" && frame["user"] == "bob" {
+                assert_eq!(frame["status"], "offline", "{frame}");
+                break;
+            }
+        }
+        let again = ws_send_and_recv(&mut alice_ws, &frame).await;
+        assert_eq!(int_field(&again, "id"), first, "{again}");
+        assert_eq!(assert_ack(&again, "status-1", "delivered"), first);
+    }
+);
+
+api_test!(
     a_client_id_resent_before_its_ack_arrives_is_still_stored_once,
     |app| async move {
         let alice = app.create_user("alice").await;

@@ -503,7 +503,11 @@ fn message_row<'a>(m: &'a NewMessage, target: &Resolved, id: i64, now: Timestamp
             conversation,
             status,
         } => (Some(*conversation), Some(recipient.id), None, Some(status.as_str())),
-        Resolved::Group { group_id, .. } => (None, None, Some(*group_id), None),
+        // A group row keeps its ack's status only so that a resend of its
+        // `client_id` is answered as the first send was; no view reads it.
+        Resolved::Group {
+            group_id, status, ..
+        } => (None, None, Some(*group_id), Some(status.as_str())),
     };
     q::MessageRow {
         id,
