@@ -146,6 +146,12 @@ impl Application {
         self.port
     }
 
+    /// The chat core the server runs on, for code embedding it (and tests
+    /// that drive its actors directly).
+    pub fn chat(&self) -> Chat {
+        self.chat.clone()
+    }
+
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let Application { server, chat, .. } = self;
         let handle = server.handle();

@@ -57,6 +57,25 @@ impl DeviceRegistry {
         self.broker.device_here(device, false);
     }
 
+    /// Closes one socket bound to a device that turned out to be deleted,
+    /// unless [`Self::close_sockets_of`] already did.
+    fn close_late_socket(&mut self, device: i64, session: SessionId) {
+        let Some(sockets) = self.connected.get_mut(&device) else {
+            return;
+        };
+        let Some(at) = sockets.iter().position(|socket| socket.session == session) else {
+            return;
+        };
+        sockets
+            .swap_remove(at)
+            .addr
+            .do_send(Disconnect::device_removed());
+        if sockets.is_empty() {
+            self.connected.remove(&device);
+            self.broker.device_here(device, false);
+        }
+    }
+
     fn touch(&self, device: i64) {
         self.persistence.do_send(TouchDevice {
             device,
@@ -193,16 +212,30 @@ impl Handler<FindDevice> for DeviceRegistry {
 impl Handler<DeviceConnected> for DeviceRegistry {
     type Result = ();
 
-    fn handle(&mut self, msg: DeviceConnected, _: &mut Self::Context) {
-        let sockets = self.connected.entry(msg.device).or_default();
+    /// The handshake found the device before this turn; its deletion may
+    /// have committed since. The socket is recorded first and the device's
+    /// row checked after, through the writer that serialises the deletion:
+    /// either the deletion's `close_sockets_of` finds the socket here, or
+    /// the touch finds no row and closes it.
+    fn handle(&mut self, msg: DeviceConnected, ctx: &mut Self::Context) {
+        let (device, session) = (msg.device, msg.session);
+        let sockets = self.connected.entry(device).or_default();
         sockets.push(Socket {
-            session: msg.session,
+            session,
             addr: msg.addr,
         });
         if sockets.len() == 1 {
-            self.broker.device_here(msg.device, true);
+            self.broker.device_here(device, true);
         }
-        self.touch(msg.device);
+        let touched = self.persistence.send(TouchDevice {
+            device,
+            at: Timestamp::now(),
+        });
+        ctx.spawn(touched.into_actor(self).map(move |exists, registry, _| {
+            if let Ok(Ok(false)) = exists {
+                registry.close_late_socket(device, session);
+            }
+        }));
     }
 }
 

@@ -28,13 +28,15 @@ use crate::room::{PostMessage, Typing};
 use crate::{ask, validate, Chat};
 
 /// Completes the WebSocket handshake for an authenticated user and starts
-/// the session. `device` is the row id of the device the socket binds to.
+/// the session. `device` is the row id of the device the socket binds to;
+/// `token_generation` is the one the handshake's token carried.
 pub fn serve(
     req: &HttpRequest,
     payload: web::Payload,
     chat: Chat,
     user: UserRef,
     device: Option<i64>,
+    token_generation: i64,
 ) -> ChatResult<HttpResponse> {
     let max_frame_bytes = chat.settings.max_frame_bytes;
     let id = chat.hub.next_session_id();
@@ -45,6 +47,7 @@ pub fn serve(
         id,
         user,
         device,
+        token_generation,
         chat,
         last_heard: Instant::now(),
         replayed_up_to: 0,
@@ -61,6 +64,8 @@ pub struct SessionActor {
     user: UserRef,
     /// Row id of the device this socket is bound to (`?device_id=`), if any.
     device: Option<i64>,
+    /// The password generation of the token the socket was opened with.
+    token_generation: i64,
     chat: Chat,
     /// When the client last sent anything (a frame, ping or pong).
     last_heard: Instant,
@@ -156,6 +161,15 @@ impl Disconnect {
         }
     }
 
+    /// The account could not be checked (the database failed); the client
+    /// may reconnect.
+    pub fn account_unknown() -> Self {
+        Disconnect {
+            code: ws::CloseCode::Error,
+            reason: "cannot check the account; reconnect",
+        }
+    }
+
     /// The device this socket was bound to was deleted.
     pub fn device_removed() -> Self {
         Disconnect {
@@ -205,6 +219,7 @@ impl Actor for SessionActor {
                 ctx.ping(b"");
             }
         });
+        self.recheck_account(ctx);
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
@@ -220,6 +235,41 @@ impl Actor for SessionActor {
                 session: self.id,
             });
         }
+    }
+}
+
+impl SessionActor {
+    /// The handshake checked the token before this socket was in the hub; a
+    /// password change or account deletion that committed in between closed
+    /// the user's other sockets but not this one. Checked again now that it
+    /// is registered, no change can slip through: one that commits later
+    /// finds this socket in the hub. No client frame is read until then.
+    fn recheck_account(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        let (chat, user) = (self.chat.clone(), self.user.id);
+        let check = async move { chat.account(user).await };
+        ctx.wait(check.into_actor(self).map(|account, session, ctx| {
+            let closing = match account {
+                Ok(Some(account)) if account.deleted => Disconnect::account_deleted(),
+                Ok(None) => Disconnect::account_deleted(),
+                Ok(Some(account)) if account.token_generation != session.token_generation => {
+                    Disconnect::password_changed()
+                }
+                Ok(Some(_)) => return,
+                Err(error) => {
+                    tracing::error!(session = session.id, ?error, "cannot recheck the account");
+                    Disconnect::account_unknown()
+                }
+            };
+            session.close(closing, ctx);
+        }));
+    }
+
+    fn close(&mut self, closing: Disconnect, ctx: &mut ws::WebsocketContext<Self>) {
+        ctx.close(Some(ws::CloseReason {
+            code: closing.code,
+            description: Some(closing.reason.into()),
+        }));
+        ctx.stop();
     }
 }
 
@@ -275,11 +325,7 @@ impl Handler<Disconnect> for SessionActor {
     type Result = ();
 
     fn handle(&mut self, msg: Disconnect, ctx: &mut Self::Context) {
-        ctx.close(Some(ws::CloseReason {
-            code: msg.code,
-            description: Some(msg.reason.into()),
-        }));
-        ctx.stop();
+        self.close(msg, ctx);
     }
 }
 

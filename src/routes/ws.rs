@@ -42,7 +42,8 @@ pub async fn chat(
     state: web::Data<AppState>,
     query: web::Query<SocketQuery>,
 ) -> ApiResult<HttpResponse> {
-    let user = authenticate(&req, query.token.as_deref()).await?.user;
+    let token = authenticate(&req, query.token.as_deref()).await?;
+    let user = token.user;
     let device = match &query.device_id {
         Some(device_id) => Some(
             ask(
@@ -62,5 +63,6 @@ pub async fn chat(
         state.chat.clone(),
         user,
         device,
+        token.generation,
     )?)
 }

@@ -120,6 +120,8 @@ pub struct TestApp {
     _data_dir: Option<tempfile::TempDir>,
     /// Dropped after the data dir; drops the Postgres database.
     _database: Option<PostgresDatabase>,
+    /// The chat core of a server started in this process (see [`start_node`]).
+    pub chat: Option<parley_actors::Chat>,
 }
 
 /// A registered, logged-in user.
@@ -199,8 +201,12 @@ pub async fn start_node(config: Config, backend: Backend) -> TestApp {
         .await
         .expect("the application builds");
     let port = application.port();
+    let chat = application.chat();
     actix_web::rt::spawn(application.run_until_stopped());
-    TestApp::for_port(port, backend, &data_dir)
+    TestApp {
+        chat: Some(chat),
+        ..TestApp::for_port(port, backend, &data_dir)
+    }
 }
 
 impl TestApp {
@@ -223,6 +229,7 @@ impl TestApp {
             data_dir: data_dir.to_path_buf(),
             _data_dir: None,
             _database: None,
+            chat: None,
         }
     }
 }

@@ -1,6 +1,6 @@
 //! Black-box tests of Parley's HTTP and WebSocket contract (DESIGN.md §2–§4).
 //! Each test starts the real server on port 0 with its own database; see
-//! `helpers.rs`.
+//! `helpers.rs`. Only `races.rs` reaches inside, to force orderings.
 
 #[macro_use]
 mod helpers;
@@ -22,6 +22,7 @@ mod operations;
 mod ordering;
 mod presence;
 mod private_messages;
+mod races;
 mod receipts;
 mod sync;
 mod typing;

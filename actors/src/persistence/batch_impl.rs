@@ -206,8 +206,8 @@ async fn apply(
             p.result = Some(deleted.ok_or_else(|| ChatError::not_found("device_id: no such device")));
         }
         Write::TouchDevice(p) => {
-            q::touch_device(conn, p.msg.at, p.msg.device).await?;
-            p.result = Some(Ok(()));
+            let exists = q::touch_device(conn, p.msg.at, p.msg.device).await?;
+            p.result = Some(Ok(exists));
         }
         Write::StoreFile(p) => {
             q::insert_file(conn, &p.msg.file).await?;

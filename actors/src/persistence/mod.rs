@@ -248,9 +248,11 @@ pub struct DeleteDevice {
     pub device_id: String,
 }
 
-/// Record that a device was seen (its socket opened or closed).
+/// Record that a device was seen (its socket opened or closed). Replies
+/// whether the device still exists: a socket may bind to a device whose
+/// deletion commits while its handshake is under way.
 #[derive(Message)]
-#[rtype(result = "ChatResult<()>")]
+#[rtype(result = "ChatResult<bool>")]
 pub struct TouchDevice {
     /// Row id of the device.
     pub device: i64,
@@ -443,7 +445,7 @@ writes! {
     CreateGroup(CreateGroup) -> GroupRecord;
     RegisterDevice(RegisterDevice) -> DeviceRecord;
     DeleteDevice(DeleteDevice) -> i64;
-    TouchDevice(TouchDevice) -> ();
+    TouchDevice(TouchDevice) -> bool;
     StoreFile(StoreFile) -> FileRecord;
     AddMember(AddMember) -> Timestamp;
     RemoveMember(RemoveMember) -> ();

@@ -578,13 +578,14 @@ pub async fn delete_device(
         .await
 }
 
-pub async fn touch_device(conn: &mut Conn, at: Timestamp, device: i64) -> Result<(), sqlx::Error> {
+/// Stamps a device's `last_seen`; false if the device no longer exists.
+pub async fn touch_device(conn: &mut Conn, at: Timestamp, device: i64) -> Result<bool, sqlx::Error> {
     sqlx::query("UPDATE devices SET last_seen = $1 WHERE id = $2")
         .bind(at.0)
         .bind(device)
         .execute(&mut *conn)
         .await
-        .map(|_| ())
+        .map(|done| done.rows_affected() > 0)
 }
 
 pub async fn insert_file(conn: &mut Conn, file: &FileRecord) -> Result<(), sqlx::Error> {

@@ -1,0 +1,235 @@
+//! Orderings of events that once broke a promise of the README's
+//! "Guarantees". Each test forces its ordering deterministically, by
+//! completing a step inside the server process (through the chat core's
+//! actors) at the moment the race needs it, rather than by timing.
+
+use std::pin::Pin;
+
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::FromRequest;
+use parley_actors::devices::FindDevice;
+use parley_actors::model::UserRef;
+use parley_actors::{ask, session, Chat};
+use serde_json::json;
+
+use crate::helpers::*;
+
+/// A WebSocket whose handshake checks (token, device) were made earlier by
+/// the test; [`LateSocket::open`] then starts the session exactly as
+/// `GET /ws/chat` does after those checks. The test reads what the server
+/// writes to it; the client never sends anything.
+struct LateSocket {
+    body: BoxBody,
+    /// Bytes received and not yet parsed into frames.
+    unread: Vec<u8>,
+}
+
+/// A frame the server wrote to a [`LateSocket`].
+#[derive(Debug)]
+enum ServerFrame {
+    Close {
+        code: u16,
+        reason: String,
+    },
+    /// Text (presence, messages) or a ping.
+    Other,
+}
+
+impl LateSocket {
+    fn open(chat: &Chat, user: &TestUser, device: Option<i64>, token_generation: i64) -> Self {
+        let request = actix_web::test::TestRequest::get()
+            .uri("/ws/chat")
+            .insert_header(("upgrade", "websocket"))
+            .insert_header(("connection", "upgrade"))
+            .insert_header(("sec-websocket-version", "13"))
+            .insert_header(("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="))
+            .to_http_request();
+        // A client that stays connected and silent.
+        let stream = futures_util::stream::pending::<
+            Result<actix_web::web::Bytes, actix_web::error::PayloadError>,
+        >();
+        let stream: Pin<Box<dyn futures_util::Stream<Item = _>>> = Box::pin(stream);
+        let mut payload = actix_web::dev::Payload::Stream { payload: stream };
+        let payload = actix_web::web::Payload::from_request(&request, &mut payload)
+            .into_inner()
+            .expect("a payload extractor never fails");
+        let user = UserRef {
+            id: user.id,
+            username: user.username.as_str().into(),
+        };
+        let response = session::serve(
+            &request,
+            payload,
+            chat.clone(),
+            user,
+            device,
+            token_generation,
+        )
+        .expect("the upgrade request is well formed");
+        assert_eq!(response.status(), 101);
+        LateSocket {
+            body: response.into_body(),
+            unread: Vec::new(),
+        }
+    }
+
+    /// The next frame, or `None` if none comes within `wait`.
+    async fn next_frame(&mut self, wait: std::time::Duration) -> Option<ServerFrame> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            if let Some(frame) = self.parse_frame() {
+                return Some(frame);
+            }
+            let chunk = futures_util::future::poll_fn(|cx| Pin::new(&mut self.body).poll_next(cx));
+            match tokio::time::timeout_at(deadline, chunk).await {
+                Ok(Some(Ok(bytes))) => self.unread.extend_from_slice(&bytes),
+                Ok(Some(Err(error))) => panic!("the socket's stream failed: {error}"),
+                Ok(None) | Err(_) => return None,
+            }
+        }
+    }
+
+    /// Takes one whole frame off `unread` (server frames are unmasked).
+    fn parse_frame(&mut self) -> Option<ServerFrame> {
+        let [first, second, ..] = self.unread[..] else {
+            return None;
+        };
+        let (header, len) = match second & 0x7f {
+            126 => (
+                4,
+                u16::from_be_bytes(self.unread.get(2..4)?.try_into().ok()?) as usize,
+            ),
+            127 => (
+                10,
+                u64::from_be_bytes(self.unread.get(2..10)?.try_into().ok()?) as usize,
+            ),
+            len => (2, len as usize),
+        };
+        let body = self.unread.get(header..header + len)?.to_vec();
+        self.unread.drain(..header + len);
+        Some(match first & 0x0f {
+            0x8 => ServerFrame::Close {
+                code: u16::from_be_bytes([body[0], body[1]]),
+                reason: String::from_utf8_lossy(&body[2..]).into_owned(),
+            },
+            _ => ServerFrame::Other,
+        })
+    }
+
+    /// Reads until the server closes the socket; returns the close reason.
+    async fn closed_with(&mut self) -> (u16, String) {
+        while let Some(frame) = self.next_frame(WAIT).await {
+            if let ServerFrame::Close { code, reason } = frame {
+                return (code, reason);
+            }
+        }
+        panic!("the server did not close the socket within {WAIT:?}");
+    }
+
+    /// Asserts the server writes no close frame within [`QUIET`].
+    async fn assert_stays_open(&mut self) {
+        while let Some(frame) = self.next_frame(QUIET).await {
+            assert!(
+                !matches!(frame, ServerFrame::Close { .. }),
+                "the server closed the socket: {frame:?}"
+            );
+        }
+    }
+}
+
+fn chat_of(app: &TestApp) -> &Chat {
+    app.chat.as_ref().expect("the server runs in this process")
+}
+
+/// The password generation a handshake would have checked alice's token against.
+async fn token_generation(chat: &Chat, user: &TestUser) -> i64 {
+    chat.account(user.id)
+        .await
+        .expect("the account can be read")
+        .expect("the account exists")
+        .token_generation
+}
+
+api_test!(
+    a_socket_whose_token_was_checked_before_a_password_change_is_closed,
+    |app| async move {
+        let chat = chat_of(&app);
+        let alice = app.create_user("alice").await;
+        // The handshake checks alice's token...
+        let checked = token_generation(chat, &alice).await;
+        // ...then the password change commits and closes her sockets...
+        let change =
+            json!({"current_password": alice.password, "new_password": "brand new password"});
+        let fresh = json_ok(app.post_json("/auth/password", &alice.token, &change).await).await;
+        // ...and only then does the socket register.
+        let mut late = LateSocket::open(chat, &alice, None, checked);
+        assert_eq!(late.closed_with().await, (1000, "password changed".into()));
+
+        // A socket opened with the new token's generation stays.
+        let current = token_generation(chat, &alice).await;
+        assert_ne!(current, checked, "{fresh}");
+        LateSocket::open(chat, &alice, None, current)
+            .assert_stays_open()
+            .await;
+    }
+);
+
+api_test!(
+    a_socket_whose_token_was_checked_before_the_account_was_deleted_is_closed,
+    |app| async move {
+        let chat = chat_of(&app);
+        let alice = app.create_user("alice").await;
+        let checked = token_generation(chat, &alice).await;
+        let response = app.delete_account(&alice.token, &alice.password).await;
+        assert!(response.status().is_success(), "{response:?}");
+        let mut late = LateSocket::open(chat, &alice, None, checked);
+        assert_eq!(late.closed_with().await, (1000, "account deleted".into()));
+    }
+);
+
+api_test!(
+    a_socket_bound_to_a_device_removed_during_its_handshake_is_closed,
+    |app| async move {
+        let chat = chat_of(&app);
+        let alice = app.create_user("alice").await;
+        json_ok(
+            app.register_device(&alice.token, &json!({"device_id": "phone"}))
+                .await,
+        )
+        .await;
+        let generation = token_generation(chat, &alice).await;
+        // The handshake finds the device...
+        let find = |device_id: &str| FindDevice {
+            owner: alice.id,
+            device_id: device_id.to_string(),
+        };
+        let phone = ask(&chat.devices, find("phone"))
+            .await
+            .expect("alice's phone");
+        // ...the device is removed (no socket is bound to it yet)...
+        let removed = app.delete_device(&alice.token, "phone").await;
+        assert!(removed.status().is_success(), "{removed:?}");
+        // ...and then the socket binds to it.
+        let mut late = LateSocket::open(chat, &alice, Some(phone), generation);
+        assert_eq!(late.closed_with().await, (1000, "device removed".into()));
+
+        // Registered again, the device binds sockets as before.
+        json_ok(
+            app.register_device(&alice.token, &json!({"device_id": "phone"}))
+                .await,
+        )
+        .await;
+        let phone = ask(&chat.devices, find("phone"))
+            .await
+            .expect("alice's phone");
+        let mut bound = LateSocket::open(chat, &alice, Some(phone), generation);
+        bound.assert_stays_open().await;
+        app.poll_device(
+            &alice.token,
+            "phone",
+            "the phone shows logged in",
+            |device| device["login_status"] == true,
+        )
+        .await;
+    }
+);
