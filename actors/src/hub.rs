@@ -85,6 +85,14 @@ impl Hub {
         self.users.contains_key(&user)
     }
 
+    /// Whether a push to the user would reach a socket: one that is open
+    /// and not already closing as a slow consumer.
+    pub fn is_reachable(&self, user: i64) -> bool {
+        self.users
+            .get(&user)
+            .is_some_and(|online| online.sockets.iter().any(|entry| !entry.overflowed))
+    }
+
     /// Records that the user's contacts are being told they are online;
     /// false if the user has no socket open any more (nothing to announce).
     pub fn mark_announced(&self, user: i64) -> bool {

@@ -303,7 +303,7 @@ impl Handler<PostMessage> for RoomActor {
         let anyone_online = self
             .members
             .keys()
-            .any(|&user| user != sender && broker.is_online(user));
+            .any(|&user| user != sender && broker.is_reachable(user));
         // Queued now, in the order posts reach the room.
         self.chat.persistence.do_send(StoreMessage {
             message: NewMessage {

@@ -4,6 +4,7 @@
 //! actors) at the moment the race needs it, rather than by timing.
 
 use std::pin::Pin;
+use std::time::Duration;
 
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::FromRequest;
@@ -27,11 +28,12 @@ struct LateSocket {
 /// A frame the server wrote to a [`LateSocket`].
 #[derive(Debug)]
 enum ServerFrame {
+    Text(serde_json::Value),
     Close {
         code: u16,
         reason: String,
     },
-    /// Text (presence, messages) or a ping.
+    /// A ping.
     Other,
 }
 
@@ -74,7 +76,7 @@ impl LateSocket {
     }
 
     /// The next frame, or `None` if none comes within `wait`.
-    async fn next_frame(&mut self, wait: std::time::Duration) -> Option<ServerFrame> {
+    async fn next_frame(&mut self, wait: Duration) -> Option<ServerFrame> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             if let Some(frame) = self.parse_frame() {
@@ -108,6 +110,7 @@ impl LateSocket {
         let body = self.unread.get(header..header + len)?.to_vec();
         self.unread.drain(..header + len);
         Some(match first & 0x0f {
+            0x1 => ServerFrame::Text(serde_json::from_slice(&body).expect("text frames are JSON")),
             0x8 => ServerFrame::Close {
                 code: u16::from_be_bytes([body[0], body[1]]),
                 reason: String::from_utf8_lossy(&body[2..]).into_owned(),
@@ -118,9 +121,20 @@ impl LateSocket {
 
     /// Reads until the server closes the socket; returns the close reason.
     async fn closed_with(&mut self) -> (u16, String) {
+        self.read_until_closed().await.1
+    }
+
+    /// Reads until the server closes the socket; returns the ids of the
+    /// messages written before the close, and the close reason.
+    async fn read_until_closed(&mut self) -> (Vec<i64>, (u16, String)) {
+        let mut messages = Vec::new();
         while let Some(frame) = self.next_frame(WAIT).await {
-            if let ServerFrame::Close { code, reason } = frame {
-                return (code, reason);
+            match frame {
+                ServerFrame::Text(text) if text["type"] == "message" => {
+                    messages.push(int_field(&text, "id"));
+                }
+                ServerFrame::Close { code, reason } => return (messages, (code, reason)),
+                ServerFrame::Text(_) | ServerFrame::Other => {}
             }
         }
         panic!("the server did not close the socket within {WAIT:?}");
@@ -231,5 +245,90 @@ api_test!(
             |device| device["login_status"] == true,
         )
         .await;
+    }
+);
+
+api_test!(
+    a_message_is_acked_delivered_only_if_a_socket_of_the_recipient_took_it,
+    config(|c| c.socket_queue = 4),
+    |app| async move {
+        let chat = chat_of(&app);
+        let alice = app.create_user("alice").await;
+        let bob = app.create_user("bob").await;
+        let generation = token_generation(chat, &bob).await;
+        // Bob's socket registers on its first poll, then never reads: its
+        // queue of 4 fills, and the push that finds it full closes it (1008).
+        let mut bob_socket = LateSocket::open(chat, &bob, None, generation);
+        assert!(bob_socket.next_frame(Duration::ZERO).await.is_none());
+
+        let mut acks = Vec::new();
+        for i in 0..20 {
+            let sent = app.send_text(&alice, "bob", &format!("m{i}")).await;
+            acks.push((
+                int_field(&sent, "id"),
+                str_field(&sent, "status").to_string(),
+            ));
+        }
+        let (got, close) = bob_socket.read_until_closed().await;
+        assert_eq!(close.0, 1008, "{close:?}");
+        let acked_delivered: Vec<i64> = acks
+            .iter()
+            .filter(|(_, status)| status == "delivered")
+            .map(|(id, _)| *id)
+            .collect();
+        assert_eq!(acked_delivered, got, "acks: {acks:?}");
+        assert!(got.len() < acks.len(), "the queue overflowed: {acks:?}");
+        // The rows say the same as the acks.
+        let history = json_ok(app.private_history(&alice.token, "bob", "limit=50").await).await;
+        let stored: Vec<(i64, String)> = array(&history, "history")
+            .iter()
+            .map(|m| (int_field(m, "id"), str_field(m, "status").to_string()))
+            .collect();
+        let mut acked = acks.clone();
+        acked.sort();
+        let mut stored = stored;
+        stored.sort();
+        assert_eq!(stored, acked);
+    }
+);
+
+api_test!(
+    a_group_message_is_acked_delivered_only_if_another_member_can_take_it,
+    config(|c| c.socket_queue = 4),
+    |app| async move {
+        let chat = chat_of(&app);
+        let alice = app.create_user("alice").await;
+        let bob = app.create_user("bob").await;
+        let group = app.create_group_with(&alice, "g", &[&bob]).await;
+        let generation = token_generation(chat, &bob).await;
+        let mut bob_socket = LateSocket::open(chat, &bob, None, generation);
+        assert!(bob_socket.next_frame(Duration::ZERO).await.is_none());
+        let mut alice_ws = app.ws_connect(&alice.token).await;
+        // Bob's only socket overflows and is closing: from then on no
+        // member but the sender can take the group's messages.
+        let mut statuses = Vec::new();
+        while statuses.last().map(String::as_str) != Some("sent") {
+            assert!(
+                statuses.len() < 20,
+                "no ack turned 'sent' as bob's only socket overflowed: {statuses:?}"
+            );
+            let client_id = format!("fill-{}", statuses.len());
+            let frame = group_socket_message(group, "fill", &client_id);
+            let ack = ws_send_and_recv(&mut alice_ws, &frame).await;
+            statuses.push(str_field(&ack, "status").to_string());
+        }
+        let frame = group_socket_message(group, "after", "after");
+        assert_ack(
+            &ws_send_and_recv(&mut alice_ws, &frame).await,
+            "after",
+            "sent",
+        );
+        let (got, close) = bob_socket.read_until_closed().await;
+        assert_eq!(close.0, 1008, "{close:?}");
+        let delivered = statuses
+            .iter()
+            .filter(|status| *status == "delivered")
+            .count();
+        assert!(got.len() <= delivered, "{got:?} {statuses:?}");
     }
 );

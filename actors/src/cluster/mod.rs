@@ -75,6 +75,14 @@ pub trait Broker: Send + Sync + 'static {
     /// Whether the user has a socket open on any node.
     fn is_online(&self, user: i64) -> bool;
 
+    /// Whether a push to the user would reach a socket on some node (one
+    /// not closing as a slow consumer): what makes a message `delivered`.
+    fn is_reachable(&self, user: i64) -> bool;
+
+    /// [`Broker::deliver`] to one user, saying whether a socket took the
+    /// push when this node can know (a cluster's other nodes do not say).
+    fn deliver_to(&self, user: i64, push: &Push, origin: Option<SessionId>) -> Option<bool>;
+
     /// A device's first socket on this node opened (`connected`), or its
     /// last one here closed.
     fn device_here(&self, device: i64, connected: bool);
@@ -122,6 +130,14 @@ impl Broker for LocalBroker {
 
     fn is_online(&self, user: i64) -> bool {
         self.hub.is_online(user)
+    }
+
+    fn is_reachable(&self, user: i64) -> bool {
+        self.hub.is_reachable(user)
+    }
+
+    fn deliver_to(&self, user: i64, push: &Push, origin: Option<SessionId>) -> Option<bool> {
+        Some(self.hub.push(user, push, origin) > 0)
     }
 
     fn device_here(&self, _: i64, _: bool) {}

@@ -347,6 +347,15 @@ impl Broker for ClusterBroker {
         self.view.users.contains_key(&user) || self.hub.is_online(user)
     }
 
+    fn is_reachable(&self, user: i64) -> bool {
+        self.view.users.contains_key(&user) || self.hub.is_reachable(user)
+    }
+
+    fn deliver_to(&self, user: i64, push: &Push, origin: Option<SessionId>) -> Option<bool> {
+        self.deliver(&[user], push, origin);
+        None
+    }
+
     fn announced_online_at(&self, user: i64) -> Option<Instant> {
         self.view.users.get(&user).map(|seen| seen.since)
     }

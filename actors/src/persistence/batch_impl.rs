@@ -26,6 +26,8 @@ enum Effect {
         recipient: i64,
         sender: i64,
         origin: Option<crate::hub::SessionId>,
+        /// What the row and the ack say; `delivered` is checked by the push.
+        status: DeliveryStatus,
     },
     DeliverGroup {
         room: actix::Addr<crate::room::RoomActor>,
@@ -51,7 +53,7 @@ enum Effect {
 pub(crate) async fn run(pool: &Pool, mut writes: Vec<Write>, shared: &Shared) {
     let mut effects = Vec::new();
     match apply_all(pool, &mut writes, shared, &mut effects).await {
-        Ok(()) => finish(writes, effects, shared),
+        Ok(()) => finish(pool, writes, effects, shared).await,
         Err(error) if ChatError::from_ref(&error).is_unavailable() => {
             // The database is unreachable: retrying write by write would
             // only make each writer wait again. Fail them all now (503).
@@ -68,7 +70,7 @@ pub(crate) async fn run(pool: &Pool, mut writes: Vec<Write>, shared: &Shared) {
                 write.reset();
                 let mut effects = Vec::new();
                 match apply_all(pool, std::slice::from_mut(&mut write), shared, &mut effects).await {
-                    Ok(()) => finish(vec![write], effects, shared),
+                    Ok(()) => finish(pool, vec![write], effects, shared).await,
                     Err(error) => {
                         let error = ChatError::from(error);
                         if error.is_server_fault() {
@@ -105,7 +107,29 @@ async fn apply_all(
     tx.commit().await
 }
 
-fn finish(writes: Vec<Write>, effects: Vec<Effect>, shared: &Shared) {
+/// Carries out the effects of a committed batch, then answers its writes.
+async fn finish(pool: &Pool, mut writes: Vec<Write>, effects: Vec<Effect>, shared: &Shared) {
+    let missed = run_effects(effects, shared);
+    if !missed.is_empty() {
+        undeliver(pool, &mut writes, &missed, shared).await;
+    }
+    for write in writes {
+        write.send_reply();
+    }
+}
+
+/// A private message stored as `delivered` whose push no socket of its
+/// recipient took (the socket closed or overflowed after the status was
+/// decided). Its copy for the sender's other sockets waits until the
+/// status is corrected.
+struct Missed {
+    push: Push,
+    sender: i64,
+    origin: Option<crate::hub::SessionId>,
+}
+
+fn run_effects(effects: Vec<Effect>, shared: &Shared) -> Vec<Missed> {
+    let mut missed = Vec::new();
     for effect in effects {
         match effect {
             Effect::CacheUser(key, user) => {
@@ -119,9 +143,16 @@ fn finish(writes: Vec<Write>, effects: Vec<Effect>, shared: &Shared) {
                 recipient,
                 sender,
                 origin,
+                status,
             } => {
                 shared.metrics.accepted(MessageKind::Private);
-                shared.broker.deliver(&[recipient, sender], &push, origin);
+                if status != DeliveryStatus::Delivered || shared.broker.is_clustered() {
+                    shared.broker.deliver(&[recipient, sender], &push, origin);
+                } else if shared.broker.deliver_to(recipient, &push, origin) == Some(false) {
+                    missed.push(Missed { push, sender, origin });
+                } else {
+                    shared.broker.deliver(&[sender], &push, origin);
+                }
             }
             Effect::DeliverGroup { room, members, fan_out } => {
                 shared.metrics.accepted(MessageKind::Group);
@@ -151,8 +182,45 @@ fn finish(writes: Vec<Write>, effects: Vec<Effect>, shared: &Shared) {
             Effect::GroupChanged(group_id) => shared.broker.share(Change::Group(group_id)),
         }
     }
-    for write in writes {
-        write.send_reply();
+    missed
+}
+
+/// Sets the missed messages back to `sent`, in their rows (before anyone
+/// can be answered or mark them read: the writer runs one batch at a time)
+/// and in their acks, and then gives the sender's other sockets their copy.
+/// If the update fails the rows stay `delivered`, and so do the acks.
+async fn undeliver(pool: &Pool, writes: &mut [Write], missed: &[Missed], shared: &Shared) {
+    let ids: Vec<i64> = missed
+        .iter()
+        .filter_map(|m| m.push.message.map(|message| message.id))
+        .collect();
+    let corrected = match pool.acquire().await {
+        Ok(mut conn) => q::mark_undelivered(&mut conn, &ids).await,
+        Err(error) => Err(error),
+    };
+    if let Err(error) = &corrected {
+        tracing::warn!(%error, ?ids, "cannot set missed messages back to 'sent'");
+    }
+    for m in missed {
+        let mut push = m.push.clone();
+        if corrected.is_ok() {
+            let corrected_message = writes.iter_mut().find_map(|write| match write {
+                Write::StoreMessage(p) => match &mut p.result {
+                    Some(Ok(Stored::Private(message)))
+                        if Some(message.id) == m.push.message.map(|pushed| pushed.id) =>
+                    {
+                        Some(message)
+                    }
+                    _ => None,
+                },
+                _ => None,
+            });
+            if let Some(message) = corrected_message {
+                message.status = DeliveryStatus::Sent;
+                push.frame = encode(&ServerFrame::Message((&*message).into()));
+            }
+        }
+        shared.broker.deliver(&[m.sender], &push, m.origin);
     }
 }
 
@@ -484,7 +552,7 @@ async fn resolve(
             id
         }
     };
-    let status = if shared.broker.is_online(recipient.id) {
+    let status = if shared.broker.is_reachable(recipient.id) {
         DeliveryStatus::Delivered
     } else {
         DeliveryStatus::Sent
@@ -560,6 +628,7 @@ fn stored(
                 recipient: recipient.id,
                 sender: m.sender.id,
                 origin: m.origin,
+                status,
             });
             Stored::Private(message)
         }

@@ -697,6 +697,17 @@ pub async fn mark_delivered(
     .await
 }
 
+/// Sets private messages stored as `delivered` back to `sent`.
+pub async fn mark_undelivered(conn: &mut Conn, ids: &[i64]) -> Result<(), sqlx::Error> {
+    for &id in ids {
+        sqlx::query("UPDATE messages SET status = 'sent' WHERE id = $1 AND status = 'delivered'")
+            .bind(id)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
 /// Who a message is between: (sender id, recipient id, group id, status).
 pub async fn message_parties(
     conn: &mut Conn,
