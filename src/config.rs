@@ -91,6 +91,11 @@ pub struct Config {
     #[arg(long, env = "PARLEY_CLIENT_TIMEOUT", default_value = "45s", value_parser = parse_duration)]
     pub client_timeout: Duration,
 
+    /// A group's room (its member set and fan-out in memory) with no
+    /// activity for this long stops; the next use starts it again.
+    #[arg(long, env = "PARLEY_ROOM_IDLE", default_value = "5m", value_parser = parse_duration)]
+    pub room_idle: Duration,
+
     /// Run as one node of a cluster: the pub/sub engine every node shares
     /// (`redis://HOST:PORT` or `nats://HOST:PORT`). Needs a Postgres
     /// database, the same for every node. Unset: a single node.
@@ -146,6 +151,7 @@ impl Config {
             heartbeat_interval: self.heartbeat_interval,
             client_timeout: self.client_timeout,
             socket_queue: self.socket_queue,
+            room_idle: self.room_idle,
             durability: match self.sqlite_sync {
                 SqliteSync::Full => Durability::Full,
                 SqliteSync::Normal => Durability::Normal,

@@ -43,7 +43,6 @@ use hub::Hub;
 use model::{Timestamp, UserRef};
 use persistence::{Directory, PersistenceActor};
 use protocol::{encode, Presence, ServerFrame};
-use room::RoomActor;
 use store::Store;
 
 /// How often rate-limit buckets that refilled are forgotten.
@@ -127,7 +126,7 @@ pub struct ChatInner {
     pub persistence: Addr<PersistenceActor>,
     pub devices: Addr<DeviceRegistry>,
     /// group id → its running room.
-    pub(crate) rooms: DashMap<i64, Addr<RoomActor>>,
+    pub(crate) rooms: DashMap<i64, room::RoomSlot>,
     /// Sends per user, when limited.
     message_limiter: Option<limits::RateLimiter<i64>>,
     /// Permits for presence look-ups (see [`PRESENCE_LOOKUPS`]).

@@ -71,6 +71,7 @@ pub struct Metrics {
     pub registry: Registry,
     pub open_sockets: IntGauge,
     pub users_online: IntGauge,
+    pub rooms_running: IntGauge,
     messages_accepted: ByKind<IntCounter>,
     messages_delivered: ByKind<IntCounter>,
     delivery_latency: ByKind<Histogram>,
@@ -127,6 +128,7 @@ impl Metrics {
         Metrics {
             open_sockets: gauge("open_sockets", "WebSocket connections open now"),
             users_online: gauge("users_online", "Users with at least one socket open"),
+            rooms_running: gauge("rooms_running", "Group rooms in memory now"),
             messages_accepted: per_kind(counter(
                 "messages_accepted_total",
                 "Messages committed to the database",

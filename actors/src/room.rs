@@ -1,10 +1,13 @@
 //! A room actor per group: the authority on who is in the group, and the
 //! fan-out of the group's messages to every open socket of every member.
-//! Started on first use by [`Chat::room`], stopped after a while idle.
-//! HTTP handlers and sessions ask it to check membership and to post; the
-//! persistence actor hands it each committed message to fan out.
+//! Started on first use by [`Chat::ask_room`] or [`Chat::tell_room`],
+//! stopped after a while idle. HTTP handlers and sessions ask it to check
+//! membership and to post (always through the registry at the bottom of
+//! this file); the persistence actor hands it each committed message to fan
+//! out.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,11 +27,9 @@ use crate::session::Push;
 use crate::store::MemberRow;
 use crate::Chat;
 
-/// How often an idle room checks whether to stop.
-const IDLE_CHECK: Duration = Duration::from_secs(60);
-/// How long a room stays up after its registry entry is gone, so a request
-/// that looked it up just before still gets an answer.
-const STOP_GRACE: Duration = Duration::from_secs(5);
+/// How often a room checks whether it is idle: twice per `room_idle`,
+/// within these bounds.
+const IDLE_CHECK: (Duration, Duration) = (Duration::from_millis(10), Duration::from_secs(60));
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Role {
@@ -91,6 +92,30 @@ pub struct RoomActor {
     member_ids: Arc<[i64]>,
     chat: Chat,
     last_active: Instant,
+    /// Shared with this room's registry entry (see [`RoomSlot::queued`]).
+    queued: Arc<AtomicU64>,
+    /// One clone in every [`RoomTicket`] this room gave out: a room with
+    /// posts whose fan-out is still to come is not idle.
+    tickets: Arc<()>,
+    idle_check: Option<SpawnHandle>,
+}
+
+/// The room a post came from, carried with it through the writer until its
+/// fan-out is queued back at the room (or the post is refused, or stored
+/// as a resend, or delivered by a cluster's writer). While one is out the
+/// room stays in the registry, so a group never has a second room running
+/// beside one with fan-outs still to do.
+#[derive(Clone)]
+pub struct RoomTicket {
+    room: Addr<RoomActor>,
+    _outstanding: Arc<()>,
+}
+
+impl RoomTicket {
+    /// Queues a committed message's fan-out at the room it came from.
+    pub fn fan_out(self, fan_out: FanOut) {
+        self.room.do_send(fan_out);
+    }
 }
 
 // ---- Messages -------------------------------------------------------------
@@ -182,13 +207,16 @@ pub struct FanOut {
 // ---- Actor ------------------------------------------------------------------
 
 impl RoomActor {
-    fn new(group_id: i64, rows: Vec<MemberRow>, chat: Chat) -> Self {
+    fn new(group_id: i64, rows: Vec<MemberRow>, chat: Chat, queued: Arc<AtomicU64>) -> Self {
         let mut room = RoomActor {
             group_id,
             members: HashMap::new(),
             member_ids: Arc::from([]),
             chat,
             last_active: Instant::now(),
+            queued,
+            tickets: Arc::new(()),
+            idle_check: None,
         };
         room.set_members(rows);
         room
@@ -213,16 +241,30 @@ impl RoomActor {
         self.member_ids = self.members.keys().copied().collect();
     }
 
-    /// Leaves the registry at once, so later lookups start afresh, and
-    /// stops after [`STOP_GRACE`]: a stopping actor drops its mailbox, and
-    /// requests already queued here (a post behind the last member's leave,
-    /// say) still get their answer.
-    fn retire(&self, ctx: &mut Context<Self>) {
+    /// The group is gone (its last member left): leaves the registry at
+    /// once, so later lookups find no group, and stops once it has answered
+    /// what is already queued here (a post behind the last member's leave,
+    /// say) and the writer has handed back every fan-out it owes.
+    fn retire(&mut self, ctx: &mut Context<Self>) {
         let me = ctx.address();
         self.chat
             .rooms
-            .remove_if(&self.group_id, |_, addr| *addr == me);
-        ctx.run_later(STOP_GRACE, |_, ctx| ctx.stop());
+            .remove_if(&self.group_id, |_, slot| slot.addr == me);
+        self.stop_when_drained(ctx);
+    }
+
+    /// Nothing can queue here any more (the registry entry is gone): with
+    /// its idle check cancelled, actix stops the room when its mailbox is
+    /// empty and the last address of it (a [`RoomTicket`]) is dropped.
+    fn stop_when_drained(&mut self, ctx: &mut Context<Self>) {
+        if let Some(idle_check) = self.idle_check.take() {
+            ctx.cancel_future(idle_check);
+        }
+    }
+
+    fn is_idle(&self) -> bool {
+        self.last_active.elapsed() >= self.chat.settings.room_idle
+            && Arc::strong_count(&self.tickets) == 1
     }
 
     fn touch(&mut self) {
@@ -271,12 +313,49 @@ impl Actor for RoomActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.run_interval(IDLE_CHECK, |room, ctx| {
-            if room.last_active.elapsed() < room.chat.settings.room_idle {
-                return;
+        self.chat.metrics.rooms_running.inc();
+        let every = (self.chat.settings.room_idle / 2).clamp(IDLE_CHECK.0, IDLE_CHECK.1);
+        let idle_check = ctx.run_interval(every, |room, ctx| {
+            if room.is_idle() {
+                let queued = room.queued.load(Ordering::Relaxed);
+                ctx.address().do_send(Retire { queued });
             }
-            room.retire(ctx);
         });
+        self.idle_check = Some(idle_check);
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        self.chat.metrics.rooms_running.dec();
+    }
+}
+
+/// The end of an idle check, queued behind everything queued before it.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Retire {
+    /// [`RoomSlot::queued`] when the check began.
+    queued: u64,
+}
+
+/// The room leaves the registry only if it is still idle and nothing was
+/// queued through the registry since the check began. Both are decided
+/// under the entry's write lock, which every queueing holds for reading:
+/// once the entry is gone nothing more can reach this room, and everything
+/// that did is answered, so the next lookup's new room is the only one.
+impl Handler<Retire> for RoomActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Retire, ctx: &mut Self::Context) {
+        if !self.is_idle() {
+            return;
+        }
+        let me = ctx.address();
+        let left = self.chat.rooms.remove_if(&self.group_id, |_, slot| {
+            slot.addr == me && slot.queued.load(Ordering::Relaxed) == msg.queued
+        });
+        if left.is_some() {
+            self.stop_when_drained(ctx);
+        }
     }
 }
 
@@ -311,7 +390,10 @@ impl Handler<PostMessage> for RoomActor {
                 sender: msg.sender,
                 to: Target::Group {
                     group_id: self.group_id,
-                    room: ctx.address(),
+                    room: RoomTicket {
+                        room: ctx.address(),
+                        _outstanding: self.tickets.clone(),
+                    },
                     members: self.member_ids.clone(),
                     anyone_online,
                 },
@@ -515,36 +597,133 @@ impl Handler<FanOut> for RoomActor {
 
 // ---- Registry ---------------------------------------------------------------
 
-impl Chat {
-    /// The running room of a group, started (members loaded) on first use.
-    /// 404 if the group does not exist.
-    pub async fn room(&self, group_id: i64) -> ChatResult<Addr<RoomActor>> {
-        if let Some(room) = self.running_room(group_id) {
-            return Ok(room);
+/// A running room as the registry keeps it.
+pub(crate) struct RoomSlot {
+    addr: Addr<RoomActor>,
+    /// How many messages were queued at the room through this entry. Each
+    /// is counted after it is queued, both under the entry's read lock; the
+    /// room compares the count across an idle check (see [`Retire`]).
+    queued: Arc<AtomicU64>,
+}
+
+impl RoomSlot {
+    fn start(group_id: i64, members: Vec<MemberRow>, chat: &Chat) -> Self {
+        let queued = Arc::new(AtomicU64::new(0));
+        let room = RoomActor::new(group_id, members, chat.clone(), queued.clone());
+        RoomSlot {
+            addr: room.start_unbounded(),
+            queued,
         }
-        let members = self.store.group_members(group_id).await?;
-        // Every group has at least its owner, so no members means no group.
-        if members.is_empty() {
-            return Err(ChatError::not_found("group_id: no such group"));
-        }
-        let start = || RoomActor::new(group_id, members, self.clone()).start_unbounded();
-        let room = match self.rooms.entry(group_id) {
-            Entry::Occupied(entry) if entry.get().connected() => entry.get().clone(),
-            Entry::Occupied(mut entry) => {
-                entry.insert(start());
-                entry.get().clone()
-            }
-            Entry::Vacant(entry) => entry.insert(start()).clone(),
-        };
-        Ok(room)
     }
 
-    /// The group's room if it is already running.
-    pub fn running_room(&self, group_id: i64) -> Option<Addr<RoomActor>> {
-        self.rooms
-            .get(&group_id)
-            .filter(|room| room.connected())
-            .map(|room| room.clone())
+    /// Queues a message by `enqueue` (which, the mailbox being unbounded,
+    /// has queued it on return) and counts it.
+    fn queue<M, R>(&self, msg: M, enqueue: impl FnOnce(&Addr<RoomActor>, M) -> R) -> R {
+        let queued = enqueue(&self.addr, msg);
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        queued
+    }
+}
+
+/// Queues `msg` for its answer. (A message whose answer nobody awaits any
+/// more is skipped by actix: messages sent for no answer use `do_send`.)
+fn for_answer<M>(room: &Addr<RoomActor>, msg: M) -> Request<RoomActor, M>
+where
+    M: Message + Send + 'static,
+    M::Result: Send,
+    RoomActor: Handler<M>,
+{
+    room.send(msg)
+}
+
+fn without_answer<M>(room: &Addr<RoomActor>, msg: M)
+where
+    M: Message + Send + 'static,
+    M::Result: Send,
+    RoomActor: Handler<M>,
+{
+    room.do_send(msg);
+}
+
+impl Chat {
+    /// Asks the group's room, starting it (its members loaded) on first
+    /// use, and waits for the answer; 404 if the group does not exist.
+    pub async fn ask_room<M, T>(&self, group_id: i64, msg: M) -> ChatResult<T>
+    where
+        M: Message<Result = ChatResult<T>> + Send + 'static,
+        T: Send + 'static,
+        RoomActor: Handler<M>,
+    {
+        match self.queue_at_room(group_id, msg, for_answer).await {
+            Ok(answer) => answer.await?,
+            Err((error, _)) => Err(error),
+        }
+    }
+
+    /// Queues `msg` at the group's room like [`Chat::ask_room`], answered
+    /// some other way (a post's [`Reply`]); gives it back with the error if
+    /// the group does not exist.
+    pub async fn tell_room<M>(&self, group_id: i64, msg: M) -> Result<(), (ChatError, M)>
+    where
+        M: Message + Send + 'static,
+        M::Result: Send,
+        RoomActor: Handler<M>,
+    {
+        self.queue_at_room(group_id, msg, without_answer).await
+    }
+
+    /// Queues `msg` at the group's room if it is running; gives it back if not.
+    pub fn tell_running_room<M>(&self, group_id: i64, msg: M) -> Result<(), M>
+    where
+        M: Message + Send + 'static,
+        M::Result: Send,
+        RoomActor: Handler<M>,
+    {
+        self.queue_at_running_room(group_id, msg, without_answer)
+    }
+
+    /// Every message reaches a room through here, queued while the registry
+    /// entry is held: what lets an idle room leave knowing nothing more
+    /// will reach it (see [`Retire`]).
+    async fn queue_at_room<M, R>(
+        &self,
+        group_id: i64,
+        msg: M,
+        enqueue: fn(&Addr<RoomActor>, M) -> R,
+    ) -> Result<R, (ChatError, M)> {
+        let msg = match self.queue_at_running_room(group_id, msg, enqueue) {
+            Ok(queued) => return Ok(queued),
+            Err(msg) => msg,
+        };
+        let members = match self.store.group_members(group_id).await {
+            Ok(members) => members,
+            Err(error) => return Err((error, msg)),
+        };
+        // Every group has at least its owner, so no members means no group.
+        if members.is_empty() {
+            return Err((ChatError::not_found("group_id: no such group"), msg));
+        }
+        let slot = match self.rooms.entry(group_id) {
+            Entry::Occupied(entry) if entry.get().addr.connected() => entry.into_ref(),
+            Entry::Occupied(mut entry) => {
+                entry.insert(RoomSlot::start(group_id, members, self));
+                entry.into_ref()
+            }
+            Entry::Vacant(entry) => entry.insert(RoomSlot::start(group_id, members, self)),
+        };
+        Ok(slot.queue(msg, enqueue))
+    }
+
+    fn queue_at_running_room<M, R>(
+        &self,
+        group_id: i64,
+        msg: M,
+        enqueue: impl FnOnce(&Addr<RoomActor>, M) -> R,
+    ) -> Result<R, M> {
+        match self.rooms.get(&group_id) {
+            Some(slot) if slot.addr.connected() => Ok(slot.queue(msg, enqueue)),
+            _ => Err(msg),
+        }
     }
 }
 
@@ -562,32 +741,69 @@ impl RoomActor {
 mod tests {
     use super::*;
     use crate::persistence::CreateGroup;
-    use crate::test_support::{create_user, fresh_chat};
+    use crate::test_support::{create_user, fresh_chat, fresh_chat_with};
+    use crate::ChatSettings;
+
+    async fn create_group(chat: &Chat, owner: &UserRef) -> i64 {
+        chat.persistence
+            .send(CreateGroup {
+                creator: owner.clone(),
+                name: "g".into(),
+                description: String::new(),
+            })
+            .await
+            .expect("the writer answers")
+            .expect("the group is created")
+            .id
+    }
+
+    #[actix::test]
+    async fn an_idle_room_stops_and_the_next_use_starts_another() {
+        let settings = ChatSettings {
+            room_idle: Duration::from_millis(20),
+            ..ChatSettings::default()
+        };
+        let (chat, dir) = fresh_chat_with("room-idle", settings).await;
+        let alice = create_user(&chat, "alice").await;
+        let group = create_group(&chat, &alice).await;
+        let check = || CheckMember { user: alice.id };
+        chat.ask_room(group, check())
+            .await
+            .expect("alice is a member");
+        assert_eq!(chat.metrics.rooms_running.get(), 1);
+
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while chat.metrics.rooms_running.get() > 0 {
+            assert!(Instant::now() < deadline, "the idle room never stopped");
+            actix::clock::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(!chat.rooms.contains_key(&group), "it left the registry");
+
+        chat.ask_room(group, check())
+            .await
+            .expect("alice is a member");
+        assert_eq!(chat.metrics.rooms_running.get(), 1, "one room again");
+        drop(chat);
+        let _ = std::fs::remove_dir_all(dir);
+    }
 
     #[actix::test]
     async fn a_post_queued_behind_the_last_member_leaving_is_refused_not_dropped() {
         let (chat, dir) = fresh_chat("room-last-leave").await;
         let alice = create_user(&chat, "alice").await;
-        let group = chat
-            .persistence
-            .send(CreateGroup {
-                creator: alice.clone(),
-                name: "solo".into(),
-                description: String::new(),
-            })
-            .await
-            .expect("the writer answers")
-            .expect("the group is created");
-        let room = chat.room(group.id).await.expect("the room starts");
+        let group = create_group(&chat, &alice).await;
 
         // Both are queued before the room runs: the leave first, the post
         // behind it while the leave waits for its commit.
-        let leave = room.send(Remove {
+        let leave = Remove {
             by: alice.id,
             user: alice.id,
-        });
+        };
+        let Ok(leave) = chat.queue_at_room(group, leave, for_answer).await else {
+            panic!("the room starts");
+        };
         let (reply, outcome) = Reply::channel();
-        room.do_send(PostMessage {
+        let post = PostMessage {
             accepted_at: Instant::now(),
             sender: alice.clone(),
             content: "posted while leaving".into(),
@@ -596,7 +812,8 @@ mod tests {
             client_id: Some("c1".into()),
             origin: None,
             reply,
-        });
+        };
+        assert!(chat.tell_running_room(group, post).is_ok(), "the room runs");
         leave
             .await
             .expect("the room answers")
@@ -607,7 +824,10 @@ mod tests {
             "the post is refused as from a non-member, got {answer:?}"
         );
         assert!(
-            matches!(chat.room(group.id).await, Err(ChatError::NotFound(_))),
+            matches!(
+                chat.ask_room(group, CheckMember { user: alice.id }).await,
+                Err(ChatError::NotFound(_))
+            ),
             "the group is gone"
         );
         drop(chat);

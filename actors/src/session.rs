@@ -25,7 +25,7 @@ use crate::protocol::{
     ServerFrame,
 };
 use crate::room::{PostMessage, Typing};
-use crate::{ask, validate, Chat};
+use crate::{validate, Chat};
 
 /// Completes the WebSocket handshake for an authenticated user and starts
 /// the session. `device` is the row id of the device the socket binds to;
@@ -429,16 +429,13 @@ impl SessionActor {
                     origin: Some(self.id),
                     reply,
                 };
-                if let Some(room) = self.chat.running_room(group_id) {
-                    room.do_send(post);
-                } else {
+                if let Err(post) = self.chat.tell_running_room(group_id, post) {
                     // Starting the room is async; hold later frames until the
                     // post is queued so this socket's sends keep their order.
                     let chat = self.chat.clone();
                     let start = async move {
-                        match chat.room(group_id).await {
-                            Ok(room) => room.do_send(post),
-                            Err(error) => post.reply.send(Err(error)),
+                        if let Err((error, post)) = chat.tell_room(group_id, post).await {
+                            post.reply.send(Err(error));
                         }
                     };
                     ctx.wait(start.into_actor(self));
@@ -512,10 +509,7 @@ impl SessionActor {
                         .deliver(&[recipient.id], &Push::event(frame), None);
                     Ok(())
                 }
-                Conversation::Group(group_id) => {
-                    let room = chat.room(group_id).await?;
-                    ask(&room, Typing { sender }).await
-                }
+                Conversation::Group(group_id) => chat.ask_room(group_id, Typing { sender }).await,
             }
         };
         ctx.spawn(relay.into_actor(self).map(|result, _, ctx| {

@@ -7,8 +7,16 @@ use crate::{Chat, ChatSettings};
 
 /// A started chat on a fresh SQLite file, and the directory to remove after.
 pub(crate) async fn fresh_chat(test: &str) -> (Chat, std::path::PathBuf) {
+    fresh_chat_with(test, ChatSettings::default()).await
+}
+
+/// [`fresh_chat`] with other settings.
+pub(crate) async fn fresh_chat_with(
+    test: &str,
+    settings: ChatSettings,
+) -> (Chat, std::path::PathBuf) {
     let (dir, url) = crate::store::fresh_test_database(test);
-    let chat = Chat::start(&url, ChatSettings::default())
+    let chat = Chat::start(&url, settings)
         .await
         .expect("start on a fresh SQLite file");
     (chat, dir)

@@ -1,13 +1,10 @@
 //! Groups: creating and listing them, their messages, and their members.
 //! Everything about one group is answered by that group's room actor.
 
-use actix::Addr;
 use actix_web::{web, HttpResponse};
 use parley_actors::model::{GroupMessage, Timestamp, UserRef};
 use parley_actors::persistence::{CreateGroup, Reply, Stored};
-use parley_actors::room::{
-    Add, ChangeRole, CheckMember, ListMembers, PostMessage, Remove, Role, RoomActor,
-};
+use parley_actors::room::{Add, ChangeRole, CheckMember, ListMembers, PostMessage, Remove, Role};
 use parley_actors::{ask, validate, ChatError};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -118,8 +115,8 @@ pub async fn messages(
     Paging(page): Paging,
 ) -> ApiResult<HttpResponse> {
     let group_id = path_id("group_id", &group_id)?;
-    let room = state.chat.room(group_id).await?;
-    ask(&room, CheckMember { user: user.id }).await?;
+    let check = CheckMember { user: user.id };
+    state.chat.ask_room(group_id, check).await?;
     let messages = state.chat.store.group_history(group_id, page).await?;
     let views: Vec<GroupMessageView> = messages.iter().map(Into::into).collect();
     Ok(HttpResponse::Ok().json(views))
@@ -213,10 +210,9 @@ pub async fn post_message(
     let group_id = path_id("group_id", &group_id)?;
     validate::content(&body.content, state.chat.settings.max_content_chars)?;
     let (message_type, content_type) = message_types(body.message_type, body.content_type)?;
-    let room = state.chat.room(group_id).await?;
     state.chat.check_message_rate(user.id)?;
     let (reply, stored) = Reply::channel();
-    room.do_send(PostMessage {
+    let post = PostMessage {
         accepted_at: std::time::Instant::now(),
         sender: user,
         content: body.content,
@@ -225,7 +221,10 @@ pub async fn post_message(
         client_id: None,
         origin: None,
         reply,
-    });
+    };
+    if let Err((error, _)) = state.chat.tell_room(group_id, post).await {
+        return Err(error.into());
+    }
     let stored = stored.await?;
     let Stored::Group(m, _) = &stored else {
         return Err(ChatError::internal_msg("a group post stored something else").into());
@@ -265,8 +264,11 @@ pub async fn members(
     AuthUser(user): AuthUser,
     group_id: web::Path<String>,
 ) -> ApiResult<HttpResponse> {
-    let room = state.chat.room(path_id("group_id", &group_id)?).await?;
-    let members = ask(&room, ListMembers { by: user.id }).await?;
+    let group_id = path_id("group_id", &group_id)?;
+    let members = state
+        .chat
+        .ask_room(group_id, ListMembers { by: user.id })
+        .await?;
     Ok(HttpResponse::Ok().json(members))
 }
 
@@ -282,11 +284,14 @@ pub struct NewMember {
 /// but 403.
 async fn named_user(
     state: &AppState,
-    room: &Addr<RoomActor>,
+    group_id: i64,
     caller: i64,
     username: &str,
 ) -> ApiResult<UserRef> {
-    ask(room, CheckMember { user: caller }).await?;
+    state
+        .chat
+        .ask_room(group_id, CheckMember { user: caller })
+        .await?;
     Ok(state
         .chat
         .user(username)
@@ -321,16 +326,18 @@ pub async fn add_member(
     group_id: web::Path<String>,
     Json(body): Json<NewMember>,
 ) -> ApiResult<HttpResponse> {
-    let room = state.chat.room(path_id("group_id", &group_id)?).await?;
-    let new_member = named_user(&state, &room, user.id, &body.username).await?;
-    let member = ask(
-        &room,
-        Add {
-            by: user.id,
-            user: new_member,
-        },
-    )
-    .await?;
+    let group_id = path_id("group_id", &group_id)?;
+    let new_member = named_user(&state, group_id, user.id, &body.username).await?;
+    let member = state
+        .chat
+        .ask_room(
+            group_id,
+            Add {
+                by: user.id,
+                user: new_member,
+            },
+        )
+        .await?;
     Ok(HttpResponse::Ok().json(member))
 }
 
@@ -361,16 +368,18 @@ pub async fn remove_member(
     path: web::Path<(String, String)>,
 ) -> ApiResult<HttpResponse> {
     let (group_id, username) = path.into_inner();
-    let room = state.chat.room(path_id("group_id", &group_id)?).await?;
-    let member = named_user(&state, &room, user.id, &username).await?;
-    ask(
-        &room,
-        Remove {
-            by: user.id,
-            user: member.id,
-        },
-    )
-    .await?;
+    let group_id = path_id("group_id", &group_id)?;
+    let member = named_user(&state, group_id, user.id, &username).await?;
+    state
+        .chat
+        .ask_room(
+            group_id,
+            Remove {
+                by: user.id,
+                user: member.id,
+            },
+        )
+        .await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -411,16 +420,18 @@ pub async fn change_role(
     let (group_id, username) = path.into_inner();
     let role = Role::parse(&body.role)
         .ok_or_else(|| ChatError::invalid("role: must be owner, admin or member"))?;
-    let room = state.chat.room(path_id("group_id", &group_id)?).await?;
-    let member = named_user(&state, &room, user.id, &username).await?;
-    let member = ask(
-        &room,
-        ChangeRole {
-            by: user.id,
-            user: member.id,
-            role,
-        },
-    )
-    .await?;
+    let group_id = path_id("group_id", &group_id)?;
+    let member = named_user(&state, group_id, user.id, &username).await?;
+    let member = state
+        .chat
+        .ask_room(
+            group_id,
+            ChangeRole {
+                by: user.id,
+                user: member.id,
+                role,
+            },
+        )
+        .await?;
     Ok(HttpResponse::Ok().json(member))
 }

@@ -210,6 +210,14 @@ pub async fn start_node(config: Config, backend: Backend) -> TestApp {
 }
 
 impl TestApp {
+    /// The URL of the server's database (SQLite file or Postgres database).
+    pub fn database_url(&self) -> String {
+        match &self._database {
+            Some(database) => with_database(&database.admin_url, &database.name),
+            None => format!("sqlite://{}", self.data_dir.join("parley.db").display()),
+        }
+    }
+
     /// A client for a server the test started some other way (a child
     /// process) listening on `127.0.0.1:port`. The caller keeps the server's
     /// data dir and database alive; this only talks to it.

@@ -332,3 +332,83 @@ api_test!(
         assert!(got.len() <= delivered, "{got:?} {statuses:?}");
     }
 );
+
+/// Another client of the database holding the messages table's write lock,
+/// so that the server's next message commit waits until [`release`].
+///
+/// [`release`]: MessageWriteLock::release
+enum MessageWriteLock {
+    Sqlite(sqlx::SqliteConnection),
+    Postgres(sqlx::PgConnection),
+}
+
+impl MessageWriteLock {
+    async fn take(app: &TestApp) -> Self {
+        use sqlx::{Connection, Executor};
+        let url = app.database_url();
+        match app.backend {
+            Backend::Sqlite => {
+                let mut conn = sqlx::SqliteConnection::connect(&url)
+                    .await
+                    .expect("open the SQLite file");
+                conn.execute("BEGIN IMMEDIATE")
+                    .await
+                    .expect("take SQLite's write lock");
+                MessageWriteLock::Sqlite(conn)
+            }
+            Backend::Postgres => {
+                let mut conn = sqlx::PgConnection::connect(&url)
+                    .await
+                    .expect("connect to Postgres");
+                conn.execute("BEGIN; LOCK TABLE messages IN EXCLUSIVE MODE")
+                    .await
+                    .expect("lock the messages table");
+                MessageWriteLock::Postgres(conn)
+            }
+        }
+    }
+
+    async fn release(self) {
+        use sqlx::Executor;
+        match self {
+            MessageWriteLock::Sqlite(mut conn) => conn.execute("ROLLBACK").await.map(|_| ()),
+            MessageWriteLock::Postgres(mut conn) => conn.execute("ROLLBACK").await.map(|_| ()),
+        }
+        .expect("release the lock");
+    }
+}
+
+/// Longer than several idle periods of the room below, and shorter than
+/// SQLite's busy timeout (2 s), after which the commit would fail instead.
+const COMMIT_HELD_FOR: Duration = Duration::from_millis(1200);
+
+api_test!(
+    a_group_post_whose_commit_outlasts_the_rooms_idle_time_is_still_pushed_live,
+    config(|c| c.room_idle = Duration::from_millis(100)),
+    |app| async move {
+        let alice = app.create_user("alice").await;
+        let bob = app.create_user("bob").await;
+        let group = app.create_group_with(&alice, "g", &[&bob]).await;
+        let mut bob_ws = app.ws_connect(&bob.token).await;
+
+        // The room accepts the post and hands it to the writer, whose commit
+        // then waits while the room has been idle for twelve idle periods.
+        let lock = MessageWriteLock::take(&app).await;
+        let rooms_running = || chat_of(&app).metrics.rooms_running.get();
+        let (posted, ()) = tokio::join!(app.send_group_text(&alice, group, "held"), async {
+            tokio::time::sleep(COMMIT_HELD_FOR / 2).await;
+            // Meanwhile the group is used again: by the same room.
+            json_ok(app.group_members(&bob.token, &group.to_string()).await).await;
+            assert_eq!(rooms_running(), 1, "one room for the group");
+            tokio::time::sleep(COMMIT_HELD_FOR / 2).await;
+            lock.release().await;
+        });
+        let pushed = ws_recv_skipping_presence(&mut bob_ws).await;
+        assert_eq!(pushed["id"], posted["id"], "{pushed}");
+
+        // The room stops once idle with nothing owed, and starts again.
+        let again = app.send_group_text(&alice, group, "later").await;
+        let pushed = ws_recv_skipping_presence(&mut bob_ws).await;
+        assert_eq!(pushed["id"], again["id"], "{pushed}");
+    }
+);

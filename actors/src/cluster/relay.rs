@@ -467,9 +467,8 @@ fn apply(broker: &ClusterBroker, chat: &Chat, inbound: Inbound) {
         }
         Event::ForgetName { key } if !mine => chat.directory.forget_user(&key),
         Event::Group { group_id } if !mine => {
-            if let Some(room) = chat.running_room(group_id) {
-                room.do_send(Reload);
-            }
+            // A room not running reads the members when it starts.
+            let _ = chat.tell_running_room(group_id, Reload);
         }
         Event::Presence {
             user,

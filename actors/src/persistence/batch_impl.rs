@@ -30,7 +30,7 @@ enum Effect {
         status: DeliveryStatus,
     },
     DeliverGroup {
-        room: actix::Addr<crate::room::RoomActor>,
+        room: crate::room::RoomTicket,
         members: std::sync::Arc<[i64]>,
         fan_out: FanOut,
     },
@@ -159,7 +159,7 @@ fn run_effects(effects: Vec<Effect>, shared: &Shared) -> Vec<Missed> {
                 if shared.broker.is_clustered() {
                     shared.broker.deliver(&members, &fan_out.push, fan_out.origin);
                 } else {
-                    room.do_send(fan_out);
+                    room.fan_out(fan_out);
                 }
             }
             Effect::Push { users, frame } => {
@@ -432,7 +432,7 @@ enum Resolved {
     },
     Group {
         group_id: i64,
-        room: actix::Addr<crate::room::RoomActor>,
+        room: crate::room::RoomTicket,
         members: std::sync::Arc<[i64]>,
         status: DeliveryStatus,
     },

@@ -27,7 +27,7 @@ use crate::model::{
     AccountState, DeliveryStatus, DeviceRecord, FileRecord, GroupMessage, GroupRecord,
     PrivateMessage, Timestamp, UserRecord, UserRef,
 };
-use crate::room::{Role, RoomActor};
+use crate::room::{Role, RoomTicket};
 use crate::store::{Pool, Store};
 
 /// Most writes committed in one transaction.
@@ -113,7 +113,7 @@ pub enum Target {
     /// A group message, already checked by the group's room, which fans it out.
     Group {
         group_id: i64,
-        room: Addr<RoomActor>,
+        room: RoomTicket,
         /// The members when the room accepted it: a cluster delivers to them
         /// from the writer (on one node the room fans out).
         members: Arc<[i64]>,
