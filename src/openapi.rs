@@ -37,6 +37,7 @@ use crate::routes;
     paths(
         routes::auth::register,
         routes::auth::login,
+        routes::auth::me,
         routes::auth::logout,
         routes::auth::change_password,
         routes::auth::delete_account,

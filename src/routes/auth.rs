@@ -1,5 +1,6 @@
 //! Accounts and tokens: `POST /auth/register`, `POST /auth/login`,
-//! `POST /auth/logout`, `POST /auth/password` and `DELETE /auth/account`.
+//! `GET /auth/me`, `POST /auth/logout`, `POST /auth/password` and
+//! `DELETE /auth/account`.
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use parley_actors::persistence::{ChangePassword, CreateUser, DeleteAccount, RevokeToken};
@@ -157,6 +158,33 @@ async fn confirm_password(state: &AppState, user: &UserRef, password: String) ->
     } else {
         Err(ChatError::Forbidden("password: does not match".to_owned()).into())
     }
+}
+
+/// `GET /auth/me`: the caller's account, as registration returned it.
+#[utoipa::path(
+    get,
+    path = "/auth/me",
+    summary = "The caller's account",
+    tag = "auth",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The account the token belongs to", body = User),
+        (status = 401, response = openapi::Unauthorized),
+        (status = 500, response = openapi::InternalError),
+        (status = 503, response = openapi::Unavailable),
+    )
+)]
+#[tracing::instrument(skip_all, fields(user = %user.username))]
+pub async fn me(state: web::Data<AppState>, AuthUser(user): AuthUser) -> ApiResult<HttpResponse> {
+    // The token was checked against a live account; one deleted since is
+    // answered like its tokens from now on.
+    let account = state
+        .chat
+        .store
+        .user_record(user.id)
+        .await?
+        .ok_or_else(crate::auth::token::rejected)?;
+    Ok(HttpResponse::Ok().json(account))
 }
 
 /// `POST /auth/logout`: revokes the token used for this request until it

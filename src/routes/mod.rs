@@ -51,6 +51,7 @@ macro_rules! routes {
 routes! {
     "/auth/register" => [POST => auth::register],
     "/auth/login" => [POST => auth::login],
+    "/auth/me" => [GET => auth::me],
     "/auth/logout" => [POST => auth::logout],
     "/auth/password" => [POST => auth::change_password],
     "/auth/account" => [DELETE => auth::delete_account],

@@ -478,6 +478,7 @@ const MATRIX: &[Row] = &[
     //   method    route                                     path                                  body                                                 owner member stranger anonymous
     row("POST",   "/auth/register",                         "/auth/register",                      Body::Registration,                                  [200, 200, 200, 200]),
     row("POST",   "/auth/login",                            "/auth/login",                         Body::Login,                                         [200, 200, 200, 200]),
+    own("GET",    "/auth/me",                                                                      Body::None,                                          [200, 200, 200, 401]),
     own("POST",   "/auth/logout",                                                                  Body::None,                                          [204, 204, 204, 401]),
     own("POST",   "/auth/password",                                                                Body::PasswordChange,                                [200, 200, 200, 401]),
     own("DELETE", "/auth/account",                                                                 Body::AccountDeletion,                               [204, 204, 204, 401]),

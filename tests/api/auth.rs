@@ -37,6 +37,30 @@ api_test!(registering_returns_the_new_user, |app| async move {
     );
 });
 
+api_test!(me_is_the_callers_account_as_registered, |app| async move {
+    let registered = json_ok(
+        app.register(&json!({
+            "username": "Alice",
+            "email": "alice@example.com",
+            "password": "correct horse battery",
+        }))
+        .await,
+    )
+    .await;
+    let token = app.login_token("alice", "correct horse battery").await;
+    let me = json_ok(app.get("/auth/me", &token).await).await;
+    assert_eq!(me, registered);
+
+    let bob = app.create_user("bob").await;
+    let bobs = json_ok(app.get("/auth/me", &bob.token).await).await;
+    assert_eq!(int_field(&bobs, "id"), bob.id, "{bobs}");
+    assert_eq!(str_field(&bobs, "username"), "bob");
+
+    let response = app.delete_account(&token, "correct horse battery").await;
+    assert_eq!(response.status(), 204);
+    assert_error(app.get("/auth/me", &token).await, 401).await;
+});
+
 api_test!(registered_users_get_distinct_ids, |app| async move {
     let alice = app.create_user("alice").await;
     let bob = app.create_user("bob").await;

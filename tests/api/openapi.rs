@@ -571,6 +571,10 @@ api_test!(
             .await; // 401
         c.check("POST", "/auth/login", app.login(&json!({})).await)
             .await; // 400
+        c.check("GET", "/auth/me", app.get("/auth/me", &alice_token).await)
+            .await;
+        c.check("GET", "/auth/me", app.get("/auth/me", "").await)
+            .await; // 401
 
         let bob = app.create_user("bob").await;
         let carol = app.create_user("carol").await;

@@ -17,7 +17,7 @@ use sqlx::{PgPool, SqlitePool};
 use crate::error::{ChatError, ChatResult};
 use crate::model::{
     AccountState, AnyMessage, Credentials, DeliveryStatus, DeviceRecord, FileRecord, GroupMessage,
-    GroupRecord, GroupSummary, Page, PrivateMessage, Timestamp, UserRef,
+    GroupRecord, GroupSummary, Page, PrivateMessage, Timestamp, UserRecord, UserRef,
 };
 
 pub(crate) mod sqlite {
@@ -307,12 +307,9 @@ impl Store {
         }))
     }
 
-    pub async fn user_by_id(&self, id: i64) -> ChatResult<Option<UserRef>> {
-        let row = on_backend!(&self.read, |q, pool| q::user_by_id(pool, id).await)?;
-        Ok(row.map(|(id, username)| UserRef {
-            id,
-            username: username.into(),
-        }))
+    /// An account as registration returned it; `None` once it is deleted.
+    pub async fn user_record(&self, id: i64) -> ChatResult<Option<UserRecord>> {
+        Ok(on_backend!(&self.read, |q, pool| q::user_record(pool, id).await)?)
     }
 
     pub async fn credentials(&self, username: &str) -> ChatResult<Option<Credentials>> {

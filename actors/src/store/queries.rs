@@ -29,14 +29,16 @@ pub async fn user_by_key<'e, E: Executor<'e, Database = Db>>(
         .await
 }
 
-pub async fn user_by_id<'e, E: Executor<'e, Database = Db>>(
+pub async fn user_record<'e, E: Executor<'e, Database = Db>>(
     ex: E,
     id: i64,
-) -> Result<Option<(i64, String)>, sqlx::Error> {
-    sqlx::query_as("SELECT id, username FROM users WHERE id = $1 AND deleted_at IS NULL")
-        .bind(id)
-        .fetch_optional(ex)
-        .await
+) -> Result<Option<UserRecord>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, username, email, created_at FROM users WHERE id = $1 AND deleted_at IS NULL",
+    )
+    .bind(id)
+    .fetch_optional(ex)
+    .await
 }
 
 pub async fn credentials<'e, E: Executor<'e, Database = Db>>(
