@@ -170,6 +170,34 @@ pub enum ServerFrame<'a> {
         #[serde(skip_serializing_if = "Option::is_none")]
         group_id: Option<i64>,
     },
+    /// Someone joined a group; to its members, the newcomer included.
+    #[serde(rename = "member_added")]
+    MemberAdded {
+        group_id: i64,
+        user: &'a str,
+        role: &'static str,
+        by: &'a str,
+        timestamp: Timestamp,
+    },
+    /// Someone left or was removed from a group; to the members left and
+    /// to the one who went (`by` is themself when they left).
+    #[serde(rename = "member_removed")]
+    MemberRemoved {
+        group_id: i64,
+        user: &'a str,
+        by: &'a str,
+        timestamp: Timestamp,
+    },
+    /// A member's role changed; to every member. A transfer of ownership
+    /// is two of these: the new owner's and the old owner's (now admin).
+    #[serde(rename = "role_changed")]
+    RoleChanged {
+        group_id: i64,
+        user: &'a str,
+        role: &'static str,
+        by: &'a str,
+        timestamp: Timestamp,
+    },
     Synced {
         last_id: i64,
         /// True when the replay stopped at its size limit: sync again from `last_id`.

@@ -271,6 +271,23 @@ impl RoomActor {
         self.last_active = Instant::now();
     }
 
+    /// A member's name (empty for a user who is not one, which the checks
+    /// before any change rule out).
+    fn name_of(&self, user: i64) -> Arc<str> {
+        self.members
+            .get(&user)
+            .map_or_else(|| Arc::from(""), |member| member.username.clone())
+    }
+
+    /// Pushes a membership event to every member's sockets, and to those of
+    /// `leaver` (who is no longer one).
+    fn announce(&self, frame: &ServerFrame<'_>, leaver: Option<i64>) {
+        let mut users: Vec<i64> = self.members.keys().copied().collect();
+        users.extend(leaver);
+        let push = Push::event(encode(frame));
+        self.chat.broker.deliver(&users, &push, None);
+    }
+
     fn require_member(&self, user: i64) -> ChatResult<Role> {
         self.members
             .get(&user)
@@ -460,6 +477,16 @@ impl Handler<Add> for RoomActor {
                     let view = member.view();
                     room.members.insert(msg.user.id, member);
                     room.members_changed();
+                    room.announce(
+                        &ServerFrame::MemberAdded {
+                            group_id: room.group_id,
+                            user: &view.username,
+                            role: view.role,
+                            by: &room.name_of(msg.by),
+                            timestamp: view.joined_at,
+                        },
+                        None,
+                    );
                     Ok(view)
                 }),
         ))
@@ -477,6 +504,7 @@ impl Handler<Remove> for RoomActor {
                 user: msg.user,
             })
         });
+        let names = (self.name_of(msg.user), self.name_of(msg.by));
         AtomicResponse::new(Box::pin(
             async move { request?.await? }
                 .into_actor(self)
@@ -484,6 +512,14 @@ impl Handler<Remove> for RoomActor {
                     removed?;
                     room.members.remove(&msg.user);
                     room.members_changed();
+                    let (user, by) = names;
+                    let frame = ServerFrame::MemberRemoved {
+                        group_id: room.group_id,
+                        user: &user,
+                        by: &by,
+                        timestamp: Timestamp::now(),
+                    };
+                    room.announce(&frame, Some(msg.user));
                     if room.members.is_empty() {
                         // The last member left: the group is gone (404 from
                         // now on, as a fresh lookup finds no members).
@@ -528,10 +564,22 @@ impl Handler<ChangeRole> for RoomActor {
             }
             .into_actor(self)
             .map(move |changes: ChatResult<Vec<(i64, Role)>>, room, _| {
+                let by = room.name_of(msg.by);
+                let now = Timestamp::now();
                 for (user, role) in changes? {
                     if let Some(member) = room.members.get_mut(&user) {
                         member.role = role;
                     }
+                    room.announce(
+                        &ServerFrame::RoleChanged {
+                            group_id: room.group_id,
+                            user: &room.name_of(user),
+                            role: role.as_str(),
+                            by: &by,
+                            timestamp: now,
+                        },
+                        None,
+                    );
                 }
                 Ok(room.member(msg.user)?.view())
             }),

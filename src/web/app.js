@@ -466,6 +466,12 @@
       case 'synced':
         onSynced(f);
         break;
+      case 'member_added':
+      case 'member_removed':
+      case 'role_changed':
+        // A group appeared, went or changed: the list (and unread counts) follow.
+        refreshGroups();
+        break;
       case 'error':
         onErrorFrame(f);
         break;

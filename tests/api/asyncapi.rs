@@ -1,6 +1,7 @@
 //! `GET /asyncapi.json` against real socket traffic: every frame the tests
 //! send and every frame the server pushes during a conversation (private and
-//! group messages, acks, presence, receipts, typing, sync, errors) matches
+//! group messages, acks, presence, receipts, typing, membership events,
+//! sync, errors) matches
 //! exactly one message the document describes for its direction, and every
 //! documented message is seen. Frames the server refuses are refused by the
 //! document's schemas too.
@@ -302,6 +303,19 @@ api_test!(
             let error = f.recv_until(&mut a1, |fr| kind(fr) == "error").await;
             assert_error_frame(&error, 400);
         }
+
+        // Membership events: bob's role changes, then alice removes him.
+        let group_path = group.to_string();
+        json_ok(
+            app.change_role(&alice.token, &group_path, "bob", "admin")
+                .await,
+        )
+        .await;
+        f.recv_until(&mut b1, |fr| kind(fr) == "role_changed").await;
+        let removed = app.remove_member(&alice.token, &group_path, "bob").await;
+        assert_eq!(removed.status(), 204);
+        f.recv_until(&mut b1, |fr| kind(fr) == "member_removed")
+            .await;
 
         // Leaving: alice's sockets see bob go offline.
         ws_close(b1).await;

@@ -283,6 +283,20 @@ cluster_test!(
         for user in ["bob", "carol"] {
             json_ok(a.add_member(&alice.token, &group.to_string(), user).await).await;
         }
+        // Each member's every socket hears who joined from then on.
+        for (ws, joined) in [
+            (&mut alice_a, &["bob", "carol"][..]),
+            (&mut alice_b, &["bob", "carol"][..]),
+            (&mut bob_b, &["bob", "carol"][..]),
+            (&mut bob_c, &["bob", "carol"][..]),
+            (&mut carol_c, &["carol"][..]),
+        ] {
+            for user in joined {
+                let frame = next_frame(ws).await;
+                assert_eq!(frame["type"], "member_added", "{frame}");
+                assert_eq!(frame["user"], *user, "{frame}");
+            }
+        }
         let posted = c.send_group_text(&carol, group, "hello all").await;
         for ws in [
             &mut alice_a,
@@ -313,6 +327,9 @@ cluster_test!(
         })
         .await;
         for ws in [&mut alice_a, &mut bob_c, &mut carol_c, &mut dave_b] {
+            let joined = next_frame(ws).await;
+            assert_eq!(joined["type"], "member_added", "{joined}");
+            assert_eq!(joined["user"], "dave", "{joined}");
             assert_group_frame(&next_frame(ws).await, group, "dave", "dave here");
         }
     }

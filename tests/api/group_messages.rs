@@ -254,6 +254,18 @@ api_test!(
             .remove_member(&carol.token, &group.to_string(), "carol")
             .await;
         assert_eq!(response.status().as_u16(), 204);
+        // Each hears of their own going (and alice of both) before anything else.
+        for (ws, gone) in [
+            (&mut bob_ws, &["bob"][..]),
+            (&mut carol_ws, &["bob", "carol"][..]),
+            (&mut alice_ws, &["bob", "carol"][..]),
+        ] {
+            for user in gone {
+                let frame = ws_recv_skipping_presence(ws).await;
+                assert_eq!(frame["type"], "member_removed", "{frame}");
+                assert_eq!(frame["user"], *user, "{frame}");
+            }
+        }
 
         let after = app.send_group_text(&alice, group, "after, over REST").await;
         assert_eq!(
@@ -310,6 +322,10 @@ api_test!(
                 .await,
         )
         .await;
+        for ws in [&mut alice_ws, &mut bob_phone, &mut bob_laptop] {
+            let frame = ws_recv_skipping_presence(ws).await;
+            assert_eq!(frame["type"], "member_added", "{frame}");
+        }
 
         let ack =
             ws_send_and_recv(&mut alice_ws, &group_socket_message(group, "welcome", "c1")).await;

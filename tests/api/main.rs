@@ -13,6 +13,7 @@ mod devices;
 mod errors;
 mod faults;
 mod files;
+mod group_events;
 mod group_membership;
 mod group_messages;
 mod groups;

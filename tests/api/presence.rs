@@ -120,6 +120,8 @@ api_test!(
         app.send_text(&alice, "carol", "hello").await;
         let frame = ws_recv_skipping_presence(&mut carol_ws).await;
         assert_eq!(frame["type"], "message", "{frame}");
+        let frame = ws_recv_skipping_presence(&mut bob_ws).await;
+        assert_eq!(frame["type"], "member_added", "{frame}");
 
         ws_close(alice_ws).await;
         let (to_bob, to_carol) = tokio::join!(ws_recv(&mut bob_ws), ws_recv(&mut carol_ws));
