@@ -355,6 +355,11 @@ async function main() {
       await shot(alice.page, 'alice-created-group');
     });
 
+    await step('bob sees the new group at once, before anyone writes there', async () => {
+      // The member_added event, not a message, brings it into his list.
+      await visible(bob.t(`group-${groupId}`), 'the group in bob’s list as soon as he is added');
+    });
+
     await step('a group message reaches bob live with an unread count', async () => {
       await alice.t('composer-input').fill('Welcome to Project X, everyone');
       await alice.page.keyboard.press('Enter');
