@@ -71,6 +71,13 @@ pub struct AccountState {
     pub deleted: bool,
 }
 
+impl AccountState {
+    /// Whether a token of this password generation still works.
+    pub fn accepts(&self, token_generation: i64) -> bool {
+        !self.deleted && self.token_generation == token_generation
+    }
+}
+
 /// The lifecycle of a private message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]

@@ -282,8 +282,7 @@ impl RoomActor {
     /// Pushes a membership event to every member's sockets, and to those of
     /// `leaver` (who is no longer one).
     fn announce(&self, frame: &ServerFrame<'_>, leaver: Option<i64>) {
-        let mut users: Vec<i64> = self.members.keys().copied().collect();
-        users.extend(leaver);
+        let users: Vec<i64> = self.member_ids.iter().copied().chain(leaver).collect();
         let push = Push::event(encode(frame));
         self.chat.broker.deliver(&users, &push, None);
     }

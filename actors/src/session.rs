@@ -249,12 +249,9 @@ impl SessionActor {
         let check = async move { chat.account(user).await };
         ctx.wait(check.into_actor(self).map(|account, session, ctx| {
             let closing = match account {
-                Ok(Some(account)) if account.deleted => Disconnect::account_deleted(),
-                Ok(None) => Disconnect::account_deleted(),
-                Ok(Some(account)) if account.token_generation != session.token_generation => {
-                    Disconnect::password_changed()
-                }
-                Ok(Some(_)) => return,
+                Ok(Some(account)) if account.accepts(session.token_generation) => return,
+                Ok(Some(account)) if !account.deleted => Disconnect::password_changed(),
+                Ok(_) => Disconnect::account_deleted(),
                 Err(error) => {
                     tracing::error!(session = session.id, ?error, "cannot recheck the account");
                     Disconnect::account_unknown()

@@ -80,9 +80,7 @@ pub async fn authenticate(
         return Err(token::rejected().into());
     }
     match state.chat.account(verified.user.id).await? {
-        Some(account) if !account.deleted && account.token_generation == verified.generation => {
-            Ok(verified)
-        }
+        Some(account) if account.accepts(verified.generation) => Ok(verified),
         _ => Err(token::rejected().into()),
     }
 }

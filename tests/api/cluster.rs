@@ -415,20 +415,6 @@ cluster_test!(
     }
 );
 
-/// Reads until a `status` frame for `user` with `status` arrives.
-async fn wait_for_status(ws: &mut WsStream, user: &str, status: &str) -> serde_json::Value {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let frame = ws_try_recv(ws, left)
-            .await
-            .unwrap_or_else(|| panic!("no `{status}` for {user} within {WAIT:?}"));
-        if frame["type"] == "status" && frame["user"] == user && frame["status"] == status {
-            return frame;
-        }
-    }
-}
-
 cluster_test!(
     a_node_started_later_learns_who_is_online_from_the_others,
     1,

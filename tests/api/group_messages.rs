@@ -437,13 +437,7 @@ api_test!(
         );
         // Bob leaving changes nothing about a message he already got.
         ws_close(bob_ws).await;
-        loop {
-            let frame = ws_recv(&mut alice_ws).await;
-            if frame["type"] == "status" && frame["user"] == "bob" {
-                assert_eq!(frame["status"], "offline", "{frame}");
-                break;
-            }
-        }
+        wait_for_status(&mut alice_ws, "bob", "offline").await;
         let again = ws_send_and_recv(&mut alice_ws, &frame).await;
         assert_eq!(int_field(&again, "id"), first, "{again}");
         assert_eq!(assert_ack(&again, "status-1", "delivered"), first);

@@ -1099,6 +1099,20 @@ pub async fn wait_closed(ws: &mut WsStream, what: &str) -> Option<u16> {
     }
 }
 
+/// Reads until a `status` frame for `user` with `status` arrives.
+pub async fn wait_for_status(ws: &mut WsStream, user: &str, status: &str) -> Value {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let frame = ws_try_recv(ws, left)
+            .await
+            .unwrap_or_else(|| panic!("no `{status}` for {user} within {WAIT:?}"));
+        if frame["type"] == "status" && frame["user"] == user && frame["status"] == status {
+            return frame;
+        }
+    }
+}
+
 /// Closes the socket and waits for the server's close (or the end of the stream).
 pub async fn ws_close(mut ws: WsStream) {
     let _ = tokio::time::timeout(WAIT, ws.close(None)).await;

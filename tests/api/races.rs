@@ -407,6 +407,14 @@ api_test!(
         assert_eq!(pushed["id"], posted["id"], "{pushed}");
 
         // The room stops once idle with nothing owed, and starts again.
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while rooms_running() > 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the idle room never stopped"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         let again = app.send_group_text(&alice, group, "later").await;
         let pushed = ws_recv_skipping_presence(&mut bob_ws).await;
         assert_eq!(pushed["id"], again["id"], "{pushed}");

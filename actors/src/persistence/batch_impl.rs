@@ -111,7 +111,7 @@ async fn apply_all(
 async fn finish(pool: &Pool, mut writes: Vec<Write>, effects: Vec<Effect>, shared: &Shared) {
     let missed = run_effects(effects, shared);
     if !missed.is_empty() {
-        undeliver(pool, &mut writes, &missed, shared).await;
+        undeliver(pool, &mut writes, missed, shared).await;
     }
     for write in writes {
         write.send_reply();
@@ -189,10 +189,10 @@ fn run_effects(effects: Vec<Effect>, shared: &Shared) -> Vec<Missed> {
 /// can be answered or mark them read: the writer runs one batch at a time)
 /// and in their acks, and then gives the sender's other sockets their copy.
 /// If the update fails the rows stay `delivered`, and so do the acks.
-async fn undeliver(pool: &Pool, writes: &mut [Write], missed: &[Missed], shared: &Shared) {
+async fn undeliver(pool: &Pool, writes: &mut [Write], missed: Vec<Missed>, shared: &Shared) {
     let ids: Vec<i64> = missed
         .iter()
-        .filter_map(|m| m.push.message.map(|message| message.id))
+        .filter_map(|m| m.push.message.map(|pushed| pushed.id))
         .collect();
     let corrected = match pool.acquire().await {
         Ok(mut conn) => q::mark_undelivered(&mut conn, &ids).await,
@@ -201,27 +201,30 @@ async fn undeliver(pool: &Pool, writes: &mut [Write], missed: &[Missed], shared:
     if let Err(error) = &corrected {
         tracing::warn!(%error, ?ids, "cannot set missed messages back to 'sent'");
     }
-    for m in missed {
-        let mut push = m.push.clone();
-        if corrected.is_ok() {
-            let corrected_message = writes.iter_mut().find_map(|write| match write {
-                Write::StoreMessage(p) => match &mut p.result {
-                    Some(Ok(Stored::Private(message)))
-                        if Some(message.id) == m.push.message.map(|pushed| pushed.id) =>
-                    {
-                        Some(message)
-                    }
-                    _ => None,
-                },
-                _ => None,
-            });
-            if let Some(message) = corrected_message {
-                message.status = DeliveryStatus::Sent;
-                push.frame = encode(&ServerFrame::Message((&*message).into()));
-            }
+    for Missed {
+        mut push,
+        sender,
+        origin,
+    } in missed
+    {
+        let message = push.message.and_then(|pushed| stored_private(writes, pushed.id));
+        if let (Ok(()), Some(message)) = (&corrected, message) {
+            message.status = DeliveryStatus::Sent;
+            push.frame = encode(&ServerFrame::Message((&*message).into()));
         }
-        shared.broker.deliver(&[m.sender], &push, m.origin);
+        shared.broker.deliver(&[sender], &push, origin);
     }
+}
+
+/// The private message a write of this batch stored under `id`.
+fn stored_private(writes: &mut [Write], id: i64) -> Option<&mut PrivateMessage> {
+    writes.iter_mut().find_map(|write| match write {
+        Write::StoreMessage(p) => match &mut p.result {
+            Some(Ok(Stored::Private(message))) if message.id == id => Some(message),
+            _ => None,
+        },
+        _ => None,
+    })
 }
 
 /// Applies one write, or a run of message stores.
