@@ -44,6 +44,10 @@ use crate::routes;
         routes::messages::send_private,
         routes::messages::private_history,
         routes::messages::mark_read,
+        routes::messages::edit,
+        routes::messages::delete,
+        routes::messages::react,
+        routes::messages::unreact,
         routes::groups::mine,
         routes::groups::create,
         routes::groups::messages,
@@ -70,7 +74,7 @@ use crate::routes;
         routes::ops::metrics,
     ),
     components(
-        schemas(ErrorBody, DeliveryStatus, Role),
+        schemas(ErrorBody, DeliveryStatus, Role, Reaction),
         responses(
             BadRequest,
             Unauthorized,
@@ -86,7 +90,7 @@ use crate::routes;
     modifiers(&SecuritySchemes),
     tags(
         (name = "auth", description = "Accounts and access tokens"),
-        (name = "messages", description = "Private messages and read receipts"),
+        (name = "messages", description = "Private messages; receipts, edits, deletions and reactions of any message"),
         (name = "groups", description = "Groups, their members and their messages"),
         (name = "devices", description = "The caller's devices"),
         (name = "files", description = "Uploads and downloads"),
@@ -163,6 +167,18 @@ pub enum DeliveryStatus {
     Delivered,
     /// The recipient marked it read.
     Read,
+}
+
+/// One emoji on a message and who chose it (one reaction per user per message).
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Reaction {
+    #[schema(example = "👍")]
+    emoji: String,
+    #[schema(minimum = 1)]
+    count: i64,
+    /// Usernames, in the order they reacted.
+    users: Vec<String>,
 }
 
 /// A member's role in a group.

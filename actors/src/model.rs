@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Serialize, Serializer};
 
 /// A point in time as Unix milliseconds: how it is stored (BIGINT on both
 /// backends, so one query text and one row type serve SQLite and Postgres)
@@ -117,8 +117,50 @@ impl TryFrom<String> for DeliveryStatus {
     }
 }
 
+/// One emoji on a message and who chose it (each user has at most one
+/// reaction per message).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reaction {
+    pub emoji: String,
+    pub count: i64,
+    /// Usernames, in the order they reacted.
+    pub users: Vec<String>,
+}
+
+/// What happened to a message after it was sent, shown in every view of it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Lifecycle {
+    /// The message of the same conversation this one answers.
+    pub reply_to: Option<i64>,
+    /// When its content was last edited (earlier texts are not kept).
+    pub edited_at: Option<Timestamp>,
+    /// A tombstone: the content is gone, the id stays.
+    pub deleted: bool,
+    pub reactions: Vec<Reaction>,
+}
+
+impl Lifecycle {
+    /// From the stored columns; `reactions` is the JSON text the writer keeps.
+    pub fn from_columns(
+        reply_to: Option<i64>,
+        edited_at: Option<i64>,
+        deleted_at: Option<i64>,
+        reactions: Option<&str>,
+    ) -> Result<Self, serde_json::Error> {
+        Ok(Lifecycle {
+            reply_to,
+            edited_at: edited_at.map(Timestamp),
+            deleted: deleted_at.is_some(),
+            reactions: match reactions {
+                Some(json) => serde_json::from_str(json)?,
+                None => Vec::new(),
+            },
+        })
+    }
+}
+
 /// A stored private message, with both parties' names resolved.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct PrivateMessage {
     pub id: i64,
     pub sender: String,
@@ -126,10 +168,9 @@ pub struct PrivateMessage {
     pub content: String,
     pub message_type: String,
     pub content_type: String,
-    #[sqlx(try_from = "i64")]
     pub timestamp: Timestamp,
-    #[sqlx(try_from = "String")]
     pub status: DeliveryStatus,
+    pub lifecycle: Lifecycle,
 }
 
 /// A stored group message.
@@ -142,6 +183,7 @@ pub struct GroupMessage {
     pub message_type: String,
     pub content_type: String,
     pub timestamp: Timestamp,
+    pub lifecycle: Lifecycle,
 }
 
 /// A group as created.
@@ -230,7 +272,7 @@ pub struct GroupSummary {
 
 /// A message of either kind, as `sync` replays it: private messages have
 /// `recipient` and `status`, group messages `group_id`.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct AnyMessage {
     pub id: i64,
     pub sender: String,
@@ -239,7 +281,49 @@ pub struct AnyMessage {
     pub content: String,
     pub message_type: String,
     pub content_type: String,
-    #[sqlx(try_from = "i64")]
     pub timestamp: Timestamp,
     pub status: Option<String>,
+    /// The sequence value of its last change, if it changed after it was sent.
+    pub change_id: Option<i64>,
+    pub lifecycle: Lifecycle,
+}
+
+/// A message of either kind, typed by kind.
+#[derive(Debug, Clone)]
+pub enum KindedMessage {
+    Private(PrivateMessage),
+    Group(GroupMessage),
+}
+
+impl From<AnyMessage> for KindedMessage {
+    fn from(m: AnyMessage) -> Self {
+        match m.group_id {
+            Some(group_id) => KindedMessage::Group(GroupMessage {
+                id: m.id,
+                group_id,
+                sender: m.sender,
+                content: m.content,
+                message_type: m.message_type,
+                content_type: m.content_type,
+                timestamp: m.timestamp,
+                lifecycle: m.lifecycle,
+            }),
+            // The schema gives every message either a group or a recipient.
+            None => KindedMessage::Private(PrivateMessage {
+                id: m.id,
+                sender: m.sender,
+                recipient: m.recipient.unwrap_or_default(),
+                content: m.content,
+                message_type: m.message_type,
+                content_type: m.content_type,
+                timestamp: m.timestamp,
+                status: m
+                    .status
+                    .as_deref()
+                    .and_then(DeliveryStatus::parse)
+                    .unwrap_or(DeliveryStatus::Sent),
+                lifecycle: m.lifecycle,
+            }),
+        }
+    }
 }

@@ -6,7 +6,9 @@ use bytestring::ByteString;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ChatError, ChatResult};
-use crate::model::{AnyMessage, DeliveryStatus, GroupMessage, PrivateMessage, Timestamp};
+use crate::model::{
+    AnyMessage, DeliveryStatus, GroupMessage, Lifecycle, PrivateMessage, Reaction, Timestamp,
+};
 
 /// A client frame as it arrives: one flat struct so a frame is parsed in a
 /// single pass (no buffering as an internally tagged enum would need), then
@@ -23,6 +25,7 @@ struct RawClientFrame {
     client_id: Option<String>,
     message_id: Option<i64>,
     since: Option<i64>,
+    reply_to: Option<i64>,
 }
 
 /// Where a message or typing notice goes.
@@ -42,6 +45,8 @@ pub struct SendMessage {
     pub content_type: String,
     /// The client's idempotency key: a resend with the same key is stored once.
     pub client_id: Option<String>,
+    /// The message of the same conversation this one answers.
+    pub reply_to: Option<i64>,
 }
 
 /// A checked client frame.
@@ -100,6 +105,7 @@ impl RawClientFrame {
                     .content_type
                     .unwrap_or_else(|| DEFAULT_CONTENT_TYPE.to_owned()),
                 client_id: self.client_id,
+                reply_to: self.reply_to,
             })),
             "typing" => Ok(ClientFrame::Typing(conversation(
                 self.recipient,
@@ -145,6 +151,10 @@ fn conversation(recipient: Option<String>, group_id: Option<i64>) -> ChatResult<
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum ServerFrame<'a> {
     Message(MessageFrame<'a>),
+    /// A message was edited, deleted or reacted to: its whole new state, to
+    /// everyone who can see it (and replayed by `sync`).
+    #[serde(rename = "message_updated")]
+    MessageUpdated(MessageFrame<'a>),
     Ack {
         #[serde(skip_serializing_if = "Option::is_none")]
         client_id: Option<&'a str>,
@@ -213,7 +223,8 @@ pub enum ServerFrame<'a> {
     },
 }
 
-/// A `message` frame: private (with `recipient` and `status`) or group (with `group_id`).
+/// A `message` frame: private (with `recipient` and `status`) or group (with
+/// `group_id`); what happened to it since it was sent is in [`Changes`].
 #[derive(Debug, Serialize)]
 #[serde(untagged)]
 pub enum MessageFrame<'a> {
@@ -226,6 +237,8 @@ pub enum MessageFrame<'a> {
         message_type: &'a str,
         content_type: &'a str,
         status: DeliveryStatus,
+        #[serde(flatten)]
+        changes: Changes<'a>,
     },
     Group {
         id: i64,
@@ -235,7 +248,39 @@ pub enum MessageFrame<'a> {
         timestamp: Timestamp,
         message_type: &'a str,
         content_type: &'a str,
+        #[serde(flatten)]
+        changes: Changes<'a>,
     },
+}
+
+/// A message's [`Lifecycle`] on the wire: each field only when set, so a
+/// plain message's frame is as it always was.
+#[derive(Debug, Serialize)]
+pub struct Changes<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub edited_at: Option<Timestamp>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub deleted: bool,
+    #[serde(skip_serializing_if = "<[Reaction]>::is_empty")]
+    pub reactions: &'a [Reaction],
+    /// On `message_updated` frames and replays of changed messages: the
+    /// change's place in the id sequence, for the client's `sync` cursor.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub change_id: Option<i64>,
+}
+
+impl<'a> Changes<'a> {
+    pub fn of(lifecycle: &'a Lifecycle, change_id: Option<i64>) -> Self {
+        Changes {
+            reply_to: lifecycle.reply_to,
+            edited_at: lifecycle.edited_at,
+            deleted: lifecycle.deleted,
+            reactions: &lifecycle.reactions,
+            change_id,
+        }
+    }
 }
 
 impl<'a> From<&'a PrivateMessage> for MessageFrame<'a> {
@@ -249,6 +294,7 @@ impl<'a> From<&'a PrivateMessage> for MessageFrame<'a> {
             message_type: &m.message_type,
             content_type: &m.content_type,
             status: m.status,
+            changes: Changes::of(&m.lifecycle, None),
         }
     }
 }
@@ -256,6 +302,7 @@ impl<'a> From<&'a PrivateMessage> for MessageFrame<'a> {
 impl<'a> MessageFrame<'a> {
     /// The frame for a message of either kind, with the status to show.
     pub fn of(m: &'a AnyMessage, status: Option<DeliveryStatus>) -> Self {
+        let changes = Changes::of(&m.lifecycle, m.change_id);
         match m.group_id {
             Some(group_id) => MessageFrame::Group {
                 id: m.id,
@@ -265,6 +312,7 @@ impl<'a> MessageFrame<'a> {
                 timestamp: m.timestamp,
                 message_type: &m.message_type,
                 content_type: &m.content_type,
+                changes,
             },
             // The schema gives every message either a group or a recipient.
             None => MessageFrame::Private {
@@ -276,6 +324,7 @@ impl<'a> MessageFrame<'a> {
                 message_type: &m.message_type,
                 content_type: &m.content_type,
                 status: status.unwrap_or(DeliveryStatus::Sent),
+                changes,
             },
         }
     }
@@ -291,6 +340,7 @@ impl<'a> From<&'a GroupMessage> for MessageFrame<'a> {
             timestamp: m.timestamp,
             message_type: &m.message_type,
             content_type: &m.content_type,
+            changes: Changes::of(&m.lifecycle, None),
         }
     }
 }
@@ -335,6 +385,7 @@ mod tests {
                 message_type: "text".into(),
                 content_type: "text/plain".into(),
                 client_id: None,
+                reply_to: None,
             })
         );
     }

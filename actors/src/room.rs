@@ -17,10 +17,12 @@ use serde::Serialize;
 
 use crate::error::{ChatError, ChatResult};
 use crate::hub::SessionId;
+use crate::model::AnyMessage;
 use crate::model::Timestamp;
 use crate::model::UserRef;
 use crate::persistence::{
-    AddMember, NewMessage, RemoveMember, Reply, SetRoles, StoreMessage, Stored, Target,
+    AddMember, ChangeMessage, GroupRoute, MessageChange, NewChange, NewMessage, RemoveMember,
+    Reply, SetRoles, StoreMessage, Stored, Target,
 };
 use crate::protocol::{encode, ServerFrame};
 use crate::session::Push;
@@ -142,7 +144,21 @@ pub struct PostMessage {
     pub client_id: Option<String>,
     /// The socket it came from (gets the ack instead of the message).
     pub origin: Option<SessionId>,
+    /// The message of this group it answers.
+    pub reply_to: Option<i64>,
     pub reply: Reply<Stored>,
+}
+
+/// Edit, delete or react to one of the group's messages (members only; the
+/// writer checks whose message it is). `reply` gets the new state after
+/// COMMIT, or the refusal at once.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ChangePost {
+    pub by: UserRef,
+    pub message_id: i64,
+    pub change: MessageChange,
+    pub reply: Reply<AnyMessage>,
 }
 
 /// The members, oldest first (members only).
@@ -269,6 +285,13 @@ impl RoomActor {
 
     fn touch(&mut self) {
         self.last_active = Instant::now();
+    }
+
+    fn ticket(&self, ctx: &Context<Self>) -> RoomTicket {
+        RoomTicket {
+            room: ctx.address(),
+            _outstanding: self.tickets.clone(),
+        }
     }
 
     /// A member's name (empty for a user who is not one, which the checks
@@ -406,10 +429,7 @@ impl Handler<PostMessage> for RoomActor {
                 sender: msg.sender,
                 to: Target::Group {
                     group_id: self.group_id,
-                    room: RoomTicket {
-                        room: ctx.address(),
-                        _outstanding: self.tickets.clone(),
-                    },
+                    room: self.ticket(ctx),
                     members: self.member_ids.clone(),
                     anyone_online,
                 },
@@ -418,6 +438,36 @@ impl Handler<PostMessage> for RoomActor {
                 content_type: msg.content_type,
                 client_id: msg.client_id,
                 origin: msg.origin,
+                reply_to: msg.reply_to,
+            },
+            reply: msg.reply,
+        });
+    }
+}
+
+impl Handler<ChangePost> for RoomActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ChangePost, ctx: &mut Self::Context) {
+        self.touch();
+        if !self.members.contains_key(&msg.by.id) {
+            // To an outsider the group's messages do not exist.
+            let hidden = ChatError::not_found("message_id: no such message in your conversations");
+            msg.reply.send(Err(hidden));
+            return;
+        }
+        // Queued behind the group's earlier posts, so its new state reaches
+        // every socket after the message itself.
+        self.chat.persistence.do_send(ChangeMessage {
+            change: NewChange {
+                by: msg.by,
+                message_id: msg.message_id,
+                change: msg.change,
+                group: Some(GroupRoute {
+                    group_id: self.group_id,
+                    room: self.ticket(ctx),
+                    members: self.member_ids.clone(),
+                }),
             },
             reply: msg.reply,
         });
@@ -858,6 +908,7 @@ mod tests {
             content_type: "text/plain".into(),
             client_id: Some("c1".into()),
             origin: None,
+            reply_to: None,
             reply,
         };
         assert!(chat.tell_running_room(group, post).is_ok(), "the room runs");

@@ -411,6 +411,7 @@ impl SessionActor {
                         content_type: send.content_type,
                         client_id: send.client_id,
                         origin: Some(self.id),
+                        reply_to: send.reply_to,
                     },
                     reply,
                 });
@@ -424,6 +425,7 @@ impl SessionActor {
                     content_type: send.content_type,
                     client_id: send.client_id,
                     origin: Some(self.id),
+                    reply_to: send.reply_to,
                     reply,
                 };
                 if let Err(post) = self.chat.tell_running_room(group_id, post) {
@@ -516,49 +518,60 @@ impl SessionActor {
         }));
     }
 
-    /// Replays what the user may see above `since`, then `synced`. The socket
-    /// reads nothing else until the replay is written (the actor waits), so
-    /// messages committed meanwhile queue up and are then skipped if the
-    /// replay already had them: nothing is lost, and nothing pushed during
-    /// the replay is doubled. One pushed before the `sync` arrived is above
-    /// `since` too and is replayed as the contract says; clients drop ids
-    /// they already have.
+    /// Replays what the user may see above `since`, then `synced`: every
+    /// message above it (`message`) and every older one whose last change is
+    /// above it (`message_updated`), in their current state and in sequence
+    /// order. The socket reads nothing else until the replay is written (the
+    /// actor waits), so messages committed meanwhile queue up and are then
+    /// skipped if the replay already had them: nothing is lost, and nothing
+    /// pushed during the replay is doubled. One pushed before the `sync`
+    /// arrived is above `since` too and is replayed as the contract says;
+    /// clients drop ids they already have.
     fn on_sync(&mut self, since: i64, ctx: &mut ws::WebsocketContext<Self>) {
         let store = self.chat.store.clone();
         let user = self.user.id;
         let fetch = async move {
             let mut messages = Vec::new();
             let mut cursor = since;
-            loop {
+            let messages_full = loop {
                 let page = store.visible_since(user, cursor, SYNC_PAGE).await?;
                 let full = page.len() as i64 == SYNC_PAGE;
                 cursor = page.last().map_or(cursor, |message| message.id);
                 messages.extend(page);
                 if !full || messages.len() >= SYNC_MAX {
-                    return Ok::<_, ChatError>((messages, full));
+                    break full;
                 }
-            }
+            };
+            let changed = store.changed_since(user, since, SYNC_MAX as i64).await?;
+            let changed_full = changed.len() >= SYNC_MAX;
+            Ok::<_, ChatError>(Replay::merge(
+                messages,
+                messages_full,
+                changed,
+                changed_full,
+            ))
         };
         ctx.wait(
             fetch
                 .into_actor(self)
                 .map(move |result, session, ctx| match result {
-                    Ok((messages, more)) => session.replay(since, &messages, more, ctx),
+                    Ok(replay) => session.replay(since, replay, ctx),
                     Err(error) => ctx.text(error_frame(&error, None)),
                 }),
         );
     }
 
-    fn replay(
-        &mut self,
-        since: i64,
-        messages: &[AnyMessage],
-        more: bool,
-        ctx: &mut ws::WebsocketContext<Self>,
-    ) {
+    fn replay(&mut self, since: i64, replay: Replay, ctx: &mut ws::WebsocketContext<Self>) {
         let mut newly_delivered = false;
-        for message in messages {
+        for item in &replay.items {
+            let message = &item.message;
             let mut status = message.status.as_deref().and_then(DeliveryStatus::parse);
+            if item.changed {
+                ctx.text(encode(&ServerFrame::MessageUpdated(MessageFrame::of(
+                    message, status,
+                ))));
+                continue;
+            }
             let to_me = message.recipient.as_deref() == Some(&*self.user.username);
             if to_me && status == Some(DeliveryStatus::Sent) {
                 status = Some(DeliveryStatus::Delivered);
@@ -567,18 +580,82 @@ impl SessionActor {
             ctx.text(encode(&ServerFrame::Message(MessageFrame::of(
                 message, status,
             ))));
+            self.replayed_up_to = self.replayed_up_to.max(message.id);
         }
-        let last_id = messages.last().map_or(since, |message| message.id);
-        if let Some(last) = messages.last() {
-            self.replayed_up_to = self.replayed_up_to.max(last.id);
-        }
-        ctx.text(encode(&ServerFrame::Synced { last_id, more }));
+        let last_id = replay.items.last().map_or(since, |item| item.position);
+        ctx.text(encode(&ServerFrame::Synced {
+            last_id,
+            more: replay.more,
+        }));
         if newly_delivered {
             self.chat.persistence.do_send(MarkDelivered {
                 recipient: self.user.clone(),
                 after: since,
                 up_to: last_id,
             });
+        }
+    }
+}
+
+/// What one `sync` writes, in sequence order.
+struct Replay {
+    items: Vec<ReplayItem>,
+    /// The replay stopped at its size limit.
+    more: bool,
+}
+
+struct ReplayItem {
+    /// The message's id, or for a changed older message its `change_id`.
+    position: i64,
+    changed: bool,
+    message: AnyMessage,
+}
+
+impl Replay {
+    /// Interleaves the new messages (read in id order) with the changed
+    /// older ones (read in change order). A list that filled its limit may go
+    /// on past what was read, so the replay stops at the lowest key (id,
+    /// change id) such a list ended at; the next `sync` from there picks up
+    /// the rest, each message exactly once.
+    fn merge(
+        messages: Vec<AnyMessage>,
+        messages_full: bool,
+        changed: Vec<AnyMessage>,
+        changed_full: bool,
+    ) -> Replay {
+        let new = messages.into_iter().map(|message| ReplayItem {
+            // A new message comes in its current state, changes included,
+            // so it stands where its last change does.
+            position: message
+                .change_id
+                .map_or(message.id, |change| change.max(message.id)),
+            changed: false,
+            message,
+        });
+        let changed = changed.into_iter().map(|message| ReplayItem {
+            position: message.change_id.unwrap_or(message.id),
+            changed: true,
+            message,
+        });
+        let (new, changed): (Vec<_>, Vec<_>) = (new.collect(), changed.collect());
+        let read_up_to = [
+            (messages_full, new.last().map(|item| item.message.id)),
+            (changed_full, changed.last().map(|item| item.position)),
+        ];
+        let horizon = read_up_to
+            .into_iter()
+            .filter_map(|(full, last)| full.then_some(last).flatten())
+            .min()
+            .unwrap_or(i64::MAX);
+        let mut items: Vec<ReplayItem> = new
+            .into_iter()
+            .chain(changed)
+            .filter(|item| item.position <= horizon)
+            .collect();
+        items.sort_by_key(|item| item.position);
+        Replay {
+            items,
+            more: messages_full || changed_full,
         }
     }
 }

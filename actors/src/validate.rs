@@ -96,6 +96,31 @@ pub fn content(value: &str, max_chars: usize) -> ChatResult<()> {
     Ok(())
 }
 
+/// Most characters a reaction may have: one emoji, even a composed one
+/// (a family, a flag with a skin tone), fits.
+pub const MAX_EMOJI_CHARS: usize = 16;
+
+/// A reaction: a short string with no spaces or control characters (an
+/// emoji as clients send it; which ones is left to clients).
+pub fn emoji(value: &str) -> ChatResult<()> {
+    if value.is_empty() {
+        return Err(invalid("emoji", "must not be empty"));
+    }
+    if value.chars().nth(MAX_EMOJI_CHARS).is_some() {
+        return Err(invalid(
+            "emoji",
+            &format!("must be at most {MAX_EMOJI_CHARS} characters"),
+        ));
+    }
+    if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(invalid(
+            "emoji",
+            "must not hold spaces or control characters",
+        ));
+    }
+    Ok(())
+}
+
 /// A short, non-empty, single-line label such as `message_type`.
 pub fn label(field: &str, value: &str) -> ChatResult<()> {
     if value.is_empty() || value.chars().count() > LABEL_MAX || value.chars().any(char::is_control)

@@ -2,7 +2,7 @@
 //! Everything about one group is answered by that group's room actor.
 
 use actix_web::{web, HttpResponse};
-use parley_actors::model::{GroupMessage, Timestamp, UserRef};
+use parley_actors::model::{GroupMessage, Reaction, Timestamp, UserRef};
 use parley_actors::persistence::{CreateGroup, Reply, Stored};
 use parley_actors::room::{Add, ChangeRole, CheckMember, ListMembers, PostMessage, Remove, Role};
 use parley_actors::{ask, validate, ChatError};
@@ -75,6 +75,20 @@ pub struct GroupMessageView<'a> {
     #[schema(value_type = String, format = DateTime)]
     timestamp: Timestamp,
     message_type: &'a str,
+    /// The message of this group it answers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reply_to: Option<i64>,
+    /// When the sender last edited it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    edited_at: Option<Timestamp>,
+    /// Present (true) on a deleted message, whose content is then empty.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    deleted: bool,
+    /// Present when anyone reacted.
+    #[serde(skip_serializing_if = "<[Reaction]>::is_empty")]
+    #[schema(value_type = Vec<openapi::Reaction>)]
+    reactions: &'a [Reaction],
 }
 
 impl<'a> From<&'a GroupMessage> for GroupMessageView<'a> {
@@ -85,6 +99,10 @@ impl<'a> From<&'a GroupMessage> for GroupMessageView<'a> {
             sender: &m.sender,
             timestamp: m.timestamp,
             message_type: &m.message_type,
+            reply_to: m.lifecycle.reply_to,
+            edited_at: m.lifecycle.edited_at,
+            deleted: m.lifecycle.deleted,
+            reactions: &m.lifecycle.reactions,
         }
     }
 }
@@ -163,8 +181,12 @@ pub struct NewGroupMessage {
         example = "text/plain"
     )]
     content_type: Option<String>,
+    /// A message of this group that this one answers.
+    #[schema(minimum = 1)]
+    reply_to: Option<i64>,
 }
 
+/// A group message with its group, as a post (or a change) returns it.
 #[derive(Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PostedGroupMessage<'a> {
@@ -176,6 +198,38 @@ pub struct PostedGroupMessage<'a> {
     timestamp: Timestamp,
     message_type: &'a str,
     content_type: &'a str,
+    /// The message of this group it answers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reply_to: Option<i64>,
+    /// When the sender last edited it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    edited_at: Option<Timestamp>,
+    /// Present (true) on a deleted message, whose content is then empty.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    deleted: bool,
+    /// Present when anyone reacted.
+    #[serde(skip_serializing_if = "<[Reaction]>::is_empty")]
+    #[schema(value_type = Vec<openapi::Reaction>)]
+    reactions: &'a [Reaction],
+}
+
+impl<'a> From<&'a GroupMessage> for PostedGroupMessage<'a> {
+    fn from(m: &'a GroupMessage) -> Self {
+        PostedGroupMessage {
+            id: m.id,
+            group_id: m.group_id,
+            sender: &m.sender,
+            content: &m.content,
+            timestamp: m.timestamp,
+            message_type: &m.message_type,
+            content_type: &m.content_type,
+            reply_to: m.lifecycle.reply_to,
+            edited_at: m.lifecycle.edited_at,
+            deleted: m.lifecycle.deleted,
+            reactions: &m.lifecycle.reactions,
+        }
+    }
 }
 
 /// Posts a message to a group the caller is a member of; every member's
@@ -220,6 +274,7 @@ pub async fn post_message(
         content_type,
         client_id: None,
         origin: None,
+        reply_to: body.reply_to,
         reply,
     };
     if let Err((error, _)) = state.chat.tell_room(group_id, post).await {
@@ -229,15 +284,7 @@ pub async fn post_message(
     let Stored::Group(m, _) = &stored else {
         return Err(ChatError::internal_msg("a group post stored something else").into());
     };
-    Ok(HttpResponse::Ok().json(PostedGroupMessage {
-        id: m.id,
-        group_id: m.group_id,
-        sender: &m.sender,
-        content: &m.content,
-        timestamp: m.timestamp,
-        message_type: &m.message_type,
-        content_type: &m.content_type,
-    }))
+    Ok(HttpResponse::Ok().json(PostedGroupMessage::from(m)))
 }
 
 /// The group's members, oldest first. Members only.

@@ -1,9 +1,17 @@
-//! `POST /messages/private` and `GET /messages/private/{username}`.
+//! Private messages (`POST /messages/private`, `GET /messages/private/{username}`)
+//! and what any message goes through after it is sent: read receipts,
+//! edits, deletions and reactions (`/messages/{message_id}...`).
 
 use actix_web::{web, HttpResponse};
-use parley_actors::model::{DeliveryStatus, PrivateMessage, Timestamp};
-use parley_actors::persistence::{MarkRead, NewMessage, Reply, StoreMessage, Stored, Target};
+use parley_actors::model::{
+    DeliveryStatus, KindedMessage, PrivateMessage, Reaction, Timestamp, UserRef,
+};
+use parley_actors::persistence::{
+    ChangeMessage, MarkRead, MessageChange, NewChange, NewMessage, Reply, StoreMessage, Stored,
+    Target,
+};
 use parley_actors::protocol::{DEFAULT_CONTENT_TYPE, DEFAULT_MESSAGE_TYPE};
+use parley_actors::room::ChangePost;
 use parley_actors::{ask, validate, ChatError};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -12,6 +20,7 @@ use crate::auth::AuthUser;
 use crate::error::ApiResult;
 use crate::extract::{path_id, Json, Paging};
 use crate::openapi;
+use crate::routes::groups::PostedGroupMessage;
 use crate::startup::AppState;
 
 #[derive(Deserialize, ToSchema)]
@@ -37,6 +46,9 @@ pub struct NewPrivateMessage {
         example = "text/plain"
     )]
     content_type: Option<String>,
+    /// A message of this conversation that this one answers.
+    #[schema(minimum = 1)]
+    reply_to: Option<i64>,
 }
 
 /// A private message as REST shows it.
@@ -52,10 +64,25 @@ pub struct PrivateMessageView<'a> {
     timestamp: Timestamp,
     #[schema(value_type = openapi::DeliveryStatus)]
     status: DeliveryStatus,
+    /// The message of this conversation it answers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reply_to: Option<i64>,
+    /// When the sender last edited it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    edited_at: Option<Timestamp>,
+    /// Present (true) on a deleted message, whose content is then empty.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    deleted: bool,
+    /// Present when anyone reacted.
+    #[serde(skip_serializing_if = "<[Reaction]>::is_empty")]
+    #[schema(value_type = Vec<openapi::Reaction>)]
+    reactions: &'a [Reaction],
 }
 
 impl<'a> From<&'a PrivateMessage> for PrivateMessageView<'a> {
     fn from(m: &'a PrivateMessage) -> Self {
+        let lifecycle = &m.lifecycle;
         PrivateMessageView {
             id: m.id,
             content: &m.content,
@@ -63,6 +90,10 @@ impl<'a> From<&'a PrivateMessage> for PrivateMessageView<'a> {
             recipient: &m.recipient,
             timestamp: m.timestamp,
             status: m.status,
+            reply_to: lifecycle.reply_to,
+            edited_at: lifecycle.edited_at,
+            deleted: lifecycle.deleted,
+            reactions: &lifecycle.reactions,
         }
     }
 }
@@ -118,6 +149,7 @@ pub async fn send_private(
             content_type,
             client_id: None,
             origin: None,
+            reply_to: body.reply_to,
         },
         reply,
     });
@@ -217,4 +249,226 @@ pub async fn mark_read(
         id: message_id,
         status: DeliveryStatus::Read,
     }))
+}
+
+/// A message of either kind, as an edit, deletion or reaction leaves it.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum MessageView<'a> {
+    Private(PrivateMessageView<'a>),
+    Group(PostedGroupMessage<'a>),
+}
+
+impl<'a> From<&'a KindedMessage> for MessageView<'a> {
+    fn from(m: &'a KindedMessage) -> Self {
+        match m {
+            KindedMessage::Private(m) => MessageView::Private(m.into()),
+            KindedMessage::Group(m) => MessageView::Group(m.into()),
+        }
+    }
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct MessageEdit {
+    /// The new text, checked as a send's; the old text is not kept.
+    #[schema(min_length = 1, max_length = 8192, example = "hi bob (edited)")]
+    content: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct NewReaction {
+    /// One emoji (at most 16 characters, no spaces); replaces the caller's
+    /// earlier reaction to this message.
+    #[schema(
+        min_length = 1,
+        max_length = 16,
+        pattern = r"^[^\s\x00-\x1F\x7F-\x9F]*$",
+        example = "👍"
+    )]
+    emoji: String,
+}
+
+/// Applies a change to a message the caller can see: a group message goes
+/// through its group's room (members only), a private one straight to the
+/// writer, which checks whose message it is.
+async fn change(
+    state: &AppState,
+    by: UserRef,
+    message_id: i64,
+    change: MessageChange,
+) -> ApiResult<HttpResponse> {
+    state.chat.check_message_rate(by.id)?;
+    let hidden = || ChatError::not_found("message_id: no such message in your conversations");
+    let parties = state
+        .chat
+        .store
+        .message_parties(message_id)
+        .await?
+        .ok_or_else(hidden)?;
+    let (reply, changed) = Reply::channel();
+    match parties.group_id {
+        Some(group_id) => {
+            let post = ChangePost {
+                by,
+                message_id,
+                change,
+                reply,
+            };
+            if let Err((error, post)) = state.chat.tell_room(group_id, post).await {
+                post.reply.send(Err(error));
+            }
+        }
+        None => state.chat.persistence.do_send(ChangeMessage {
+            change: NewChange {
+                by,
+                message_id,
+                change,
+                group: None,
+            },
+            reply,
+        }),
+    }
+    let message = KindedMessage::from(changed.await?);
+    Ok(HttpResponse::Ok().json(MessageView::from(&message)))
+}
+
+/// The sender replaces a message's text. Everyone who can see the message
+/// gets its new state (`message_updated`); `edited_at` marks it from then on.
+#[utoipa::path(
+    patch,
+    path = "/messages/{message_id}",
+    summary = "Edits a message",
+    operation_id = "edit_message",
+    tag = "messages",
+    security(("bearer" = [])),
+    params(("message_id" = i64, Path, minimum = 1, description = "A private or group message id")),
+    request_body = MessageEdit,
+    responses(
+        (status = 200, description = "The edited message", body = MessageView),
+        (status = 400, response = openapi::BadRequest),
+        (status = 401, response = openapi::Unauthorized),
+        (status = 403, response = openapi::Forbidden),
+        (status = 404, response = openapi::NotFound),
+        (status = 409, response = openapi::Conflict),
+        (status = 413, response = openapi::PayloadTooLarge),
+        (status = 429, response = openapi::TooManyRequests),
+        (status = 500, response = openapi::InternalError),
+        (status = 503, response = openapi::Unavailable),
+    )
+)]
+#[tracing::instrument(skip_all, fields(caller = %user.username))]
+pub async fn edit(
+    state: web::Data<AppState>,
+    AuthUser(user): AuthUser,
+    message_id: web::Path<String>,
+    Json(body): Json<MessageEdit>,
+) -> ApiResult<HttpResponse> {
+    let message_id = path_id("message_id", &message_id)?;
+    validate::content(&body.content, state.chat.settings.max_content_chars)?;
+    change(&state, user, message_id, MessageChange::Edit(body.content)).await
+}
+
+/// Deletes a message: its sender may, and in a group its owner or an admin.
+/// The message stays as a tombstone (`deleted: true`, empty content, no
+/// reactions) so ids and pages stay as they were; files it mentioned are
+/// no longer shared through it. Deleting a tombstone again changes nothing.
+#[utoipa::path(
+    delete,
+    path = "/messages/{message_id}",
+    summary = "Deletes a message, leaving a tombstone",
+    operation_id = "delete_message",
+    tag = "messages",
+    security(("bearer" = [])),
+    params(("message_id" = i64, Path, minimum = 1, description = "A private or group message id")),
+    responses(
+        (status = 200, description = "The tombstone", body = MessageView),
+        (status = 400, response = openapi::BadRequest),
+        (status = 401, response = openapi::Unauthorized),
+        (status = 403, response = openapi::Forbidden),
+        (status = 404, response = openapi::NotFound),
+        (status = 429, response = openapi::TooManyRequests),
+        (status = 500, response = openapi::InternalError),
+        (status = 503, response = openapi::Unavailable),
+    )
+)]
+#[tracing::instrument(skip_all, fields(caller = %user.username))]
+pub async fn delete(
+    state: web::Data<AppState>,
+    AuthUser(user): AuthUser,
+    message_id: web::Path<String>,
+) -> ApiResult<HttpResponse> {
+    let message_id = path_id("message_id", &message_id)?;
+    change(&state, user, message_id, MessageChange::Delete).await
+}
+
+/// Sets the caller's one reaction to a message they can see (replacing an
+/// earlier one); setting the same again changes nothing.
+#[utoipa::path(
+    put,
+    path = "/messages/{message_id}/reaction",
+    summary = "Reacts to a message",
+    operation_id = "react",
+    tag = "messages",
+    security(("bearer" = [])),
+    params(("message_id" = i64, Path, minimum = 1, description = "A private or group message id")),
+    request_body = NewReaction,
+    responses(
+        (status = 200, description = "The message with its reactions", body = MessageView),
+        (status = 400, response = openapi::BadRequest),
+        (status = 401, response = openapi::Unauthorized),
+        (status = 404, response = openapi::NotFound),
+        (status = 409, response = openapi::Conflict),
+        (status = 413, response = openapi::PayloadTooLarge),
+        (status = 429, response = openapi::TooManyRequests),
+        (status = 500, response = openapi::InternalError),
+        (status = 503, response = openapi::Unavailable),
+    )
+)]
+#[tracing::instrument(skip_all, fields(caller = %user.username))]
+pub async fn react(
+    state: web::Data<AppState>,
+    AuthUser(user): AuthUser,
+    message_id: web::Path<String>,
+    Json(body): Json<NewReaction>,
+) -> ApiResult<HttpResponse> {
+    let message_id = path_id("message_id", &message_id)?;
+    validate::emoji(&body.emoji)?;
+    change(
+        &state,
+        user,
+        message_id,
+        MessageChange::React(Some(body.emoji)),
+    )
+    .await
+}
+
+/// Takes back the caller's reaction to a message (nothing changes if there
+/// was none).
+#[utoipa::path(
+    delete,
+    path = "/messages/{message_id}/reaction",
+    summary = "Takes back a reaction",
+    operation_id = "unreact",
+    tag = "messages",
+    security(("bearer" = [])),
+    params(("message_id" = i64, Path, minimum = 1, description = "A private or group message id")),
+    responses(
+        (status = 200, description = "The message with its reactions", body = MessageView),
+        (status = 400, response = openapi::BadRequest),
+        (status = 401, response = openapi::Unauthorized),
+        (status = 404, response = openapi::NotFound),
+        (status = 409, response = openapi::Conflict),
+        (status = 429, response = openapi::TooManyRequests),
+        (status = 500, response = openapi::InternalError),
+        (status = 503, response = openapi::Unavailable),
+    )
+)]
+#[tracing::instrument(skip_all, fields(caller = %user.username))]
+pub async fn unreact(
+    state: web::Data<AppState>,
+    AuthUser(user): AuthUser,
+    message_id: web::Path<String>,
+) -> ApiResult<HttpResponse> {
+    let message_id = path_id("message_id", &message_id)?;
+    change(&state, user, message_id, MessageChange::React(None)).await
 }

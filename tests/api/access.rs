@@ -486,6 +486,14 @@ const MATRIX: &[Row] = &[
     row("GET",    "/messages/private/{username}",           "/messages/private/{peer}",            Body::None,                                          [200, 200, 200, 401]),
     row("POST",   "/messages/{message_id}/read",            "/messages/{pm}/read",                 Body::None,                                          [403, 200, 404, 401]),
     row("POST",   "/messages/{message_id}/read",            "/messages/{gm}/read",                 Body::None,                                          [200, 200, 404, 401]),
+    row("PATCH",  "/messages/{message_id}",                 "/messages/{pm}",                      Body::Json(r#"{"content":"xyzzy private {pfile}"}"#), [200, 403, 404, 401]),
+    row("PATCH",  "/messages/{message_id}",                 "/messages/{gm}",                      Body::Json(r#"{"content":"xyzzy group {gfile}"}"#),  [200, 403, 404, 401]),
+    row("DELETE", "/messages/{message_id}",                 "/messages/{spare_pm}",                Body::None,                                          [200, 403, 404, 401]),
+    row("DELETE", "/messages/{message_id}",                 "/messages/{spare_gm}",                Body::None,                                          [200, 403, 404, 401]),
+    row("PUT",    "/messages/{message_id}/reaction",        "/messages/{pm}/reaction",             Body::Json(r#"{"emoji":"👍"}"#),                     [200, 200, 404, 401]),
+    row("PUT",    "/messages/{message_id}/reaction",        "/messages/{gm}/reaction",             Body::Json(r#"{"emoji":"👍"}"#),                     [200, 200, 404, 401]),
+    row("DELETE", "/messages/{message_id}/reaction",        "/messages/{pm}/reaction",             Body::None,                                          [200, 200, 404, 401]),
+    row("DELETE", "/messages/{message_id}/reaction",        "/messages/{gm}/reaction",             Body::None,                                          [200, 200, 404, 401]),
     row("GET",    "/groups",                                "/groups",                             Body::None,                                          [200, 200, 200, 401]),
     row("POST",   "/groups",                                "/groups",                             Body::Json(r#"{"name":"another"}"#),                 [200, 200, 200, 401]),
     row("GET",    "/groups/{group_id}/messages",            "/groups/{group}/messages",            Body::None,                                          [200, 200, 403, 401]),
@@ -551,6 +559,9 @@ struct Fixture {
     group: i64,
     pm: i64,
     gm: i64,
+    /// Messages only the deletion rows use.
+    spare_pm: i64,
+    spare_gm: i64,
     pfile: String,
     gfile: String,
 }
@@ -578,12 +589,19 @@ impl Fixture {
                 .await,
             "id",
         );
+        let spare_pm = int_field(&app.send_text(&alice, "bob", "xyzzy spare").await, "id");
+        let spare_gm = int_field(
+            &app.send_group_text(&alice, group, "xyzzy spare").await,
+            "id",
+        );
         json_ok(
             app.register_device(&alice.token, &json!({"device_id": "xyzzy-phone"}))
                 .await,
         )
         .await;
         Fixture {
+            spare_pm,
+            spare_gm,
             alice,
             bob,
             carol,
@@ -611,6 +629,8 @@ impl Fixture {
             .replace("{group}", &self.group.to_string())
             .replace("{pm}", &self.pm.to_string())
             .replace("{gm}", &self.gm.to_string())
+            .replace("{spare_pm}", &self.spare_pm.to_string())
+            .replace("{spare_gm}", &self.spare_gm.to_string())
             .replace("{pfile}", &self.pfile)
             .replace("{gfile}", &self.gfile)
             .replace("{peer}", if owner { "bob" } else { "alice" })

@@ -248,11 +248,64 @@ api_test!(
             json!({"type": "message", "group_id": group, "content": "hi team", "client_id": "c2"}),
         )
         .await;
-        f.recv_until(&mut a1, |fr| kind(fr) == "ack").await;
+        let group_ack = f.recv_until(&mut a1, |fr| kind(fr) == "ack").await;
+        let group_message_id = int_field(&group_ack, "id");
         f.recv_until(&mut b1, |fr| {
             kind(fr) == "message" && fr["group_id"] == group
         })
         .await;
+
+        // A reply, then changes: edited, reacted to and deleted messages
+        // reach everyone who sees them as message_updated.
+        f.send(
+            &mut b1,
+            json!({"type": "message", "recipient": "alice", "content": "hello",
+                   "reply_to": private_id, "client_id": "c4"}),
+        )
+        .await;
+        f.recv_until(&mut b1, |fr| kind(fr) == "ack").await;
+        f.recv_until(&mut a1, |fr| {
+            kind(fr) == "message" && fr["reply_to"] == private_id
+        })
+        .await;
+        let edited = app
+            .patch_json(
+                &format!("/messages/{private_id}"),
+                &alice.token,
+                &json!({"content": "hi bob!"}),
+            )
+            .await;
+        json_ok(edited).await;
+        f.recv_until(&mut b1, |fr| {
+            kind(fr) == "message_updated" && fr["id"] == private_id
+        })
+        .await;
+        let reacted = app
+            .put_json(
+                &format!("/messages/{group_message_id}/reaction"),
+                &bob.token,
+                &json!({"emoji": "👍"}),
+            )
+            .await;
+        json_ok(reacted).await;
+        f.recv_until(&mut a1, |fr| {
+            kind(fr) == "message_updated" && fr["group_id"] == group
+        })
+        .await;
+        json_ok(
+            app.delete(&format!("/messages/{group_message_id}"), &alice.token)
+                .await,
+        )
+        .await;
+        let tombstone = f
+            .recv_until(&mut b1, |fr| {
+                kind(fr) == "message_updated" && fr["deleted"] == true
+            })
+            .await;
+        assert_eq!(
+            (&tombstone["group_id"], &tombstone["content"]),
+            (&json!(group), &json!(""))
+        );
 
         // Typing, private and in the group.
         f.send(&mut a1, json!({"type": "typing", "recipient": "bob"}))
@@ -288,6 +341,7 @@ api_test!(
             json!({"type": "typing", "recipient": "bob", "group_id": group}),
             json!({"type": "read"}),
             json!({"type": "read", "message_id": "42"}),
+            json!({"type": "message", "recipient": "bob", "content": "x", "reply_to": "42"}),
             json!({"type": "sync"}),
             json!({"type": "sync", "since": -1}),
             json!({"type": "sync", "since": 1.5}),

@@ -467,6 +467,12 @@ impl TestApp {
         .await
     }
 
+    /// PUT `body` as JSON to `path`.
+    pub async fn put_json(&self, path: &str, token: &str, body: &Value) -> Response {
+        self.send(authorized(self.client.put(self.url(path)), token).json(body))
+            .await
+    }
+
     /// PATCH `body` as JSON to `path`.
     pub async fn patch_json(&self, path: &str, token: &str, body: &Value) -> Response {
         self.send(authorized(self.client.patch(self.url(path)), token).json(body))

@@ -17,6 +17,7 @@ mod group_events;
 mod group_membership;
 mod group_messages;
 mod groups;
+mod lifecycle;
 mod limits;
 mod openapi;
 mod operations;

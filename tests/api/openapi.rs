@@ -744,6 +744,123 @@ api_test!(
             .await;
         assert_eq!(history[0]["status"], "read");
 
+        // -- edits, reactions and deletions -------------------------------------
+        let patch = Method::PATCH;
+        let put = Method::PUT;
+        let edit_path = format!("/messages/{message_id}");
+        let edited = c
+            .check(
+                "PATCH",
+                "/messages/{message_id}",
+                send(
+                    &app,
+                    patch.clone(),
+                    &edit_path,
+                    &alice_token,
+                    Some(&json!({"content": "hi bob, edited"})),
+                )
+                .await,
+            )
+            .await;
+        assert_eq!(edited["content"], "hi bob, edited");
+        assert_recent(&edited["edited_at"], "edited_at");
+        c.check(
+            "PATCH",
+            "/messages/{message_id}",
+            send(
+                &app,
+                patch.clone(),
+                &edit_path,
+                &bob.token,
+                Some(&json!({"content": "not mine"})),
+            )
+            .await,
+        )
+        .await; // 403
+        c.check(
+            "PATCH",
+            "/messages/{message_id}",
+            send(
+                &app,
+                patch,
+                "/messages/abc",
+                &bob.token,
+                Some(&json!({"content": "x"})),
+            )
+            .await,
+        )
+        .await; // 400
+        let reaction_path = format!("/messages/{message_id}/reaction");
+        let reacted = c
+            .check(
+                "PUT",
+                "/messages/{message_id}/reaction",
+                send(
+                    &app,
+                    put.clone(),
+                    &reaction_path,
+                    &bob.token,
+                    Some(&json!({"emoji": "👍"})),
+                )
+                .await,
+            )
+            .await;
+        assert_eq!(
+            reacted["reactions"],
+            json!([{"emoji": "👍", "count": 1, "users": ["bob"]}])
+        );
+        c.check(
+            "PUT",
+            "/messages/{message_id}/reaction",
+            send(
+                &app,
+                put,
+                &reaction_path,
+                &bob.token,
+                Some(&json!({"emoji": "x".repeat(17)})),
+            )
+            .await,
+        )
+        .await; // 400
+        let unreacted = c
+            .check(
+                "DELETE",
+                "/messages/{message_id}/reaction",
+                send(&app, delete.clone(), &reaction_path, &bob.token, None).await,
+            )
+            .await;
+        assert!(unreacted.get("reactions").is_none(), "{unreacted}");
+        c.check(
+            "DELETE",
+            "/messages/{message_id}/reaction",
+            send(
+                &app,
+                delete.clone(),
+                "/messages/999999/reaction",
+                &bob.token,
+                None,
+            )
+            .await,
+        )
+        .await; // 404
+        c.check(
+            "DELETE",
+            "/messages/{message_id}",
+            send(&app, delete.clone(), &edit_path, &carol_token, None).await,
+        )
+        .await; // 404: not carol's conversation
+        let tombstone = c
+            .check(
+                "DELETE",
+                "/messages/{message_id}",
+                send(&app, delete.clone(), &edit_path, &alice_token, None).await,
+            )
+            .await;
+        assert_eq!(
+            (&tombstone["deleted"], &tombstone["content"]),
+            (&json!(true), &json!(""))
+        );
+
         // -- groups ------------------------------------------------------------
         let group = c
             .check(
@@ -877,6 +994,22 @@ api_test!(
             .check("GET", "/groups", app.list_groups(&carol_token).await)
             .await;
         assert_eq!(mine[0]["unread"], 0);
+        let group_reaction = format!("/messages/{group_message_id}/reaction");
+        let reacted = c
+            .check(
+                "PUT",
+                "/messages/{message_id}/reaction",
+                send(
+                    &app,
+                    Method::PUT,
+                    &group_reaction,
+                    &carol_token,
+                    Some(&json!({"emoji": "🎉"})),
+                )
+                .await,
+            )
+            .await;
+        assert_eq!(reacted["group_id"], group_id);
 
         c.check(
             "DELETE",

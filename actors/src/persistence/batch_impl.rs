@@ -8,10 +8,15 @@ use sqlx::Connection;
 
 use crate::cluster::{Change, CloseCause};
 use crate::error::{ChatError, ChatResult};
-use crate::model::{AccountState, DeliveryStatus, GroupMessage, GroupRecord, PrivateMessage, Timestamp, UserRef};
-use crate::persistence::{Ack, MarkRead, NewMessage, Shared, Stored, Target, Write};
-use crate::protocol::{encode, ServerFrame};
-use crate::room::FanOut;
+use crate::model::{
+    AccountState, AnyMessage, DeliveryStatus, GroupMessage, GroupRecord, Lifecycle, PrivateMessage,
+    Reaction, Timestamp, UserRef,
+};
+use crate::persistence::{
+    Ack, GroupRoute, MarkRead, MessageChange, NewChange, NewMessage, Shared, Stored, Target, Write,
+};
+use crate::protocol::{encode, MessageFrame, ServerFrame};
+use crate::room::{FanOut, Role};
 use crate::metrics::MessageKind;
 use crate::session::{Push, PushedMessage};
 
@@ -48,6 +53,9 @@ enum Effect {
         users: smallvec::SmallVec<[i64; 2]>,
         frame: ByteString,
     },
+    /// A group message's new state, for every member's sockets (through the
+    /// room, behind the group's messages committed before it).
+    GroupChange { group: GroupRoute, frame: ByteString },
 }
 
 pub(crate) async fn run(pool: &Pool, mut writes: Vec<Write>, shared: &Shared) {
@@ -164,6 +172,14 @@ fn run_effects(effects: Vec<Effect>, shared: &Shared) -> Vec<Missed> {
             }
             Effect::Push { users, frame } => {
                 shared.broker.deliver(&users, &crate::session::Push::event(frame), None)
+            }
+            Effect::GroupChange { group, frame } => {
+                let push = Push::event(frame);
+                if shared.broker.is_clustered() {
+                    shared.broker.deliver(&group.members, &push, None);
+                } else {
+                    group.room.fan_out(FanOut { push, origin: None });
+                }
             }
             Effect::CacheAccount(user, state) => {
                 shared.directory.accounts.insert(user, state);
@@ -326,6 +342,9 @@ async fn apply(
         Write::MarkRead(p) => {
             p.result = Some(mark_read(conn, &p.msg, now, effects).await?);
         }
+        Write::ChangeMessage(p) => {
+            p.result = Some(change_message(conn, &p.msg, now, effects).await?);
+        }
         Write::TouchUser(p) => {
             q::touch_user(conn, p.msg.at, p.msg.user).await?;
             p.result = Some(Ok(()));
@@ -399,7 +418,7 @@ async fn mark_read(
     effects: &mut Vec<Effect>,
 ) -> Result<ChatResult<()>, sqlx::Error> {
     let hidden = || ChatError::not_found("message_id: no such message in your conversations");
-    let Some((sender, recipient, group, status)) = q::message_parties(conn, m.message_id).await? else {
+    let Some((sender, recipient, group, status)) = q::message_parties(&mut *conn, m.message_id).await? else {
         return Ok(Err(hidden()));
     };
     let reader = m.reader.id;
@@ -424,6 +443,153 @@ async fn mark_read(
         effects.push(receipt(to, m.message_id, &m.reader, DeliveryStatus::Read, now));
     }
     Ok(Ok(()))
+}
+
+/// Edits, deletes or reacts to a message after checking the caller may;
+/// the new state is pushed after COMMIT to everyone who can see it. A
+/// change that changes nothing (deleting a tombstone, the same reaction
+/// again) is answered with the message as it is, and pushes nothing.
+async fn change_message(
+    conn: &mut q::Conn,
+    m: &NewChange,
+    now: Timestamp,
+    effects: &mut Vec<Effect>,
+) -> Result<ChatResult<AnyMessage>, sqlx::Error> {
+    let hidden = || ChatError::not_found("message_id: no such message in your conversations");
+    let Some((sender, recipient, group_id, deleted, reactions)) =
+        q::message_for_change(conn, m.message_id).await?
+    else {
+        return Ok(Err(hidden()));
+    };
+    let by = m.by.id;
+    // A group message must come through its own room; a private one only
+    // from one of its two parties.
+    let role = match (&m.group, group_id) {
+        (Some(route), Some(group_id)) if route.group_id == group_id => {
+            match q::member_role(conn, group_id, by).await? {
+                Some(role) => Role::parse(&role),
+                None => return Ok(Err(hidden())),
+            }
+        }
+        (None, None) if by == sender || recipient == Some(by) => None,
+        _ => return Ok(Err(hidden())),
+    };
+    let is_deleted = || ChatError::conflict("message_id: the message was deleted");
+    let change_id = match &m.change {
+        MessageChange::Edit(content) => {
+            if sender != by {
+                return Ok(Err(ChatError::forbidden(
+                    "message_id: only its sender can edit a message",
+                )));
+            }
+            if deleted {
+                return Ok(Err(is_deleted()));
+            }
+            let change_id = q::reserve_message_ids(conn, 1).await?;
+            q::edit_message(conn, content, now, change_id, m.message_id).await?;
+            q::delete_file_refs(conn, m.message_id).await?;
+            for file_id in crate::validate::mentioned_file_ids(content) {
+                q::insert_file_ref(conn, file_id, m.message_id).await?;
+            }
+            Some(change_id)
+        }
+        MessageChange::Delete => {
+            if sender != by && !may_moderate(conn, role, group_id, sender).await? {
+                return Ok(Err(ChatError::forbidden(
+                    "message_id: only its sender can delete a message, or in a group the owner \
+                     (any message) or an admin (a plain member's)",
+                )));
+            }
+            if deleted {
+                None
+            } else {
+                let change_id = q::reserve_message_ids(conn, 1).await?;
+                q::delete_message(conn, now, change_id, m.message_id).await?;
+                Some(change_id)
+            }
+        }
+        MessageChange::React(emoji) => {
+            if deleted {
+                return Ok(Err(is_deleted()));
+            }
+            let before: Vec<Reaction> = match reactions.as_deref() {
+                Some(json) => serde_json::from_str(json).map_err(|err| sqlx::Error::Decode(Box::new(err)))?,
+                None => Vec::new(),
+            };
+            let after = react(&before, &m.by.username, emoji.as_deref());
+            if after == before {
+                None
+            } else {
+                let json = match after.is_empty() {
+                    true => None,
+                    false => Some(serde_json::to_string(&after).map_err(|err| sqlx::Error::Encode(Box::new(err)))?),
+                };
+                let change_id = q::reserve_message_ids(conn, 1).await?;
+                q::set_reactions(conn, json.as_deref(), change_id, m.message_id).await?;
+                Some(change_id)
+            }
+        }
+    };
+    let row = q::any_message(&mut *conn, m.message_id).await?.ok_or(sqlx::Error::RowNotFound)?;
+    let message = row.into_message().map_err(|err| sqlx::Error::Decode(Box::new(err)))?;
+    if change_id.is_some() {
+        let status = message.status.as_deref().and_then(DeliveryStatus::parse);
+        let frame = encode(&ServerFrame::MessageUpdated(MessageFrame::of(&message, status)));
+        match m.group.clone() {
+            Some(group) => effects.push(Effect::GroupChange { group, frame }),
+            None => effects.push(Effect::Push {
+                users: std::iter::once(sender).chain(recipient).collect(),
+                frame,
+            }),
+        }
+    }
+    Ok(Ok(message))
+}
+
+/// Whether a group member of `role` may delete `sender`'s message: the
+/// owner anyone's, an admin a plain member's (or a former member's), as
+/// with removing members.
+async fn may_moderate(
+    conn: &mut q::Conn,
+    role: Option<Role>,
+    group_id: Option<i64>,
+    sender: i64,
+) -> Result<bool, sqlx::Error> {
+    Ok(match (role, group_id) {
+        (Some(Role::Owner), _) => true,
+        (Some(Role::Admin), Some(group_id)) => {
+            let sender_role = q::member_role(conn, group_id, sender).await?;
+            matches!(sender_role.as_deref().and_then(Role::parse), None | Some(Role::Member))
+        }
+        _ => false,
+    })
+}
+
+/// `reactions` with `user`'s reaction replaced by `emoji` (or removed).
+fn react(reactions: &[Reaction], user: &str, emoji: Option<&str>) -> Vec<Reaction> {
+    let mut after: Vec<Reaction> = reactions
+        .iter()
+        .cloned()
+        .filter_map(|mut reaction| {
+            reaction.users.retain(|name| name != user);
+            reaction.count = reaction.users.len() as i64;
+            (reaction.count > 0).then_some(reaction)
+        })
+        .collect();
+    if let Some(emoji) = emoji {
+        match after.iter_mut().find(|reaction| reaction.emoji == emoji) {
+            Some(reaction) => {
+                reaction.users.push(user.to_owned());
+                reaction.count += 1;
+            }
+            None => after.push(Reaction {
+                emoji: emoji.to_owned(),
+                count: 1,
+                users: vec![user.to_owned()],
+            }),
+        }
+    }
+    after
 }
 
 /// Where a message goes, once its recipient or group is known.
@@ -456,7 +622,11 @@ async fn store_messages(
         let Write::StoreMessage(p) = write else {
             continue;
         };
-        match resolve(conn, &p.msg, now, shared, effects).await? {
+        let checked = match resolve(conn, &p.msg, now, shared, effects).await? {
+            Ok(target) => check_reply(conn, p.msg.reply_to, &target).await?.map(|()| target),
+            Err(refusal) => Err(refusal),
+        };
+        match checked {
             Ok(target) => accepted.push((index, target)),
             Err(refusal) => p.result = Some(Err(refusal)),
         }
@@ -492,6 +662,27 @@ async fn store_messages(
         p.result = Some(result);
     }
     Ok(())
+}
+
+/// A reply must answer a message of the same conversation.
+async fn check_reply(
+    conn: &mut q::Conn,
+    reply_to: Option<i64>,
+    target: &Resolved,
+) -> Result<ChatResult<()>, sqlx::Error> {
+    let Some(reply_to) = reply_to else {
+        return Ok(Ok(()));
+    };
+    let place = q::message_place(conn, reply_to).await?;
+    let same = match (target, place) {
+        (Resolved::Private { conversation, .. }, Some((Some(other), None))) => *conversation == other,
+        (Resolved::Group { group_id, .. }, Some((None, Some(other)))) => *group_id == other,
+        _ => false,
+    };
+    Ok(match same {
+        true => Ok(()),
+        false => Err(ChatError::not_found("reply_to: no such message in this conversation")),
+    })
 }
 
 /// Finds the recipient (and the conversation) or takes the group the room
@@ -592,6 +783,7 @@ fn message_row<'a>(m: &'a NewMessage, target: &Resolved, id: i64, now: Timestamp
         created_at: now,
         status,
         client_id: m.client_id.as_deref(),
+        reply_to: m.reply_to,
     }
 }
 
@@ -618,6 +810,10 @@ fn stored(
                 content_type: m.content_type.clone(),
                 timestamp: now,
                 status,
+                lifecycle: Lifecycle {
+                    reply_to: m.reply_to,
+                    ..Lifecycle::default()
+                },
             };
             effects.push(Effect::DeliverPrivate {
                 push: Push::message(
@@ -649,6 +845,10 @@ fn stored(
                 message_type: m.message_type.clone(),
                 content_type: m.content_type.clone(),
                 timestamp: now,
+                lifecycle: Lifecycle {
+                    reply_to: m.reply_to,
+                    ..Lifecycle::default()
+                },
             };
             effects.push(Effect::DeliverGroup {
                 room,

@@ -24,7 +24,7 @@ use crate::error::{ChatError, ChatResult};
 use crate::hub::SessionId;
 use crate::metrics::Metrics;
 use crate::model::{
-    AccountState, DeliveryStatus, DeviceRecord, FileRecord, GroupMessage, GroupRecord,
+    AccountState, AnyMessage, DeliveryStatus, DeviceRecord, FileRecord, GroupMessage, GroupRecord,
     PrivateMessage, Timestamp, UserRecord, UserRef,
 };
 use crate::room::{Role, RoomTicket};
@@ -191,6 +191,8 @@ pub struct NewMessage {
     pub client_id: Option<String>,
     /// The socket it came from, which gets the ack instead of the message frame.
     pub origin: Option<SessionId>,
+    /// The message of the same conversation this one answers.
+    pub reply_to: Option<i64>,
 }
 
 /// A stored message as its sender learns of it.
@@ -227,6 +229,47 @@ impl Stored {
             Stored::Duplicate(ack) => *ack,
         }
     }
+}
+
+/// Edit, delete or react to a stored message. The writer checks it against
+/// the stored row; after COMMIT everyone who can see the message gets its
+/// new state (`message_updated`), then `reply` gets it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ChangeMessage {
+    pub change: NewChange,
+    pub reply: Reply<AnyMessage>,
+}
+
+/// A change to a stored message.
+pub struct NewChange {
+    pub by: UserRef,
+    pub message_id: i64,
+    pub change: MessageChange,
+    /// Set for a group message, which comes through its group's room (a
+    /// private one comes straight from the caller).
+    pub group: Option<GroupRoute>,
+}
+
+/// What a change does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MessageChange {
+    /// New content, checked like a send's (the sender only).
+    Edit(String),
+    /// Leave a tombstone (the sender, or a group's owner or an admin).
+    Delete,
+    /// Set the caller's one reaction (`Some`) or take it back (`None`).
+    React(Option<String>),
+}
+
+/// The group a changed message belongs to, as its room passed it on.
+#[derive(Clone)]
+pub struct GroupRoute {
+    pub group_id: i64,
+    /// The room the change came through, which fans its new state out.
+    pub room: RoomTicket,
+    /// The members when the room passed it on (a cluster's writer delivers to them).
+    pub members: Arc<[i64]>,
 }
 
 /// Register a device for its owner, or rename/retype it if the owner
@@ -460,6 +503,7 @@ writes! {
     }
     carrying_reply {
     StoreMessage(NewMessage) -> Stored;
+    ChangeMessage(NewChange) -> AnyMessage;
     }
 }
 
@@ -469,6 +513,15 @@ impl Handler<StoreMessage> for PersistenceActor {
     fn handle(&mut self, msg: StoreMessage, ctx: &mut Self::Context) {
         let pending = Pending::new(msg.message, msg.reply);
         self.enqueue(Write::StoreMessage(pending), ctx);
+    }
+}
+
+impl Handler<ChangeMessage> for PersistenceActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ChangeMessage, ctx: &mut Self::Context) {
+        let pending = Pending::new(msg.change, msg.reply);
+        self.enqueue(Write::ChangeMessage(pending), ctx);
     }
 }
 
@@ -564,7 +617,7 @@ impl PersistenceActor {
         let ordered = shared.broker.is_clustered()
             && writes
                 .iter()
-                .any(|write| matches!(write, Write::StoreMessage(_)));
+                .any(|write| matches!(write, Write::StoreMessage(_) | Write::ChangeMessage(_)));
         let commit = async move {
             let run = async {
                 match pool {
@@ -718,6 +771,7 @@ mod tests {
                 content_type: "text/plain".into(),
                 client_id: None,
                 origin: None,
+                reply_to: None,
             },
             reply,
         }

@@ -17,7 +17,7 @@ use sqlx::{PgPool, SqlitePool};
 use crate::error::{ChatError, ChatResult};
 use crate::model::{
     AccountState, AnyMessage, Credentials, DeliveryStatus, DeviceRecord, FileRecord, GroupMessage,
-    GroupRecord, GroupSummary, Page, PrivateMessage, Timestamp, UserRecord, UserRef,
+    GroupRecord, GroupSummary, Lifecycle, Page, PrivateMessage, Timestamp, UserRecord, UserRef,
 };
 
 pub(crate) mod sqlite {
@@ -30,6 +30,8 @@ pub(crate) mod sqlite {
     const JSON_ARRAY: &str = "json_array";
     const JSON_ARRAY_AGG: &str = "json_group_array";
     const JSON_AS_TEXT: &str = "";
+    /// The writer is the only connection that writes: no row lock needed.
+    const ROW_LOCK: &str = "";
     include!("queries.rs");
 }
 
@@ -40,6 +42,8 @@ pub(crate) mod postgres {
     const JSON_ARRAY: &str = "json_build_array";
     const JSON_ARRAY_AGG: &str = "json_agg";
     const JSON_AS_TEXT: &str = "::text";
+    /// Each node of a cluster has a writer: a change locks its message's row.
+    const ROW_LOCK: &str = " FOR UPDATE";
     include!("queries.rs");
 }
 
@@ -102,6 +106,10 @@ pub(crate) struct PrivateRow {
     pub content_type: String,
     pub created_at: i64,
     pub status: String,
+    pub reply_to: Option<i64>,
+    pub edited_at: Option<i64>,
+    pub deleted_at: Option<i64>,
+    pub reactions: Option<String>,
 }
 
 /// A group message as history reads it (the group is known to the caller).
@@ -114,6 +122,76 @@ pub(crate) struct GroupRow {
     pub message_type: String,
     pub content_type: String,
     pub created_at: i64,
+    pub reply_to: Option<i64>,
+    pub edited_at: Option<i64>,
+    pub deleted_at: Option<i64>,
+    pub reactions: Option<String>,
+}
+
+/// A message of either kind as `sync` reads it.
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct AnyRow {
+    pub id: i64,
+    pub sender: String,
+    pub recipient: Option<String>,
+    pub group_id: Option<i64>,
+    pub content: String,
+    pub message_type: String,
+    pub content_type: String,
+    pub created_at: i64,
+    pub status: Option<String>,
+    pub reply_to: Option<i64>,
+    pub edited_at: Option<i64>,
+    pub deleted_at: Option<i64>,
+    pub reactions: Option<String>,
+    pub change_id: Option<i64>,
+}
+
+impl AnyRow {
+    pub(crate) fn into_message(self) -> ChatResult<AnyMessage> {
+        Ok(AnyMessage {
+            lifecycle: lifecycle(
+                self.id,
+                self.reply_to,
+                self.edited_at,
+                self.deleted_at,
+                self.reactions.as_deref(),
+            )?,
+            id: self.id,
+            sender: self.sender,
+            recipient: self.recipient,
+            group_id: self.group_id,
+            content: self.content,
+            message_type: self.message_type,
+            content_type: self.content_type,
+            timestamp: Timestamp(self.created_at),
+            status: self.status,
+            change_id: self.change_id,
+        })
+    }
+}
+
+/// A message's lifecycle columns, as every view shows them.
+fn lifecycle(
+    id: i64,
+    reply_to: Option<i64>,
+    edited_at: Option<i64>,
+    deleted_at: Option<i64>,
+    reactions: Option<&str>,
+) -> ChatResult<Lifecycle> {
+    Lifecycle::from_columns(reply_to, edited_at, deleted_at, reactions).map_err(|err| {
+        ChatError::internal_msg(format_args!("message {id} has unreadable reactions: {err}"))
+    })
+}
+
+/// Who a message is between.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MessageParties {
+    pub sender: i64,
+    /// Set for a private message.
+    pub recipient: Option<i64>,
+    /// Set for a group message.
+    pub group_id: Option<i64>,
 }
 
 /// A member of a group as the room actor keeps it.
@@ -349,6 +427,13 @@ impl Store {
                     ))
                 })?;
                 Ok(PrivateMessage {
+                    lifecycle: lifecycle(
+                        row.id,
+                        row.reply_to,
+                        row.edited_at,
+                        row.deleted_at,
+                        row.reactions.as_deref(),
+                    )?,
                     id: row.id,
                     sender,
                     recipient,
@@ -377,18 +462,26 @@ impl Store {
         let rows = on_backend!(&self.read, |q, pool| {
             q::group_history(pool, group_id, page).await
         })?;
-        Ok(rows
-            .into_iter()
-            .map(|row| GroupMessage {
-                id: row.id,
-                group_id,
-                sender: row.sender,
-                content: row.content,
-                message_type: row.message_type,
-                content_type: row.content_type,
-                timestamp: Timestamp(row.created_at),
+        rows.into_iter()
+            .map(|row| {
+                Ok(GroupMessage {
+                    lifecycle: lifecycle(
+                        row.id,
+                        row.reply_to,
+                        row.edited_at,
+                        row.deleted_at,
+                        row.reactions.as_deref(),
+                    )?,
+                    id: row.id,
+                    group_id,
+                    sender: row.sender,
+                    content: row.content,
+                    message_type: row.message_type,
+                    content_type: row.content_type,
+                    timestamp: Timestamp(row.created_at),
+                })
             })
-            .collect())
+            .collect()
     }
 
     pub async fn devices(&self, owner: i64) -> ChatResult<Vec<DeviceRecord>> {
@@ -417,9 +510,36 @@ impl Store {
         after: i64,
         limit: i64,
     ) -> ChatResult<Vec<AnyMessage>> {
-        Ok(on_backend!(&self.read, |q, pool| {
+        let rows = on_backend!(&self.read, |q, pool| {
             q::visible_since(pool, user, after, limit).await
-        })?)
+        })?;
+        rows.into_iter().map(AnyRow::into_message).collect()
+    }
+
+    /// Up to `limit` messages at or below `since` that `user` may see and
+    /// whose last change is above it, in change order: what a `sync` from
+    /// `since` replays besides the new messages.
+    pub async fn changed_since(
+        &self,
+        user: i64,
+        since: i64,
+        limit: i64,
+    ) -> ChatResult<Vec<AnyMessage>> {
+        let rows = on_backend!(&self.read, |q, pool| {
+            q::changed_since(pool, user, since, limit).await
+        })?;
+        rows.into_iter().map(AnyRow::into_message).collect()
+    }
+
+    /// Who a message is between: its sender, and its recipient or group;
+    /// `None` if there is no such message.
+    pub async fn message_parties(&self, id: i64) -> ChatResult<Option<MessageParties>> {
+        let row = on_backend!(&self.read, |q, pool| q::message_parties(pool, id).await)?;
+        Ok(row.map(|(sender, recipient, group_id, _)| MessageParties {
+            sender,
+            recipient,
+            group_id,
+        }))
     }
 
     /// A user's token generation and whether the account is deleted.
@@ -524,6 +644,7 @@ mod tests {
             created_at: now,
             status: Some("sent"),
             client_id: Some(client_id),
+            reply_to: None,
         };
 
         let first = [row(1, "a"), row(2, "b"), row(3, "c")];

@@ -8,10 +8,10 @@
 use sqlx::Executor;
 
 use crate::model::{
-    AnyMessage, Credentials, DeviceRecord, FileRecord, GroupRecord, GroupSummary,
-    Page, Timestamp, UserRecord,
+    Credentials, DeviceRecord, FileRecord, GroupRecord, GroupSummary, Page, Timestamp,
+    UserRecord,
 };
-use crate::store::{GroupRow, MemberRow, PrivateRow};
+use crate::store::{AnyRow, GroupRow, MemberRow, PrivateRow};
 
 pub type Conn = <Db as sqlx::Database>::Connection;
 
@@ -152,7 +152,8 @@ pub async fn private_history<'e, E: Executor<'e, Database = Db>>(
     static STATEMENTS: std::sync::OnceLock<[String; 2]> = std::sync::OnceLock::new();
     let [forward_sql, backward_sql] = STATEMENTS.get_or_init(|| {
         history_statements(
-            "m.id, m.sender_id, m.content, m.message_type, m.content_type, m.created_at, m.status",
+            "m.id, m.sender_id, m.content, m.message_type, m.content_type, m.created_at, m.status, \
+             m.reply_to, m.edited_at, m.deleted_at, m.reactions",
             "FROM messages m WHERE m.conversation_id = \
              (SELECT id FROM conversations WHERE user_lo = $1 AND user_hi = $2)",
             3,
@@ -178,7 +179,8 @@ pub async fn group_history<'e, E: Executor<'e, Database = Db>>(
     static STATEMENTS: std::sync::OnceLock<[String; 2]> = std::sync::OnceLock::new();
     let [forward_sql, backward_sql] = STATEMENTS.get_or_init(|| {
         history_statements(
-            "m.id, s.username, m.content, m.message_type, m.content_type, m.created_at",
+            "m.id, s.username, m.content, m.message_type, m.content_type, m.created_at, \
+             m.reply_to, m.edited_at, m.deleted_at, m.reactions",
             "FROM messages m JOIN users s ON s.id = m.sender_id WHERE m.group_id = $1",
             2,
         )
@@ -298,6 +300,18 @@ pub async fn groups_of<'e, E: Executor<'e, Database = Db>>(
     .await
 }
 
+/// The columns of an [`AnyRow`], `m` being `messages`.
+const ANY_MESSAGE_COLUMNS: &str =
+    "SELECT m.id, s.username AS sender, r.username AS recipient, m.group_id, m.content, \
+       m.message_type, m.content_type, m.created_at, m.status, m.reply_to, m.edited_at, \
+       m.deleted_at, m.reactions, m.change_id \
+     FROM messages m JOIN users s ON s.id = m.sender_id LEFT JOIN users r ON r.id = m.recipient_id";
+
+/// Messages `$1` may see: their private conversations and every group they are in.
+const VISIBLE_TO_USER: &str =
+    "(m.conversation_id IN (SELECT id FROM conversations WHERE user_lo = $1 OR user_hi = $1) \
+      OR m.group_id IN (SELECT group_id FROM group_members WHERE user_id = $1))";
+
 /// Up to `limit` messages with id above `after` that `user` may see: their
 /// private conversations and every group they are in, ascending id.
 pub async fn visible_since<'e, E: Executor<'e, Database = Db>>(
@@ -305,21 +319,64 @@ pub async fn visible_since<'e, E: Executor<'e, Database = Db>>(
     user: i64,
     after: i64,
     limit: i64,
-) -> Result<Vec<AnyMessage>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT m.id, s.username AS sender, r.username AS recipient, m.group_id, m.content, \
-           m.message_type, m.content_type, m.created_at AS timestamp, m.status \
-         FROM messages m JOIN users s ON s.id = m.sender_id LEFT JOIN users r ON r.id = m.recipient_id \
-         WHERE (m.conversation_id IN (SELECT id FROM conversations WHERE user_lo = $1 OR user_hi = $1) \
-             OR m.group_id IN (SELECT group_id FROM group_members WHERE user_id = $1)) \
-           AND m.id > $2 \
-         ORDER BY m.id LIMIT $3",
-    )
-    .bind(user)
-    .bind(after)
-    .bind(limit)
-    .fetch_all(ex)
-    .await
+) -> Result<Vec<AnyRow>, sqlx::Error> {
+    static STATEMENT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let sql = STATEMENT.get_or_init(|| {
+        format!(
+            "{ANY_MESSAGE_COLUMNS} WHERE {VISIBLE_TO_USER} AND m.id > $2 ORDER BY m.id LIMIT $3"
+        )
+    });
+    sqlx::query_as(sql)
+        .bind(user)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(ex)
+        .await
+}
+
+/// Up to `limit` messages with id at or below `since` that `user` may see
+/// and whose last change is above it, in change order.
+pub async fn changed_since<'e, E: Executor<'e, Database = Db>>(
+    ex: E,
+    user: i64,
+    since: i64,
+    limit: i64,
+) -> Result<Vec<AnyRow>, sqlx::Error> {
+    static STATEMENT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let sql = STATEMENT.get_or_init(|| {
+        format!(
+            "{ANY_MESSAGE_COLUMNS} WHERE m.change_id > $2 AND m.id <= $2 AND {VISIBLE_TO_USER} \
+             ORDER BY m.change_id LIMIT $3"
+        )
+    });
+    sqlx::query_as(sql)
+        .bind(user)
+        .bind(since)
+        .bind(limit)
+        .fetch_all(ex)
+        .await
+}
+
+/// One message as `sync` reads it (the writer reads a changed message back
+/// with it, to push its new state).
+pub async fn any_message<'e, E: Executor<'e, Database = Db>>(
+    ex: E,
+    id: i64,
+) -> Result<Option<AnyRow>, sqlx::Error> {
+    static STATEMENT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let sql = STATEMENT.get_or_init(|| format!("{ANY_MESSAGE_COLUMNS} WHERE m.id = $1"));
+    sqlx::query_as(sql).bind(id).fetch_optional(ex).await
+}
+
+/// Who a message is between: (sender id, recipient id, group id, status).
+pub async fn message_parties<'e, E: Executor<'e, Database = Db>>(
+    ex: E,
+    id: i64,
+) -> Result<Option<(i64, Option<i64>, Option<i64>, Option<String>)>, sqlx::Error> {
+    sqlx::query_as("SELECT sender_id, recipient_id, group_id, status FROM messages WHERE id = $1")
+        .bind(id)
+        .fetch_optional(ex)
+        .await
 }
 
 // ---- Writes: called only by the persistence actor, inside its transaction.
@@ -416,6 +473,7 @@ pub struct MessageRow<'a> {
     pub created_at: Timestamp,
     pub status: Option<&'static str>,
     pub client_id: Option<&'a str>,
+    pub reply_to: Option<i64>,
 }
 
 /// Reserves `count` message ids; returns the last one (the ids are
@@ -434,7 +492,7 @@ pub async fn reserve_message_ids(conn: &mut Conn, count: i64) -> Result<i64, sql
 /// that only a handful of distinct statements are ever prepared, and (as
 /// powers of two) a batch of up to 256 rows takes at most eight of them.
 const INSERT_CHUNKS: [usize; 9] = [256, 128, 64, 32, 16, 8, 4, 2, 1];
-const MESSAGE_COLUMNS: usize = 11;
+const MESSAGE_COLUMNS: usize = 12;
 
 fn insert_messages_sql(rows: usize) -> &'static str {
     static STATEMENTS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
@@ -456,7 +514,7 @@ fn insert_messages_sql(rows: usize) -> &'static str {
                     .collect();
                 format!(
                     "INSERT INTO messages (id, sender_id, conversation_id, recipient_id, group_id, \
-                     content, message_type, content_type, created_at, status, client_id) \
+                     content, message_type, content_type, created_at, status, client_id, reply_to) \
                      VALUES {} \
                      ON CONFLICT (sender_id, client_id) WHERE client_id IS NOT NULL DO NOTHING",
                     values.join(", ")
@@ -505,7 +563,8 @@ pub async fn insert_messages(
                 .bind(row.content_type)
                 .bind(row.created_at.0)
                 .bind(row.status)
-                .bind(row.client_id);
+                .bind(row.client_id)
+                .bind(row.reply_to);
         }
         let stored = query.execute(&mut *conn).await?.rows_affected();
         if stored == chunk.len() as u64 {
@@ -710,17 +769,6 @@ pub async fn mark_undelivered(conn: &mut Conn, ids: &[i64]) -> Result<(), sqlx::
     Ok(())
 }
 
-/// Who a message is between: (sender id, recipient id, group id, status).
-pub async fn message_parties(
-    conn: &mut Conn,
-    id: i64,
-) -> Result<Option<(i64, Option<i64>, Option<i64>, Option<String>)>, sqlx::Error> {
-    sqlx::query_as("SELECT sender_id, recipient_id, group_id, status FROM messages WHERE id = $1")
-        .bind(id)
-        .fetch_optional(&mut *conn)
-        .await
-}
-
 pub async fn mark_read(conn: &mut Conn, id: i64) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE messages SET status = 'read' WHERE id = $1")
         .bind(id)
@@ -825,4 +873,107 @@ pub async fn delete_account(conn: &mut Conn, at: Timestamp, user: i64) -> Result
     .fetch_optional(&mut *conn)
     .await?;
     Ok(deleted.is_some())
+}
+
+/// Where a message is, for checking a reply to it: (conversation id, group id).
+pub async fn message_place(
+    conn: &mut Conn,
+    id: i64,
+) -> Result<Option<(Option<i64>, Option<i64>)>, sqlx::Error> {
+    sqlx::query_as("SELECT conversation_id, group_id FROM messages WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await
+}
+
+/// What a change to a message must check, read under the row's lock on
+/// Postgres (so two nodes' writers change one message in turn): (sender id,
+/// recipient id, group id, deleted, reactions JSON).
+pub async fn message_for_change(
+    conn: &mut Conn,
+    id: i64,
+) -> Result<Option<(i64, Option<i64>, Option<i64>, bool, Option<String>)>, sqlx::Error> {
+    static STATEMENT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let sql = STATEMENT.get_or_init(|| {
+        format!(
+            "SELECT sender_id, recipient_id, group_id, deleted_at IS NOT NULL, reactions \
+             FROM messages WHERE id = $1{ROW_LOCK}"
+        )
+    });
+    sqlx::query_as(sql).bind(id).fetch_optional(&mut *conn).await
+}
+
+/// The role of a group member, if they are one.
+pub async fn member_role(
+    conn: &mut Conn,
+    group_id: i64,
+    user: i64,
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT role FROM group_members WHERE group_id = $1 AND user_id = $2")
+        .bind(group_id)
+        .bind(user)
+        .fetch_optional(&mut *conn)
+        .await
+}
+
+/// Replaces a message's content and stamps the edit and the change.
+pub async fn edit_message(
+    conn: &mut Conn,
+    content: &str,
+    edited_at: Timestamp,
+    change_id: i64,
+    id: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE messages SET content = $1, edited_at = $2, change_id = $3 WHERE id = $4")
+        .bind(content)
+        .bind(edited_at.0)
+        .bind(change_id)
+        .bind(id)
+        .execute(&mut *conn)
+        .await
+        .map(|_| ())
+}
+
+/// Makes a message a tombstone: no content, no reactions, no file mentions.
+pub async fn delete_message(
+    conn: &mut Conn,
+    deleted_at: Timestamp,
+    change_id: i64,
+    id: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE messages SET content = '', reactions = NULL, deleted_at = $1, change_id = $2 \
+         WHERE id = $3",
+    )
+    .bind(deleted_at.0)
+    .bind(change_id)
+    .bind(id)
+    .execute(&mut *conn)
+    .await?;
+    delete_file_refs(conn, id).await
+}
+
+/// Forgets which files a message mentions (before it is edited or deleted).
+pub async fn delete_file_refs(conn: &mut Conn, message_id: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM file_refs WHERE message_id = $1")
+        .bind(message_id)
+        .execute(&mut *conn)
+        .await
+        .map(|_| ())
+}
+
+/// Stores a message's reactions (JSON, or NULL for none) and stamps the change.
+pub async fn set_reactions(
+    conn: &mut Conn,
+    reactions: Option<&str>,
+    change_id: i64,
+    id: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE messages SET reactions = $1, change_id = $2 WHERE id = $3")
+        .bind(reactions)
+        .bind(change_id)
+        .bind(id)
+        .execute(&mut *conn)
+        .await
+        .map(|_| ())
 }
