@@ -1,7 +1,8 @@
 // Every SQL statement Parley runs. This file is included twice by
 // `store/mod.rs`, into the `sqlite` and `postgres` modules, each of which
 // defines `Db`; the text is identical for both backends, except for the
-// placeholders of the multi-row INSERT (see `POSITIONAL_PLACEHOLDERS`).
+// placeholders of the multi-row INSERT (see `POSITIONAL_PLACEHOLDERS`), the
+// JSON functions of history pages and the full-text search (`SEARCH_*`).
 // Numbered parameters must first appear in order ($1 before $2 ...): SQLite
 // numbers `$n` parameters by first appearance.
 
@@ -9,7 +10,7 @@ use sqlx::Executor;
 
 use crate::model::{
     AnyMessage, Credentials, DeviceRecord, FileRecord, GroupRecord, GroupSummary,
-    Page, Timestamp, UserRecord,
+    Page, Search, SearchHit, SearchScope, Timestamp, UserRecord,
 };
 use crate::store::{GroupRow, MemberRow, PrivateRow};
 
@@ -319,6 +320,100 @@ pub async fn visible_since<'e, E: Executor<'e, Database = Db>>(
     .bind(after)
     .bind(limit)
     .fetch_all(ex)
+    .await
+}
+
+/// The search statements for the three scopes (all that the user may see,
+/// one conversation, one group), in that order. `$1` is the match text; each
+/// scope's own parameters follow, then the `before` bound, limit and offset.
+fn search_statements() -> &'static [String; 3] {
+    static STATEMENTS: std::sync::OnceLock<[String; 3]> = std::sync::OnceLock::new();
+    STATEMENTS.get_or_init(|| {
+        let statement = |scope: &str, next: usize| {
+            let (before, limit, offset) = (next, next + 1, next + 2);
+            format!(
+                "SELECT m.id, s.username AS sender, r.username AS recipient, m.group_id, m.content, \
+                   m.message_type, m.content_type, m.created_at AS timestamp, m.status, \
+                   {SEARCH_RANK} AS hit_rank \
+                 FROM {SEARCH_FROM} \
+                 JOIN users s ON s.id = m.sender_id LEFT JOIN users r ON r.id = m.recipient_id \
+                 WHERE {SEARCH_MATCH} AND {scope} AND m.id < ${before} \
+                 ORDER BY hit_rank DESC, m.id DESC LIMIT ${limit} OFFSET ${offset}"
+            )
+        };
+        [
+            // A former member's bound is a correlated lookup, so a group
+            // left and joined again is covered whole by the membership.
+            statement(
+                "(m.conversation_id IN (SELECT id FROM conversations WHERE user_lo = $2 OR user_hi = $2) \
+                  OR m.group_id IN (SELECT group_id FROM group_members WHERE user_id = $2) \
+                  OR m.id <= (SELECT d.last_visible_id FROM group_departures d \
+                              WHERE d.user_id = $2 AND d.group_id = m.group_id))",
+                3,
+            ),
+            statement(
+                "m.conversation_id = (SELECT id FROM conversations WHERE user_lo = $2 AND user_hi = $3)",
+                4,
+            ),
+            statement("m.group_id = $2 AND m.id <= $3", 4),
+        ]
+    })
+}
+
+/// The words of a search as the backend's match text (see `SEARCH_SYNTAX`).
+fn search_text(words: &[String]) -> String {
+    match SEARCH_SYNTAX {
+        crate::store::SearchSyntax::Fts5 => words
+            .iter()
+            .map(|word| format!("\"{}\"", word.replace('"', "\"\"")))
+            .collect::<Vec<_>>()
+            .join(" AND "),
+        crate::store::SearchSyntax::PlainWords => words.join(" "),
+    }
+}
+
+/// One slice of the messages matching every word of `search` within its
+/// scope, best first and newest first among equals.
+pub async fn search<'e, E: Executor<'e, Database = Db>>(
+    ex: E,
+    search: &Search,
+) -> Result<Vec<SearchHit>, sqlx::Error> {
+    let [visible, conversation, group] = search_statements();
+    let text = search_text(&search.words);
+    let query = match search.scope {
+        SearchScope::Visible { user } => sqlx::query_as(visible).bind(text).bind(user),
+        SearchScope::Conversation { user_lo, user_hi } => sqlx::query_as(conversation)
+            .bind(text)
+            .bind(user_lo)
+            .bind(user_hi),
+        SearchScope::Group { group_id, up_to } => sqlx::query_as(group)
+            .bind(text)
+            .bind(group_id)
+            .bind(up_to.unwrap_or(i64::MAX)),
+    };
+    query
+        .bind(search.before.unwrap_or(i64::MAX))
+        .bind(search.limit)
+        .bind(search.offset)
+        .fetch_all(ex)
+        .await
+}
+
+/// For a group and a user: (whether they are a member, the bound recorded
+/// when they last left, whether the group has any members).
+pub async fn group_reach<'e, E: Executor<'e, Database = Db>>(
+    ex: E,
+    group_id: i64,
+    user: i64,
+) -> Result<(bool, Option<i64>, bool), sqlx::Error> {
+    sqlx::query_as(
+        "SELECT EXISTS (SELECT 1 FROM group_members WHERE group_id = $1 AND user_id = $2), \
+           (SELECT last_visible_id FROM group_departures WHERE group_id = $1 AND user_id = $2), \
+           EXISTS (SELECT 1 FROM group_members WHERE group_id = $1)",
+    )
+    .bind(group_id)
+    .bind(user)
+    .fetch_one(ex)
     .await
 }
 
