@@ -13,6 +13,7 @@ pub mod files;
 pub mod groups;
 pub mod messages;
 pub mod ops;
+pub mod search;
 pub mod ws;
 
 use actix_web::http::Method;
@@ -58,6 +59,7 @@ routes! {
     "/messages/private" => [POST => messages::send_private],
     "/messages/private/{username}" => [GET => messages::private_history],
     "/messages/{message_id}/read" => [POST => messages::mark_read],
+    "/search" => [GET => search::search],
     "/groups" => [GET => groups::mine, POST => groups::create],
     "/groups/{group_id}/messages" => [GET => groups::messages, POST => groups::post_message],
     "/groups/{group_id}/members" => [GET => groups::members, POST => groups::add_member],
