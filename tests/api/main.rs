@@ -25,6 +25,7 @@ mod presence;
 mod private_messages;
 mod races;
 mod receipts;
+mod search;
 mod sync;
 mod typing;
 mod websocket;
