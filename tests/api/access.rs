@@ -486,6 +486,7 @@ const MATRIX: &[Row] = &[
     row("GET",    "/messages/private/{username}",           "/messages/private/{peer}",            Body::None,                                          [200, 200, 200, 401]),
     row("POST",   "/messages/{message_id}/read",            "/messages/{pm}/read",                 Body::None,                                          [403, 200, 404, 401]),
     row("POST",   "/messages/{message_id}/read",            "/messages/{gm}/read",                 Body::None,                                          [200, 200, 404, 401]),
+    row("GET",    "/search",                                "/search?q=xyzzy",                     Body::None,                                          [200, 200, 200, 401]),
     row("GET",    "/groups",                                "/groups",                             Body::None,                                          [200, 200, 200, 401]),
     row("POST",   "/groups",                                "/groups",                             Body::Json(r#"{"name":"another"}"#),                 [200, 200, 200, 401]),
     row("GET",    "/groups/{group_id}/messages",            "/groups/{group}/messages",            Body::None,                                          [200, 200, 403, 401]),

@@ -897,6 +897,56 @@ api_test!(
         )
         .await; // 403: no longer a member
 
+        // -- search ----------------------------------------------------------------
+        // Results of both kinds, each valid against its own schema.
+        let found = c
+            .check(
+                "GET",
+                "/search",
+                app.search(&bob.token, &[("q", "hi bob")]).await,
+            )
+            .await;
+        assert_eq!(found["results"][0]["id"], message_id);
+        let found = c
+            .check(
+                "GET",
+                "/search",
+                app.search(&carol_token, &[("q", "team"), ("group_id", &g)])
+                    .await,
+            )
+            .await;
+        assert_eq!(
+            found["results"][0]["content"], "hello team",
+            "carol, removed, still finds what she saw"
+        );
+        c.check(
+            "GET",
+            "/search",
+            app.search(&bob.token, &[("q", " ")]).await,
+        )
+        .await; // 400
+        c.check(
+            "GET",
+            "/search",
+            app.search(&bob.token, &[("q", "hi"), ("with", "nobody")])
+                .await,
+        )
+        .await; // 404
+        let outsider = app.create_user("outsider").await;
+        c.check(
+            "GET",
+            "/search",
+            app.search(&outsider.token, &[("q", "team"), ("group_id", &g)])
+                .await,
+        )
+        .await; // 403
+        c.check(
+            "GET",
+            "/search",
+            app.search(&erin.token, &[("q", "hi")]).await,
+        )
+        .await; // 401
+
         // -- devices -------------------------------------------------------------
         let device =
             json!({"device_id": "laptop-1", "device_name": "Laptop", "device_type": "desktop"});
