@@ -147,6 +147,48 @@ api_test!(
 );
 
 api_test!(
+    an_edited_reacted_or_deleted_last_message_shows_as_history_shows_it,
+    |app| async move {
+        let alice = app.create_user("alice").await;
+        let bob = app.create_user("bob").await;
+        let team = app.create_group_with(&alice, "team", &[&bob]).await;
+        let private = int_field(&app.send_text(&bob, "alice", "typo").await, "id");
+        let posted = int_field(&app.send_group_text(&bob, team, "oops").await, "id");
+        let before = keys(&app, &alice.token).await;
+
+        let edit = serde_json::json!({"content": "fixed"});
+        let path = format!("/messages/{private}");
+        json_ok(app.patch_json(&path, &bob.token, &edit).await).await;
+        let reaction = serde_json::json!({"emoji": "👍"});
+        let path = format!("/messages/{private}/reaction");
+        json_ok(app.put_json(&path, &alice.token, &reaction).await).await;
+        json_ok(
+            app.delete(&format!("/messages/{posted}"), &alice.token)
+                .await,
+        )
+        .await;
+
+        let listed = entry(&app, &alice.token, "private:bob").await;
+        let history = json_ok(app.private_history(&alice.token, "bob", "").await).await;
+        assert_eq!(listed["last_message"], history[0]);
+        assert_eq!(str_field(&listed["last_message"], "content"), "fixed");
+        assert_timestamp(&listed["last_message"]["edited_at"], "edited_at");
+        assert_eq!(listed["last_message"]["reactions"][0]["emoji"], "👍");
+
+        let listed = entry(&app, &alice.token, &group_key(team)).await;
+        let history = json_ok(
+            app.group_messages(&alice.token, &team.to_string(), "")
+                .await,
+        )
+        .await;
+        assert_eq!(listed["last_message"], history[0]);
+        assert_eq!(listed["last_message"]["deleted"], true);
+        // Changes are not new activity: the order stays as the messages left it.
+        assert_eq!(keys(&app, &alice.token).await, before);
+    }
+);
+
+api_test!(
     private_unread_counts_messages_to_the_caller_until_each_is_read,
     |app| async move {
         let alice = app.create_user("alice").await;
