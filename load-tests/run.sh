@@ -552,6 +552,7 @@ elif [ "$MODE" = smoke ]; then
     scenario broadcast broadcast --members 20 --repeats 3
     scenario seed seed --messages 2000 --senders 4
     scenario history history --requests 200 --concurrency 4
+    scenario changes changes --pairs 3 --messages 5 --requests 100 --concurrency 4
 else
     scenario smoke smoke --round-trips 20
     # Accounts first (argon2: minutes for 19,000 users), then a fresh server
@@ -570,6 +571,7 @@ else
     scenario broadcast-10000 broadcast --members 10000 --repeats 5
     scenario seed-1m seed --messages 1000000
     scenario history history --requests 100000 --concurrency 32
+    scenario changes changes --pairs 50 --messages 20 --requests 5000 --concurrency 16
 fi
 
 stop_server

@@ -1,7 +1,7 @@
 //! `parley-load`: drives a running Parley server through its real protocol
 //! (REST for accounts and history, `/ws/chat` for messages) and measures it.
 //! Subcommands: `smoke`, `idle`, `pairs`, `fanout`, `broadcast`, `seed`,
-//! `history` and `login` (see `load-tests/README.md`). Every run prints a
+//! `history`, `changes` and `login` (see `load-tests/README.md`). Every run prints a
 //! summary (and with `--json` one JSON line on stdout), checks that nothing
 //! was lost or doubled, and exits non-zero if anything was.
 
@@ -176,6 +176,23 @@ enum Scenario {
         #[arg(long, default_value_t = 300)]
         max_duration: u64,
     },
+    /// What edits, reactions and searches cost: pairs exchange messages,
+    /// then each operation runs `requests` times with C in flight.
+    Changes {
+        #[arg(long, default_value_t = 50)]
+        pairs: usize,
+        /// Messages each pair exchanges first (the ones edited and reacted to).
+        #[arg(long, default_value_t = 20)]
+        messages: usize,
+        /// Requests of each operation.
+        #[arg(long, default_value_t = 5000)]
+        requests: u64,
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+        /// Stop each operation after this many seconds even if requests remain.
+        #[arg(long, default_value_t = 120)]
+        max_duration: u64,
+    },
     /// Logins per second of existing users (run it beside `pairs`).
     Login {
         #[arg(long)]
@@ -316,6 +333,23 @@ async fn run(cli: Cli) -> i32 {
         } => {
             scenarios::history::run(
                 &ctx,
+                *requests,
+                *concurrency,
+                Duration::from_secs(*max_duration),
+            )
+            .await
+        }
+        Scenario::Changes {
+            pairs,
+            messages,
+            requests,
+            concurrency,
+            max_duration,
+        } => {
+            scenarios::changes::run(
+                &ctx,
+                *pairs,
+                *messages,
                 *requests,
                 *concurrency,
                 Duration::from_secs(*max_duration),

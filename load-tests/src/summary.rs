@@ -152,6 +152,18 @@ fn headline(r: &Value) -> (String, &'static str) {
         ),
         "history" => (format!("{} req/s", f("requests_per_sec")), "latency_ms"),
         "login" => (format!("{} logins/s", f("logins_per_sec")), "latency_ms"),
+        "changes" => {
+            let op = |name: &str| {
+                format!(
+                    "{} {}/s (p99 {} ms, {} µs server CPU each)",
+                    num(&r[name]["per_sec"]),
+                    name,
+                    num(&r[name]["latency_ms"]["p99"]),
+                    num(&r[name]["server_cpu_us_per_request"])
+                )
+            };
+            ([op("edit"), op("react"), op("search")].join(", "), "")
+        }
         "prepare" => (format!("{} s", f("secs")), ""),
         _ => (String::new(), "round_trip_ms"),
     }

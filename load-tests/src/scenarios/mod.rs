@@ -12,6 +12,7 @@ use crate::report::Report;
 use crate::Failure;
 
 pub mod broadcast;
+pub mod changes;
 pub mod fanout;
 pub mod history;
 pub mod idle;
