@@ -7,6 +7,11 @@
 // endpoint that lists private conversations) and the highest message id
 // seen, so a new page only replays what it missed with `sync`.
 //
+// Messages change after they are sent (replies quote the original; edits,
+// tombstones and reactions arrive as `message_updated` frames carrying the
+// whole new state, which replaces the old in place). The `sync` cursor is the
+// highest message id or change_id seen on the socket.
+//
 // Every piece of user content reaches the page through textContent or
 // attribute setters, never through innerHTML.
 
@@ -26,6 +31,9 @@
   const ACTIVE_KEY = 'parley.active';
   const MAX_NOTICES = 4;
   const MAX_CACHED_UNREAD = 500;
+  const REACTION_CHOICES = ['👍', '❤️', '😂', '🎉', '😮', '😢'];
+  const MAX_JUMP_PAGES = 40; // older pages loaded at most to reach a quoted message
+  const HIGHLIGHT_MS = 2500;
 
   // ---- small helpers ----------------------------------------------------------
 
@@ -108,7 +116,7 @@
     reconnectTimer: null,
     reconnected: false, // set after the first open: later opens also reload the groups
     stopped: true,
-    maxId: 0, // the highest message id seen (the `sync` cursor)
+    maxId: 0, // the highest message id or change_id seen on the socket (the `sync` cursor)
     contacts: new Map(), // lower name → {name, lastId, preview, unread:Set<id>}
     groups: new Map(), // id → {id, name, description, role, unread, lastId, preview}
     presence: new Map(), // lower name → 'online' | 'offline'
@@ -121,6 +129,11 @@
     groupsRefreshing: null,
     pendingGroupRefresh: false,
     observer: null,
+    replyTo: new Map(), // conversation key → id of the message being answered
+    editing: null, // {id, draft} while a message is edited inline
+    confirmDelete: null, // id whose Delete button asks for confirmation
+    picker: null, // id whose reaction picker is open
+    highlight: null, // {id, until}: the message just jumped to
   };
 
   const keyOfUser = (name) => `u:${lower(name)}`;
@@ -350,6 +363,10 @@
     for (const m of [state.contacts, state.groups, state.presence, state.convs, state.typing, state.typingSentAt]) m.clear();
     state.readSent.clear();
     state.groupReadSent.clear();
+    state.replyTo.clear();
+    state.editing = null;
+    state.confirmDelete = null;
+    state.picker = null;
     $('chat-view').hidden = true;
     $('auth-view').hidden = false;
     document.title = 'Parley';
@@ -451,6 +468,9 @@
       case 'message':
         onMessageFrame(f);
         break;
+      case 'message_updated':
+        onMessageUpdated(f);
+        break;
       case 'ack':
         onAck(f);
         break;
@@ -488,14 +508,17 @@
   }
 
   function previewOf(msg) {
+    if (msg.deleted) return 'message deleted';
     const file = fileInfo(msg);
     if (file) return `File: ${file.filename}`;
     return String(msg.content).replace(/\s+/g, ' ').slice(0, 80);
   }
 
-  function onMessageFrame(f) {
-    const replay = state.syncing;
-    seeId(f.id);
+  /** The lifecycle fields a view carries only when set. */
+  const LIFECYCLE_FIELDS = ['reply_to', 'edited_at', 'deleted', 'reactions', 'change_id'];
+
+  /** A message as the client keeps it, from a `message` or `message_updated` frame. */
+  function messageOf(f) {
     const msg = {
       id: f.id,
       sender: f.sender,
@@ -507,6 +530,18 @@
       content_type: f.content_type,
       status: f.status,
     };
+    for (const k of LIFECYCLE_FIELDS) if (f[k] !== undefined && f[k] !== null) msg[k] = f[k];
+    return msg;
+  }
+
+  /** True when `incoming` is not older than what we hold (changes carry a rising change_id). */
+  const isNewerState = (existing, incoming) => !existing || (incoming.change_id || 0) >= (existing.change_id || 0);
+
+  function onMessageFrame(f) {
+    const replay = state.syncing;
+    seeId(f.id);
+    seeId(f.change_id);
+    const msg = messageOf(f);
     if (f.group_id != null) {
       const g = state.groups.get(f.group_id);
       if (!g) {
@@ -547,6 +582,48 @@
     }
   }
 
+  /** An edit, deletion or reaction: the message's whole new state replaces ours in place. */
+  function onMessageUpdated(f) {
+    seeId(f.change_id);
+    if (!Number.isInteger(f.id)) return;
+    const msg = messageOf(f);
+    let key;
+    if (f.group_id != null) {
+      key = keyOfGroup(f.group_id);
+      const g = state.groups.get(f.group_id);
+      if (g && g.lastId === f.id) g.preview = `${sameUser(f.sender, state.me) ? 'You' : f.sender}: ${previewOf(msg)}`;
+    } else {
+      const mine = sameUser(f.sender, state.me);
+      const other = mine ? f.recipient : f.sender;
+      if (!other) return;
+      key = keyOfUser(other);
+      const contact = state.contacts.get(lower(other));
+      if (contact && contact.lastId === f.id) contact.preview = (mine ? 'You: ' : '') + previewOf(msg);
+      // A deleted message is nothing to read.
+      if (contact && msg.deleted) contact.unread.delete(f.id);
+      if (contact) saveCache();
+    }
+    applyUpdate(key, msg);
+    if (state.editing && state.editing.id === f.id && msg.deleted) state.editing = null;
+    if (state.syncing) return; // rendered once at `synced`
+    renderSidebar();
+    if (activeKey() === key) renderMessages();
+  }
+
+  /** Puts a message's new state into its conversation, if that conversation holds it. */
+  function applyUpdate(key, msg) {
+    const c = state.convs.get(key);
+    if (!c) return false;
+    const existing = c.byId.get(msg.id);
+    // A message below the loaded pages is fetched in its current state when they are.
+    if (!existing && !(c.loaded && c.oldestId != null && msg.id > c.oldestId)) return false;
+    if (!isNewerState(existing, msg)) return false;
+    if (existing && (STATUS_RANK[existing.status] || 0) > (STATUS_RANK[msg.status] || 0)) msg.status = existing.status;
+    if (key.startsWith('g:')) msg.group_id = Number(key.slice(2));
+    c.byId.set(msg.id, msg);
+    return true;
+  }
+
   function onAck(f) {
     seeId(f.id);
     for (const c of state.convs.values()) {
@@ -564,6 +641,7 @@
         content_type: p.content_type,
         status: f.status,
       };
+      if (p.reply_to) msg.reply_to = p.reply_to;
       if (!c.byId.has(f.id)) addMessage(c, msg);
       if (p.recipient) {
         // `delivered` means the recipient has a socket open right now; `sent`, none.
@@ -732,6 +810,7 @@
         }
         renderSidebar();
         renderConversationHeader();
+        if (state.active && state.active.kind === 'group') renderMessages(); // our role decides who may delete
         markVisibleRead();
       } catch (err) {
         if (!(err instanceof ApiError && err.status === 401)) showApiError(err, 'Could not load groups');
@@ -832,6 +911,8 @@
       const g = state.groups.get(groupId);
       if (g) g.members = members;
       renderConversationHeader();
+      // Who may delete what follows the members' roles.
+      if (activeKey() === keyOfGroup(groupId)) renderMessages();
     } catch (err) {
       if (!(err instanceof ApiError && (err.status === 401 || err.status === 403 || err.status === 404))) {
         showApiError(err, 'Could not load the members');
@@ -847,6 +928,9 @@
 
   function openConversation(target) {
     state.active = target;
+    state.editing = null;
+    state.picker = null;
+    state.confirmDelete = null;
     sessionStorage.setItem(ACTIVE_KEY, JSON.stringify(target));
     const key = activeKey();
     const c = conv(key);
@@ -880,7 +964,8 @@
       const existing = c.byId.get(m.id);
       const msg = { ...m, group_id: groupId };
       if (existing && (STATUS_RANK[existing.status] || 0) > (STATUS_RANK[m.status] || 0)) msg.status = existing.status;
-      c.byId.set(m.id, msg);
+      // A live update that arrived while this page was on its way is newer.
+      if (isNewerState(existing, msg)) c.byId.set(m.id, msg);
       if (groupId === undefined && !sameUser(m.sender, state.me) && m.status !== 'read' && !state.readSent.has(m.id)) {
         const contact = state.contacts.get(c.key.slice(2));
         if (contact) contact.unread.add(m.id);
@@ -934,6 +1019,7 @@
 
   function addMessage(c, msg) {
     const existing = c.byId.get(msg.id);
+    if (!isNewerState(existing, msg)) return;
     if (existing && (STATUS_RANK[existing.status] || 0) > (STATUS_RANK[msg.status] || 0)) msg.status = existing.status;
     c.byId.set(msg.id, msg);
     if (c.oldestId == null) c.oldestId = msg.id;
@@ -945,17 +1031,19 @@
     return state.active.kind === 'user' ? { recipient: state.active.name } : { group_id: state.active.id };
   }
 
-  function queueMessage(content, message_type, content_type) {
+  function queueMessage(content, message_type, content_type, reply_to) {
     const c = conv(activeKey());
     const client_id = uuid();
     const fields = targetFields();
     const frame = { type: 'message', ...fields, content, message_type, content_type, client_id };
+    if (reply_to) frame.reply_to = reply_to;
     const pending = {
       client_id,
       ...fields,
       content,
       message_type,
       content_type,
+      reply_to: reply_to || undefined,
       frame,
       failed: null,
       timestamp: new Date().toISOString(),
@@ -974,15 +1062,208 @@
     const input = $('composer-input');
     const content = input.value;
     if (!content.trim()) return;
-    queueMessage(content, 'text', 'text/plain');
+    const key = activeKey();
+    const replyTo = state.replyTo.get(key);
+    state.replyTo.delete(key);
+    queueMessage(content, 'text', 'text/plain', replyTo);
     input.value = '';
     autoGrow();
+    renderReplyBar();
+  }
+
+  // ---- replies, edits, deletions and reactions -----------------------------------
+
+  /** The message `id` of the open conversation, if it is loaded. */
+  function activeMessage(id) {
+    const c = state.active && state.convs.get(activeKey());
+    return c ? c.byId.get(id) : undefined;
+  }
+
+  /** A one-line description of a message for quotes. */
+  function snippetOf(msg) {
+    if (!msg) return 'an earlier message';
+    if (msg.deleted) return 'message deleted';
+    const text = previewOf(msg);
+    return text.length > 70 ? `${text.slice(0, 70)}…` : text;
+  }
+
+  function startReply(id) {
+    if (!state.active) return;
+    state.replyTo.set(activeKey(), id);
+    renderReplyBar();
+    $('composer-input').focus();
+  }
+
+  function cancelReply() {
+    if (state.active) state.replyTo.delete(activeKey());
+    renderReplyBar();
+    $('composer-input').focus();
+  }
+
+  /** The "Replying to …" bar above the composer. */
+  function renderReplyBar() {
+    const bar = $('reply-bar');
+    const id = state.active ? state.replyTo.get(activeKey()) : undefined;
+    if (!id) {
+      bar.hidden = true;
+      return;
+    }
+    const m = activeMessage(id);
+    bar.hidden = false;
+    bar.dataset.replyTo = String(id);
+    $('reply-bar-sender').textContent = m ? (sameUser(m.sender, state.me) ? 'yourself' : m.sender) : 'a message';
+    $('reply-bar-text').textContent = snippetOf(m);
+  }
+
+  /** May the viewer delete `m` in the open conversation? Mirrors the server's rule. */
+  function canDelete(m, isGroup) {
+    if (sameUser(m.sender, state.me)) return true;
+    if (!isGroup) return false;
+    const g = state.groups.get(state.active.id);
+    if (!g) return false;
+    if (g.role === 'owner') return true;
+    if (g.role !== 'admin') return false;
+    const member = g.members && g.members.find((x) => sameUser(x.username, m.sender));
+    // An admin deletes a plain member's message (a member who left counts as one).
+    return !member || member.role === 'member';
+  }
+
+  /** Applies a REST answer (the message's new state) and re-renders. */
+  function applyAnswer(key, msg) {
+    if (msg && Number.isInteger(msg.id) && applyUpdate(key, messageOf(msg)) && activeKey() === key) renderMessages();
+  }
+
+  function startEdit(id) {
+    const m = activeMessage(id);
+    if (!m || m.deleted) return;
+    state.editing = { id, draft: m.content };
+    state.picker = null;
+    renderMessages();
+    const box = $('message-list').querySelector(`li[data-id="${id}"] textarea`);
+    if (box) {
+      box.focus();
+      box.setSelectionRange(box.value.length, box.value.length);
+    }
+  }
+
+  function cancelEdit() {
+    const id = state.editing && state.editing.id;
+    state.editing = null;
+    renderMessages();
+    const node = id && $('message-list').querySelector(`li[data-id="${id}"] [data-action="edit"]`);
+    if (node) node.focus();
+  }
+
+  async function saveEdit() {
+    const e = state.editing;
+    if (!e || e.saving) return;
+    const key = activeKey();
+    const m = activeMessage(e.id);
+    const content = e.draft;
+    if (!content.trim()) {
+      notify('A message cannot be empty: delete it instead.', 'error');
+      return;
+    }
+    if (m && content === m.content) {
+      cancelEdit();
+      return;
+    }
+    e.saving = true;
+    try {
+      const answer = await api('PATCH', `/messages/${e.id}`, { content });
+      if (state.editing === e) state.editing = null;
+      applyAnswer(key, answer);
+      if (activeKey() === key) renderMessages();
+    } catch (err) {
+      e.saving = false;
+      showApiError(err, 'Could not edit the message');
+    }
+  }
+
+  async function deleteMessage(id) {
+    const key = activeKey();
+    state.confirmDelete = null;
+    try {
+      const answer = await api('DELETE', `/messages/${id}`);
+      applyAnswer(key, answer);
+    } catch (err) {
+      showApiError(err, 'Could not delete the message');
+      if (activeKey() === key) renderMessages();
+    }
+  }
+
+  async function setReaction(id, emoji) {
+    const key = activeKey();
+    state.picker = null;
+    try {
+      const answer = await api('PUT', `/messages/${id}/reaction`, { emoji });
+      applyAnswer(key, answer);
+    } catch (err) {
+      showApiError(err, 'Could not react');
+    }
+    if (activeKey() === key) renderMessages();
+  }
+
+  async function removeReaction(id) {
+    const key = activeKey();
+    try {
+      const answer = await api('DELETE', `/messages/${id}/reaction`);
+      applyAnswer(key, answer);
+    } catch (err) {
+      showApiError(err, 'Could not remove the reaction');
+    }
+  }
+
+  /** Scrolls to message `id` of the open conversation (loading older pages if needed) and highlights it. */
+  async function jumpToMessage(id) {
+    const key = activeKey();
+    const c = key && state.convs.get(key);
+    if (!c) return false;
+    for (let pages = 0, waits = 0; !c.byId.has(id) && activeKey() === key && waits < 200; ) {
+      if (c.loading) {
+        waits += 1;
+        await new Promise((r) => setTimeout(r, 50));
+      } else if (c.hasOlder && pages < MAX_JUMP_PAGES) {
+        pages += 1;
+        await loadHistory(c, true);
+      } else {
+        break;
+      }
+    }
+    if (activeKey() !== key) return false;
+    const node = $('message-list').querySelector(`li[data-id="${id}"]`);
+    if (!node) {
+      notify('That message is no longer in this conversation.', 'info');
+      return false;
+    }
+    node.scrollIntoView({ block: 'center' });
+    state.highlight = { id, until: Date.now() + HIGHLIGHT_MS };
+    for (const old of $('message-list').querySelectorAll('li.highlight')) {
+      old.classList.remove('highlight');
+      delete old.dataset.highlight;
+    }
+    node.classList.add('highlight');
+    node.dataset.highlight = 'true';
+    setTimeout(() => {
+      if (state.highlight && state.highlight.id === id && state.highlight.until <= Date.now()) state.highlight = null;
+      const now = $('message-list').querySelector(`li[data-id="${id}"]`);
+      if (now && !state.highlight) {
+        now.classList.remove('highlight');
+        delete now.dataset.highlight;
+      }
+    }, HIGHLIGHT_MS + 20);
+    const focusable = node.querySelector('.bubble');
+    if (focusable) focusable.focus({ preventScroll: true });
+    return true;
   }
 
   function onComposerKey(ev) {
     if (ev.key === 'Enter' && !ev.shiftKey && !ev.isComposing) {
       ev.preventDefault();
       $('composer').requestSubmit();
+    } else if (ev.key === 'Escape' && state.active && state.replyTo.has(activeKey())) {
+      ev.preventDefault();
+      cancelReply();
     }
   }
 
@@ -1285,6 +1566,7 @@
     renderConversationHeader();
     renderMessages();
     renderTyping();
+    renderReplyBar();
     scrollToBottom();
   }
 
@@ -1401,7 +1683,21 @@
   function signature(w, continued, isGroup) {
     const m = w.m;
     const p = w.pending;
-    return [m.status || '', p ? (p.failed ? 'f' : p.uploading ? 'u' : 'p') : '', continued ? 'c' : '', isGroup ? 'g' : '', m.content.length].join('|');
+    const quoted = m.reply_to ? activeMessage(m.reply_to) : undefined;
+    const own = !p && m.id != null;
+    return [
+      m.status || '',
+      p ? (p.failed ? 'f' : p.uploading ? 'u' : 'p') : '',
+      continued ? 'c' : '',
+      isGroup ? 'g' : '',
+      m.content.length,
+      m.change_id || 0,
+      m.reply_to ? `${m.reply_to}:${quoted ? `${quoted.change_id || 0}` : '-'}` : '',
+      own && state.editing && state.editing.id === m.id ? 'e' : '',
+      own && state.confirmDelete === m.id ? 'x' : '',
+      own && state.picker === m.id ? 'r' : '',
+      own && !m.deleted && canDelete(m, isGroup) ? 'd' : '',
+    ].join('|');
   }
 
   function buildMessage(w, mine, continued, isGroup) {
@@ -1430,9 +1726,26 @@
       li.append(meta);
     }
 
+    if (!p && state.highlight && state.highlight.id === m.id && state.highlight.until > Date.now()) {
+      li.classList.add('highlight');
+      li.dataset.highlight = 'true';
+    }
+
     const bubble = el('div', 'bubble');
-    const file = fileInfo(m);
-    if (file) {
+    bubble.tabIndex = -1;
+    if (m.reply_to && !m.deleted) bubble.append(buildQuote(m.reply_to));
+    const file = m.deleted ? null : fileInfo(m);
+    const editing = !p && state.editing && state.editing.id === m.id;
+    if (m.deleted) {
+      li.dataset.deleted = 'true';
+      bubble.classList.add('tombstone');
+      const text = el('div', 'message-content', 'message deleted');
+      text.dataset.testid = 'message-content';
+      bubble.append(text);
+    } else if (editing) {
+      bubble.classList.add('editing');
+      bubble.append(buildEditor());
+    } else if (file) {
       bubble.classList.add('file-bubble');
       const btn = el('button', 'file-link');
       btn.type = 'button';
@@ -1453,7 +1766,17 @@
       text.dataset.testid = 'message-content';
       bubble.append(text);
     }
-    li.append(bubble);
+    if (m.edited_at && !m.deleted && !editing) {
+      const mark = el('span', 'message-edited', 'edited');
+      mark.dataset.testid = 'message-edited';
+      mark.title = `Edited ${formatTime(m.edited_at)}`;
+      bubble.append(mark);
+    }
+    const row = el('div', 'bubble-row');
+    row.append(bubble);
+    if (!p && !m.deleted && !editing) row.append(buildActions(m, mine, isGroup, !!file));
+    li.append(row);
+    if (!p && !m.deleted && Array.isArray(m.reactions) && m.reactions.length) li.append(buildReactions(m));
 
     if (mine && (p || !isGroup)) {
       const st = el('div', 'message-status');
@@ -1493,6 +1816,177 @@
       li.append(st);
     }
     return li;
+  }
+
+  /** The quoted original above a reply; clicking it scrolls to the original. */
+  function buildQuote(id) {
+    const q = activeMessage(id);
+    const btn = el('button', 'reply-quote');
+    btn.type = 'button';
+    btn.dataset.testid = 'reply-quote';
+    btn.dataset.replyTo = String(id);
+    const who = q ? (sameUser(q.sender, state.me) ? 'You' : q.sender) : 'Reply';
+    const snippet = snippetOf(q);
+    btn.append(el('span', 'reply-quote-sender', who), el('span', 'reply-quote-text', snippet));
+    if (q && q.deleted) btn.classList.add('deleted');
+    btn.setAttribute('aria-label', `In reply to ${q ? `${who}: ${snippet}` : 'an earlier message'}. Show the original`);
+    btn.title = 'Show the original message';
+    btn.addEventListener('click', () => jumpToMessage(id));
+    return btn;
+  }
+
+  function buildEditor() {
+    const e = state.editing;
+    const form = el('form', 'edit-form');
+    form.dataset.testid = 'edit-form';
+    const label = el('label', 'visually-hidden', 'Edit message');
+    const box = el('textarea', 'edit-input');
+    box.id = `edit-input-${e.id}`;
+    label.htmlFor = box.id;
+    box.dataset.testid = 'edit-input';
+    box.rows = 2;
+    box.maxLength = 8192;
+    box.value = e.draft;
+    box.addEventListener('input', () => {
+      e.draft = box.value;
+    });
+    box.addEventListener('keydown', (ev) => {
+      if (ev.key === 'Enter' && !ev.shiftKey && !ev.isComposing) {
+        ev.preventDefault();
+        saveEdit();
+      } else if (ev.key === 'Escape') {
+        ev.preventDefault();
+        cancelEdit();
+      }
+    });
+    const save = el('button', 'primary small', 'Save');
+    save.type = 'submit';
+    save.dataset.testid = 'edit-save';
+    const cancel = el('button', 'small', 'Cancel');
+    cancel.type = 'button';
+    cancel.dataset.testid = 'edit-cancel';
+    cancel.addEventListener('click', cancelEdit);
+    const buttons = el('div', 'edit-buttons');
+    buttons.append(el('span', 'edit-hint', 'Enter to save · Esc to cancel'), cancel, save);
+    form.append(label, box, buttons);
+    form.addEventListener('submit', (ev) => {
+      ev.preventDefault();
+      saveEdit();
+    });
+    return form;
+  }
+
+  /** Reaction chips with counts; the viewer's own is pressed, and clicking it takes it back. */
+  function buildReactions(m) {
+    const wrap = el('div', 'reactions');
+    wrap.dataset.testid = 'reactions';
+    for (const r of m.reactions) {
+      const users = Array.isArray(r.users) ? r.users : [];
+      const own = users.some((u) => sameUser(u, state.me));
+      const chip = el('button', 'reaction-chip');
+      chip.type = 'button';
+      chip.dataset.testid = 'reaction-chip';
+      chip.dataset.emoji = r.emoji;
+      chip.dataset.mine = String(own);
+      chip.setAttribute('aria-pressed', String(own));
+      const emoji = el('span', 'reaction-emoji', r.emoji);
+      emoji.setAttribute('aria-hidden', 'true');
+      const count = el('span', 'reaction-count', r.count);
+      count.dataset.testid = 'reaction-count';
+      chip.append(emoji, count);
+      const who = users.join(', ');
+      chip.title = who;
+      chip.setAttribute(
+        'aria-label',
+        `${r.emoji} ${r.count}${who ? ` (${who})` : ''}: ${own ? 'remove your reaction' : `react with ${r.emoji}`}`,
+      );
+      chip.addEventListener('click', () => (own ? removeReaction(m.id) : setReaction(m.id, r.emoji)));
+      wrap.append(chip);
+    }
+    return wrap;
+  }
+
+  function actionButton(label, action, text, onClick) {
+    const b = el('button', 'message-action', text);
+    b.type = 'button';
+    b.dataset.action = action;
+    b.dataset.testid = `action-${action}`;
+    b.setAttribute('aria-label', label);
+    b.title = label;
+    b.addEventListener('click', onClick);
+    return b;
+  }
+
+  /** Reply, react, edit and delete; shown on hover and keyboard focus. */
+  function buildActions(m, mine, isGroup, isFile) {
+    const bar = el('div', 'message-actions');
+    bar.setAttribute('role', 'toolbar');
+    bar.setAttribute('aria-label', 'Message actions');
+    bar.dataset.testid = 'message-actions';
+    bar.append(actionButton('Reply', 'reply', 'Reply', () => startReply(m.id)));
+    const react = actionButton('Add a reaction', 'react', '☺+', () => {
+      state.picker = state.picker === m.id ? null : m.id;
+      renderMessages();
+      const first = $('message-list').querySelector(`li[data-id="${m.id}"] .reaction-picker button`);
+      if (first) first.focus();
+    });
+    react.setAttribute('aria-haspopup', 'true');
+    react.setAttribute('aria-expanded', String(state.picker === m.id));
+    bar.append(react);
+    if (mine && !isFile && sameUser(m.sender, state.me)) {
+      bar.append(actionButton('Edit', 'edit', 'Edit', () => startEdit(m.id)));
+    }
+    if (canDelete(m, isGroup)) {
+      const confirming = state.confirmDelete === m.id;
+      const del = actionButton(
+        confirming ? 'Confirm: delete this message for everyone' : 'Delete',
+        'delete',
+        confirming ? 'Delete for everyone?' : 'Delete',
+        () => {
+          if (state.confirmDelete === m.id) {
+            deleteMessage(m.id);
+          } else {
+            state.confirmDelete = m.id;
+            renderMessages();
+            const again = $('message-list').querySelector(`li[data-id="${m.id}"] [data-action="delete"]`);
+            if (again) again.focus();
+            setTimeout(() => {
+              if (state.confirmDelete === m.id) {
+                state.confirmDelete = null;
+                renderMessages();
+              }
+            }, 5000);
+          }
+        },
+      );
+      del.classList.add('danger');
+      if (confirming) del.dataset.confirm = 'true';
+      bar.append(del);
+    }
+    if (state.picker === m.id) {
+      const picker = el('div', 'reaction-picker');
+      picker.setAttribute('role', 'group');
+      picker.setAttribute('aria-label', 'Pick a reaction');
+      picker.dataset.testid = 'reaction-picker';
+      for (const emoji of REACTION_CHOICES) {
+        const b = el('button', 'reaction-choice', emoji);
+        b.type = 'button';
+        b.dataset.emoji = emoji;
+        b.dataset.testid = 'reaction-choice';
+        b.setAttribute('aria-label', `React with ${emoji}`);
+        b.addEventListener('click', () => setReaction(m.id, emoji));
+        picker.append(b);
+      }
+      picker.addEventListener('keydown', (ev) => {
+        if (ev.key === 'Escape') {
+          state.picker = null;
+          renderMessages();
+        }
+      });
+      bar.append(picker);
+      bar.classList.add('open');
+    }
+    return bar;
   }
 
   function renderTyping() {
@@ -1535,6 +2029,11 @@
     $('composer-input').addEventListener('keydown', onComposerKey);
     $('composer-input').addEventListener('input', onComposerInput);
     $('attach-button').addEventListener('click', () => $('file-input').click());
+    $('reply-cancel').addEventListener('click', cancelReply);
+    $('reply-bar-quote').addEventListener('click', () => {
+      const id = state.active && state.replyTo.get(activeKey());
+      if (id) jumpToMessage(id);
+    });
     $('file-input').addEventListener('change', onFileChosen);
     $('load-older-button').addEventListener('click', () => {
       const c = state.active && state.convs.get(activeKey());
