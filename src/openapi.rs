@@ -48,6 +48,7 @@ use crate::routes;
         routes::messages::delete,
         routes::messages::react,
         routes::messages::unreact,
+        routes::search::search,
         routes::groups::mine,
         routes::groups::create,
         routes::groups::messages,
@@ -304,6 +305,33 @@ pub struct PagingParams {
     #[param(minimum = 0, nullable = false)]
     pub after: Option<i64>,
     /// How many at most: default 50; above 500 is read as 500.
+    #[param(minimum = 1, nullable = false)]
+    pub limit: Option<i64>,
+}
+
+/// `GET /search` (see the operation's description).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SearchParams {
+    /// The words to find, all of them, case-insensitively: 1–200 characters
+    /// with at least one letter or digit. Anything else only separates
+    /// words; no search syntax is read.
+    #[param(min_length = 1, max_length = 200, example = "lunch friday")]
+    pub q: String,
+    /// Only the private conversation with this user (case-insensitive).
+    #[param(nullable = false)]
+    pub with: Option<String>,
+    /// Only this group (a member, or a former member for what they saw);
+    /// not together with `with`.
+    #[param(minimum = 1, nullable = false)]
+    pub group_id: Option<i64>,
+    /// Only messages with a smaller id: pins the result set while paging.
+    #[param(minimum = 0, nullable = false)]
+    pub before: Option<i64>,
+    /// How many of the best results to skip: default 0, at most 1000.
+    #[param(minimum = 0, maximum = 1000, nullable = false)]
+    pub offset: Option<i64>,
+    /// How many results at most: default 20; above 100 is read as 100.
     #[param(minimum = 1, nullable = false)]
     pub limit: Option<i64>,
 }

@@ -327,3 +327,53 @@ impl From<AnyMessage> for KindedMessage {
         }
     }
 }
+
+/// A full-text search: which messages may match, and which slice of the
+/// ranked list to read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Search {
+    /// Every one of them must be in a message (see [`crate::validate::search_words`]).
+    pub words: Vec<String>,
+    pub scope: SearchScope,
+    /// Only messages with a smaller id: a client pins its result set with
+    /// it, so that later pages do not shift as new messages arrive.
+    pub before: Option<i64>,
+    /// How many of the best matches to skip.
+    pub offset: i64,
+    /// How many matches at most.
+    pub limit: i64,
+}
+
+/// Which messages a search looks through; each holds only what the caller
+/// may see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SearchScope {
+    /// The user's private conversations, the groups they are in, and what
+    /// they could read of groups they left.
+    Visible { user: i64 },
+    /// One private conversation (lower user id first).
+    Conversation { user_lo: i64, user_hi: i64 },
+    /// One group, up to and including `up_to` (a former member's bound).
+    Group { group_id: i64, up_to: Option<i64> },
+}
+
+/// How much of a group's history a user may search.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupReach {
+    /// A member: all of it.
+    Whole,
+    /// A former member: what existed when they left.
+    UpTo(i64),
+    /// Never a member of a group that exists.
+    Outsider,
+    /// No such group (or one whose last member left, as for group history).
+    NoSuchGroup,
+}
+
+/// A message found by a search, with its relevance (higher is better;
+/// comparable only within one search, and not across backends).
+#[derive(Debug, Clone)]
+pub struct SearchHit {
+    pub message: AnyMessage,
+    pub rank: f64,
+}

@@ -18,6 +18,8 @@ pub const DEVICE_ID_MAX: usize = 128;
 pub const DEVICE_NAME_MAX: usize = 100;
 /// `client_id` on WebSocket sends: an opaque idempotency key chosen by the client.
 pub const CLIENT_ID_MAX: usize = 64;
+/// Longest search query (`q`), in characters after trimming.
+pub const SEARCH_QUERY_MAX: usize = 200;
 
 fn invalid(field: &str, rule: &str) -> ChatError {
     ChatError::Invalid(format!("{field}: {rule}"))
@@ -207,6 +209,29 @@ pub fn mentioned_file_ids(text: &str) -> Vec<&str> {
     found
 }
 
+/// The words of a search query: its runs of letters and digits, which is
+/// how both backends' indexes cut message text into words. Everything else
+/// only separates words, so no input is ever read as the search engine's
+/// own syntax (quotes, `*`, `OR`, `NEAR(`, `-`).
+pub fn search_words(q: &str) -> ChatResult<Vec<String>> {
+    let q = q.trim();
+    if q.is_empty() {
+        return Err(invalid("q", "must not be empty"));
+    }
+    if q.chars().count() > SEARCH_QUERY_MAX {
+        return Err(invalid("q", "must be at most 200 characters"));
+    }
+    let words: Vec<String> = q
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|word| !word.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if words.is_empty() {
+        return Err(invalid("q", "must contain a word (letters or digits)"));
+    }
+    Ok(words)
+}
+
 /// Case-folded form under which usernames and emails are unique and looked up.
 pub fn lookup_key(value: &str) -> String {
     value.to_lowercase()
@@ -262,5 +287,35 @@ mod tests {
         assert!(err.to_string().starts_with("message_type:"));
         let err = device_id("has space").unwrap_err();
         assert!(err.to_string().starts_with("device_id:"));
+    }
+
+    #[test]
+    fn search_words_are_the_runs_of_letters_and_digits() {
+        let words = |q: &str| search_words(q).unwrap();
+        assert_eq!(words("  hello   World "), ["hello", "World"]);
+        assert_eq!(
+            words(r#""quoted" NEAR(a b) -x y* OR z"#),
+            ["quoted", "NEAR", "a", "b", "x", "y", "OR", "z"]
+        );
+        assert_eq!(
+            words("bob@example.com 3.14"),
+            ["bob", "example", "com", "3", "14"]
+        );
+        assert_eq!(words("你好，世界 café"), ["你好", "世界", "café"]);
+        for (q, rule) in [
+            ("", "empty"),
+            (" \t\n", "empty"),
+            ("\"*\" - ()", "word"),
+            (&"x".repeat(201), "200"),
+        ] {
+            let err = search_words(q).unwrap_err().to_string();
+            assert!(err.starts_with("q:") && err.contains(rule), "{q:?}: {err}");
+        }
+        let longest = format!("  {}  ", "x".repeat(200));
+        assert_eq!(
+            words(&longest).len(),
+            1,
+            "200 characters after trimming are allowed"
+        );
     }
 }

@@ -13,6 +13,7 @@ pub mod files;
 pub mod groups;
 pub mod messages;
 pub mod ops;
+pub mod search;
 pub mod ws;
 
 use actix_web::http::Method;
@@ -60,6 +61,7 @@ routes! {
     "/messages/{message_id}" => [PATCH => messages::edit, DELETE => messages::delete],
     "/messages/{message_id}/read" => [POST => messages::mark_read],
     "/messages/{message_id}/reaction" => [PUT => messages::react, DELETE => messages::unreact],
+    "/search" => [GET => search::search],
     "/groups" => [GET => groups::mine, POST => groups::create],
     "/groups/{group_id}/messages" => [GET => groups::messages, POST => groups::post_message],
     "/groups/{group_id}/members" => [GET => groups::members, POST => groups::add_member],

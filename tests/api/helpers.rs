@@ -547,6 +547,12 @@ impl TestApp {
             .await
     }
 
+    /// GET /search with `params` (URL-encoded here, so tests pass raw text).
+    pub async fn search(&self, token: &str, params: &[(&str, &str)]) -> Response {
+        self.send(authorized(self.client.get(self.url("/search")), token).query(params))
+            .await
+    }
+
     // -- composite helpers --------------------------------------------------
 
     /// Creates a group owned by `owner` with `members` added (as plain
@@ -666,6 +672,22 @@ impl TestApp {
     pub async fn history_ids(&self, token: &str, username: &str, query: &str) -> Vec<i64> {
         let body = json_ok(self.private_history(token, username, query).await).await;
         array(&body, "history")
+            .iter()
+            .map(|m| int_field(m, "id"))
+            .collect()
+    }
+
+    /// The body of a successful `GET /search` with `params`.
+    pub async fn search_ok(&self, token: &str, params: &[(&str, &str)]) -> Value {
+        json_ok(self.search(token, params).await).await
+    }
+
+    /// The ids `GET /search` finds for `q` (and further `params`), in order.
+    pub async fn search_ids(&self, token: &str, q: &str, params: &[(&str, &str)]) -> Vec<i64> {
+        let mut all = vec![("q", q)];
+        all.extend_from_slice(params);
+        let body = self.search_ok(token, &all).await;
+        array(&body["results"], "search results")
             .iter()
             .map(|m| int_field(m, "id"))
             .collect()

@@ -575,3 +575,38 @@ api_test!(
         json_ok(react(&app, &bob.token, id, "🎉").await).await;
     }
 );
+
+api_test!(
+    search_finds_an_edited_message_by_its_current_text_and_a_deleted_one_not_at_all,
+    |app| async move {
+        let alice = app.create_user("alice").await;
+        let bob = app.create_user("bob").await;
+        let group = app.create_group_with(&alice, "team", &[&bob]).await;
+        let private = int_field(&app.send_text(&alice, "bob", "the walrus plan").await, "id");
+        let in_group = int_field(
+            &app.send_group_text(&alice, group, "walrus agenda").await,
+            "id",
+        );
+        let mut found = app.search_ids(&bob.token, "walrus", &[]).await;
+        found.sort_unstable();
+        assert_eq!(found, [private, in_group]);
+
+        let edited = json_ok(edit(&app, &alice.token, private, "the narwhal plan").await).await;
+        json_ok(react(&app, &bob.token, private, "🐳").await).await;
+        json_ok(delete(&app, &alice.token, in_group).await).await;
+        assert!(
+            app.search_ids(&bob.token, "walrus", &[]).await.is_empty(),
+            "old words are gone"
+        );
+        assert!(
+            app.search_ids(&bob.token, "agenda", &[]).await.is_empty(),
+            "a tombstone has none"
+        );
+        let body = app.search_ok(&bob.token, &[("q", "narwhal")]).await;
+        let hits = array(&body["results"], "search results");
+        assert_eq!(hits.len(), 1, "{body}");
+        assert_eq!(hits[0]["id"], private);
+        assert_eq!(hits[0]["edited_at"], edited["edited_at"]);
+        assert_eq!(hits[0]["reactions"][0]["emoji"], "🐳");
+    }
+);

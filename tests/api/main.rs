@@ -26,6 +26,7 @@ mod presence;
 mod private_messages;
 mod races;
 mod receipts;
+mod search;
 mod sync;
 mod typing;
 mod websocket;

@@ -849,11 +849,13 @@ api_test!(
             send(&app, delete.clone(), &edit_path, &carol_token, None).await,
         )
         .await; // 404: not carol's conversation
+        let doomed = app.send_text(&bob, "alice", "delete me").await;
+        let doomed_path = format!("/messages/{}", int_field(&doomed, "id"));
         let tombstone = c
             .check(
                 "DELETE",
                 "/messages/{message_id}",
-                send(&app, delete.clone(), &edit_path, &alice_token, None).await,
+                send(&app, delete.clone(), &doomed_path, &bob.token, None).await,
             )
             .await;
         assert_eq!(
@@ -1029,6 +1031,56 @@ api_test!(
             app.remove_member(&carol_token, &g, "bob").await,
         )
         .await; // 403: no longer a member
+
+        // -- search ----------------------------------------------------------------
+        // Results of both kinds, each valid against its own schema.
+        let found = c
+            .check(
+                "GET",
+                "/search",
+                app.search(&bob.token, &[("q", "hi bob")]).await,
+            )
+            .await;
+        assert_eq!(found["results"][0]["id"], message_id);
+        let found = c
+            .check(
+                "GET",
+                "/search",
+                app.search(&carol_token, &[("q", "team"), ("group_id", &g)])
+                    .await,
+            )
+            .await;
+        assert_eq!(
+            found["results"][0]["content"], "hello team",
+            "carol, removed, still finds what she saw"
+        );
+        c.check(
+            "GET",
+            "/search",
+            app.search(&bob.token, &[("q", " ")]).await,
+        )
+        .await; // 400
+        c.check(
+            "GET",
+            "/search",
+            app.search(&bob.token, &[("q", "hi"), ("with", "nobody")])
+                .await,
+        )
+        .await; // 404
+        let outsider = app.create_user("outsider").await;
+        c.check(
+            "GET",
+            "/search",
+            app.search(&outsider.token, &[("q", "team"), ("group_id", &g)])
+                .await,
+        )
+        .await; // 403
+        c.check(
+            "GET",
+            "/search",
+            app.search(&erin.token, &[("q", "hi")]).await,
+        )
+        .await; // 401
 
         // -- devices -------------------------------------------------------------
         let device =

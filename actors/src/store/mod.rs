@@ -17,7 +17,8 @@ use sqlx::{PgPool, SqlitePool};
 use crate::error::{ChatError, ChatResult};
 use crate::model::{
     AccountState, AnyMessage, Credentials, DeliveryStatus, DeviceRecord, FileRecord, GroupMessage,
-    GroupRecord, GroupSummary, Lifecycle, Page, PrivateMessage, Timestamp, UserRecord, UserRef,
+    GroupReach, GroupRecord, GroupSummary, Lifecycle, Page, PrivateMessage, Search, SearchHit,
+    Timestamp, UserRecord, UserRef,
 };
 
 pub(crate) mod sqlite {
@@ -32,6 +33,13 @@ pub(crate) mod sqlite {
     const JSON_AS_TEXT: &str = "";
     /// The writer is the only connection that writes: no row lock needed.
     const ROW_LOCK: &str = "";
+    /// Full-text search (`search_statements`): the FTS5 index joined to
+    /// `messages m`, the match of the words (`$1`, FTS5 syntax) and the rank,
+    /// higher is better (`bm25` is lower for better matches).
+    const SEARCH_FROM: &str = "messages_fts JOIN messages m ON m.id = messages_fts.rowid";
+    const SEARCH_MATCH: &str = "messages_fts MATCH $1";
+    const SEARCH_RANK: &str = "-bm25(messages_fts)";
+    const SEARCH_SYNTAX: super::SearchSyntax = super::SearchSyntax::Fts5;
     include!("queries.rs");
 }
 
@@ -44,7 +52,26 @@ pub(crate) mod postgres {
     const JSON_AS_TEXT: &str = "::text";
     /// Each node of a cluster has a writer: a change locks its message's row.
     const ROW_LOCK: &str = " FOR UPDATE";
+    /// Full-text search (`search_statements`): `messages m` with the words
+    /// (`$1`) as a tsquery of the same 'simple' configuration the stored
+    /// `search_vector` uses, the match, and the rank (normalised by the
+    /// message's length, as bm25 is on SQLite).
+    const SEARCH_FROM: &str = "messages m CROSS JOIN plainto_tsquery('simple', $1) AS tsq";
+    const SEARCH_MATCH: &str = "m.search_vector @@ tsq";
+    const SEARCH_RANK: &str = "ts_rank(m.search_vector, tsq, 1)::float8";
+    const SEARCH_SYNTAX: super::SearchSyntax = super::SearchSyntax::PlainWords;
     include!("queries.rs");
+}
+
+/// How a search's words are handed to the backend's full-text match.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum SearchSyntax {
+    /// An FTS5 query: each word an FTS5 string (so nothing in it is an
+    /// operator), all of them required.
+    Fts5,
+    /// Words separated by spaces, for `plainto_tsquery`, which requires
+    /// them all and reads no operators.
+    PlainWords,
 }
 
 /// A connection pool of either backend.
@@ -126,6 +153,14 @@ pub(crate) struct GroupRow {
     pub edited_at: Option<i64>,
     pub deleted_at: Option<i64>,
     pub reactions: Option<String>,
+}
+
+/// A message found by a search, with its rank.
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct SearchRow {
+    #[sqlx(flatten)]
+    pub message: AnyRow,
+    pub hit_rank: f64,
 }
 
 /// A message of either kind as `sync` reads it.
@@ -540,6 +575,32 @@ impl Store {
             recipient,
             group_id,
         }))
+    }
+
+    /// One slice of the messages matching a search, best first (ties: newest first).
+    pub async fn search(&self, search: &Search) -> ChatResult<Vec<SearchHit>> {
+        let rows = on_backend!(&self.read, |q, pool| q::search(pool, search).await)?;
+        rows.into_iter()
+            .map(|row| {
+                Ok(SearchHit {
+                    message: row.message.into_message()?,
+                    rank: row.hit_rank,
+                })
+            })
+            .collect()
+    }
+
+    /// How much of a group's history `user` may search.
+    pub async fn group_reach(&self, group_id: i64, user: i64) -> ChatResult<GroupReach> {
+        let (member, last_visible, has_members) = on_backend!(&self.read, |q, pool| {
+            q::group_reach(pool, group_id, user).await
+        })?;
+        Ok(match (member, last_visible) {
+            (true, _) => GroupReach::Whole,
+            (false, Some(id)) => GroupReach::UpTo(id),
+            (false, None) if has_members => GroupReach::Outsider,
+            (false, None) => GroupReach::NoSuchGroup,
+        })
     }
 
     /// A user's token generation and whether the account is deleted.

@@ -1,17 +1,18 @@
 // Every SQL statement Parley runs. This file is included twice by
 // `store/mod.rs`, into the `sqlite` and `postgres` modules, each of which
 // defines `Db`; the text is identical for both backends, except for the
-// placeholders of the multi-row INSERT (see `POSITIONAL_PLACEHOLDERS`).
+// placeholders of the multi-row INSERT (see `POSITIONAL_PLACEHOLDERS`), the
+// JSON functions of history pages and the full-text search (`SEARCH_*`).
 // Numbered parameters must first appear in order ($1 before $2 ...): SQLite
 // numbers `$n` parameters by first appearance.
 
 use sqlx::Executor;
 
 use crate::model::{
-    Credentials, DeviceRecord, FileRecord, GroupRecord, GroupSummary, Page, Timestamp,
-    UserRecord,
+    Credentials, DeviceRecord, FileRecord, GroupRecord, GroupSummary, Page, Search, SearchScope,
+    Timestamp, UserRecord,
 };
-use crate::store::{AnyRow, GroupRow, MemberRow, PrivateRow};
+use crate::store::{AnyRow, GroupRow, MemberRow, PrivateRow, SearchRow};
 
 pub type Conn = <Db as sqlx::Database>::Connection;
 
@@ -300,12 +301,19 @@ pub async fn groups_of<'e, E: Executor<'e, Database = Db>>(
     .await
 }
 
-/// The columns of an [`AnyRow`], `m` being `messages`.
-const ANY_MESSAGE_COLUMNS: &str =
-    "SELECT m.id, s.username AS sender, r.username AS recipient, m.group_id, m.content, \
-       m.message_type, m.content_type, m.created_at, m.status, m.reply_to, m.edited_at, \
-       m.deleted_at, m.reactions, m.change_id \
-     FROM messages m JOIN users s ON s.id = m.sender_id LEFT JOIN users r ON r.id = m.recipient_id";
+/// The columns of an [`AnyRow`], `m` being `messages`, `s` its sender and
+/// `r` its recipient (see [`SENDER_AND_RECIPIENT`]).
+const ANY_MESSAGE_FIELDS: &str =
+    "m.id, s.username AS sender, r.username AS recipient, m.group_id, m.content, \
+     m.message_type, m.content_type, m.created_at, m.status, m.reply_to, m.edited_at, \
+     m.deleted_at, m.reactions, m.change_id";
+const SENDER_AND_RECIPIENT: &str =
+    "JOIN users s ON s.id = m.sender_id LEFT JOIN users r ON r.id = m.recipient_id";
+
+/// Messages as [`AnyRow`]s, for a WHERE clause to follow.
+fn any_message_select() -> String {
+    format!("SELECT {ANY_MESSAGE_FIELDS} FROM messages m {SENDER_AND_RECIPIENT}")
+}
 
 /// Messages `$1` may see: their private conversations and every group they are in.
 const VISIBLE_TO_USER: &str =
@@ -323,7 +331,8 @@ pub async fn visible_since<'e, E: Executor<'e, Database = Db>>(
     static STATEMENT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     let sql = STATEMENT.get_or_init(|| {
         format!(
-            "{ANY_MESSAGE_COLUMNS} WHERE {VISIBLE_TO_USER} AND m.id > $2 ORDER BY m.id LIMIT $3"
+            "{} WHERE {VISIBLE_TO_USER} AND m.id > $2 ORDER BY m.id LIMIT $3",
+            any_message_select()
         )
     });
     sqlx::query_as(sql)
@@ -345,8 +354,9 @@ pub async fn changed_since<'e, E: Executor<'e, Database = Db>>(
     static STATEMENT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     let sql = STATEMENT.get_or_init(|| {
         format!(
-            "{ANY_MESSAGE_COLUMNS} WHERE m.change_id > $2 AND m.id <= $2 AND {VISIBLE_TO_USER} \
-             ORDER BY m.change_id LIMIT $3"
+            "{} WHERE m.change_id > $2 AND m.id <= $2 AND {VISIBLE_TO_USER} \
+             ORDER BY m.change_id LIMIT $3",
+            any_message_select()
         )
     });
     sqlx::query_as(sql)
@@ -364,7 +374,7 @@ pub async fn any_message<'e, E: Executor<'e, Database = Db>>(
     id: i64,
 ) -> Result<Option<AnyRow>, sqlx::Error> {
     static STATEMENT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    let sql = STATEMENT.get_or_init(|| format!("{ANY_MESSAGE_COLUMNS} WHERE m.id = $1"));
+    let sql = STATEMENT.get_or_init(|| format!("{} WHERE m.id = $1", any_message_select()));
     sqlx::query_as(sql).bind(id).fetch_optional(ex).await
 }
 
@@ -377,6 +387,97 @@ pub async fn message_parties<'e, E: Executor<'e, Database = Db>>(
         .bind(id)
         .fetch_optional(ex)
         .await
+}
+
+/// The search statements for the three scopes (all that the user may see,
+/// one conversation, one group), in that order. `$1` is the match text; each
+/// scope's own parameters follow, then the `before` bound, limit and offset.
+fn search_statements() -> &'static [String; 3] {
+    static STATEMENTS: std::sync::OnceLock<[String; 3]> = std::sync::OnceLock::new();
+    STATEMENTS.get_or_init(|| {
+        let statement = |scope: &str, next: usize| {
+            let (before, limit, offset) = (next, next + 1, next + 2);
+            format!(
+                "SELECT {ANY_MESSAGE_FIELDS}, {SEARCH_RANK} AS hit_rank \
+                 FROM {SEARCH_FROM} {SENDER_AND_RECIPIENT} \
+                 WHERE {SEARCH_MATCH} AND {scope} AND m.id < ${before} \
+                 ORDER BY hit_rank DESC, m.id DESC LIMIT ${limit} OFFSET ${offset}"
+            )
+        };
+        [
+            // A former member's bound is a correlated lookup, so a group
+            // left and joined again is covered whole by the membership.
+            statement(
+                "(m.conversation_id IN (SELECT id FROM conversations WHERE user_lo = $2 OR user_hi = $2) \
+                  OR m.group_id IN (SELECT group_id FROM group_members WHERE user_id = $2) \
+                  OR m.id <= (SELECT d.last_visible_id FROM group_departures d \
+                              WHERE d.user_id = $2 AND d.group_id = m.group_id))",
+                3,
+            ),
+            statement(
+                "m.conversation_id = (SELECT id FROM conversations WHERE user_lo = $2 AND user_hi = $3)",
+                4,
+            ),
+            statement("m.group_id = $2 AND m.id <= $3", 4),
+        ]
+    })
+}
+
+/// The words of a search as the backend's match text (see `SEARCH_SYNTAX`).
+fn search_text(words: &[String]) -> String {
+    match SEARCH_SYNTAX {
+        crate::store::SearchSyntax::Fts5 => words
+            .iter()
+            .map(|word| format!("\"{}\"", word.replace('"', "\"\"")))
+            .collect::<Vec<_>>()
+            .join(" AND "),
+        crate::store::SearchSyntax::PlainWords => words.join(" "),
+    }
+}
+
+/// One slice of the messages matching every word of `search` within its
+/// scope, best first and newest first among equals.
+pub async fn search<'e, E: Executor<'e, Database = Db>>(
+    ex: E,
+    search: &Search,
+) -> Result<Vec<SearchRow>, sqlx::Error> {
+    let [visible, conversation, group] = search_statements();
+    let text = search_text(&search.words);
+    let query = match search.scope {
+        SearchScope::Visible { user } => sqlx::query_as(visible).bind(text).bind(user),
+        SearchScope::Conversation { user_lo, user_hi } => sqlx::query_as(conversation)
+            .bind(text)
+            .bind(user_lo)
+            .bind(user_hi),
+        SearchScope::Group { group_id, up_to } => sqlx::query_as(group)
+            .bind(text)
+            .bind(group_id)
+            .bind(up_to.unwrap_or(i64::MAX)),
+    };
+    query
+        .bind(search.before.unwrap_or(i64::MAX))
+        .bind(search.limit)
+        .bind(search.offset)
+        .fetch_all(ex)
+        .await
+}
+
+/// For a group and a user: (whether they are a member, the bound recorded
+/// when they last left, whether the group has any members).
+pub async fn group_reach<'e, E: Executor<'e, Database = Db>>(
+    ex: E,
+    group_id: i64,
+    user: i64,
+) -> Result<(bool, Option<i64>, bool), sqlx::Error> {
+    sqlx::query_as(
+        "SELECT EXISTS (SELECT 1 FROM group_members WHERE group_id = $1 AND user_id = $2), \
+           (SELECT last_visible_id FROM group_departures WHERE group_id = $1 AND user_id = $2), \
+           EXISTS (SELECT 1 FROM group_members WHERE group_id = $1)",
+    )
+    .bind(group_id)
+    .bind(user)
+    .fetch_one(ex)
+    .await
 }
 
 // ---- Writes: called only by the persistence actor, inside its transaction.
