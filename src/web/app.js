@@ -134,6 +134,7 @@
     confirmDelete: null, // id whose Delete button asks for confirmation
     picker: null, // id whose reaction picker is open
     highlight: null, // {id, until}: the message just jumped to
+    search: null, // {q, before, offset, results, more, loading}
   };
 
   const keyOfUser = (name) => `u:${lower(name)}`;
@@ -367,6 +368,7 @@
     state.editing = null;
     state.confirmDelete = null;
     state.picker = null;
+    closeSearch();
     $('chat-view').hidden = true;
     $('auth-view').hidden = false;
     document.title = 'Parley';
@@ -2015,6 +2017,136 @@
           : `${names.length} people are typing…`;
   }
 
+  // ---- search -----------------------------------------------------------------------
+
+  const SEARCH_PAGE = 20;
+
+  async function onSearchSubmit(ev) {
+    ev.preventDefault();
+    const q = $('search-input').value.trim();
+    if (!q) {
+      closeSearch();
+      return;
+    }
+    // `before` pins the ranking, so later pages do not shift as messages arrive.
+    state.search = { q, before: state.maxId + 1, offset: 0, results: [], more: false, loading: false };
+    await loadSearchPage();
+  }
+
+  async function loadSearchPage() {
+    const s = state.search;
+    if (!s || s.loading) return;
+    s.loading = true;
+    renderSearch();
+    const params = new URLSearchParams({ q: s.q, limit: String(SEARCH_PAGE), offset: String(s.offset) });
+    if (s.before > 1) params.set('before', String(s.before));
+    try {
+      const page = await api('GET', `/search?${params}`);
+      if (state.search !== s) return;
+      s.results.push(...(page.results || []));
+      s.offset += (page.results || []).length;
+      s.more = !!page.more;
+    } catch (err) {
+      if (state.search === s) s.error = err instanceof ApiError ? err.message : String(err);
+      showApiError(err, 'Could not search');
+    } finally {
+      s.loading = false;
+      if (state.search === s) renderSearch();
+    }
+  }
+
+  function closeSearch() {
+    state.search = null;
+    const panel = $('search-panel');
+    if (panel) panel.hidden = true;
+  }
+
+  /** The words of `q` as the server reads them: runs of letters and digits. */
+  function searchWords(q) {
+    return (q.match(/[\p{L}\p{N}]+/gu) || []).map((w) => w.toLowerCase());
+  }
+
+  /** `text` with the searched words in <mark>, built from text nodes only. */
+  function markWords(text, words) {
+    const frag = document.createDocumentFragment();
+    const parts = text.split(/([\p{L}\p{N}]+)/u);
+    for (const part of parts) {
+      if (!part) continue;
+      if (words.includes(part.toLowerCase())) frag.append(el('mark', null, part));
+      else frag.append(document.createTextNode(part));
+    }
+    return frag;
+  }
+
+  function renderSearch() {
+    const s = state.search;
+    const panel = $('search-panel');
+    if (!s) {
+      panel.hidden = true;
+      return;
+    }
+    panel.hidden = false;
+    $('search-heading').textContent = `Results for “${s.q}”`;
+    const words = searchWords(s.q);
+    const list = $('search-results');
+    list.replaceChildren(
+      ...s.results.map((r) => {
+        const li = el('li');
+        const btn = el('button', 'search-hit');
+        btn.type = 'button';
+        btn.dataset.testid = 'search-result';
+        btn.dataset.id = String(r.id);
+        const isGroup = r.group_id != null;
+        const g = isGroup ? state.groups.get(r.group_id) : null;
+        const where = isGroup ? `# ${g ? g.name : `group ${r.group_id}`}` : sameUser(r.sender, state.me) ? r.recipient : r.sender;
+        if (isGroup) btn.dataset.groupId = String(r.group_id);
+        else btn.dataset.username = where;
+        const head = el('span', 'search-hit-head');
+        head.append(
+          el('span', 'search-hit-where', where),
+          el('span', 'search-hit-sender', sameUser(r.sender, state.me) ? 'You' : r.sender),
+          el('time', 'search-hit-time', formatTime(r.timestamp)),
+        );
+        const file = fileInfo(r);
+        const body = el('span', 'search-hit-text');
+        body.dataset.testid = 'search-result-text';
+        const text = file ? `File: ${file.filename}` : String(r.content).replace(/\s+/g, ' ');
+        body.append(markWords(text.length > 200 ? `${text.slice(0, 200)}…` : text, words));
+        btn.append(head, body);
+        btn.setAttribute('aria-label', `${where}, ${r.sender}: ${text.slice(0, 120)}. Show in the conversation`);
+        btn.addEventListener('click', () => openSearchResult(r));
+        li.append(btn);
+        return li;
+      }),
+    );
+    const status = $('search-status');
+    if (s.loading) status.textContent = 'Searching…';
+    else if (s.error && !s.results.length) status.textContent = 'The search failed.';
+    else if (!s.results.length) status.textContent = 'No messages found.';
+    else status.textContent = `${s.results.length}${s.more ? '+' : ''} message${s.results.length === 1 ? '' : 's'} found`;
+    const more = $('search-more');
+    more.hidden = !s.more;
+    more.disabled = s.loading;
+  }
+
+  /** Opens the result's conversation and scrolls to the message, highlighted. */
+  async function openSearchResult(r) {
+    closeSearch();
+    let target;
+    if (r.group_id != null) {
+      if (!state.groups.has(r.group_id)) {
+        notify('You are no longer a member of that group.', 'info');
+        return;
+      }
+      target = { kind: 'group', id: r.group_id };
+    } else {
+      const other = sameUser(r.sender, state.me) ? r.recipient : r.sender;
+      target = { kind: 'user', name: ensureContact(other, true).name };
+    }
+    if (activeKey() !== (target.kind === 'user' ? keyOfUser(target.name) : keyOfGroup(target.id))) openConversation(target);
+    await jumpToMessage(r.id);
+  }
+
   // ---- wiring ----------------------------------------------------------------------
 
   function init() {
@@ -2030,6 +2162,18 @@
     $('composer-input').addEventListener('input', onComposerInput);
     $('attach-button').addEventListener('click', () => $('file-input').click());
     $('reply-cancel').addEventListener('click', cancelReply);
+    $('search-form').addEventListener('submit', onSearchSubmit);
+    $('search-more').addEventListener('click', loadSearchPage);
+    $('search-close').addEventListener('click', () => {
+      closeSearch();
+      $('search-input').focus();
+    });
+    document.addEventListener('keydown', (ev) => {
+      if (ev.key === 'Escape' && state.search && ($('search-panel').contains(ev.target) || ev.target === $('search-input'))) {
+        closeSearch();
+        $('search-input').focus();
+      }
+    });
     $('reply-bar-quote').addEventListener('click', () => {
       const id = state.active && state.replyTo.get(activeKey());
       if (id) jumpToMessage(id);

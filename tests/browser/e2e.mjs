@@ -616,6 +616,48 @@ async function main() {
       await shot(alice.page, 'alice-older-history');
     });
 
+    await step('a search finds an old message and jumps to it', async () => {
+      // alice opens the group and reloads: bob's conversation is not loaded at all.
+      await alice.t(`group-${groupId}`).click();
+      await hasText(alice.t('conversation-title'), 'Project X', 'the group title');
+      await alice.page.reload();
+      await visible(alice.t('chat-view'), 'alice still signed in after the reload');
+      await hasText(alice.t('conversation-title'), 'Project X', 'the group reopened after the reload');
+      const results = alice.t('search-results').locator('[data-testid="search-result"]');
+      // A deleted message is found by nothing.
+      await alice.t('search-input').fill('wrong chat');
+      await alice.t('search-input').press('Enter');
+      await hasText(alice.t('search-status'), 'No messages found', 'the empty search');
+      await alice.t('search-input').fill('not bold');
+      await alice.t('search-input').press('Enter');
+      await until(async () => (await results.count()) === 1 && (await textOf(alice.t('search-status'))).startsWith('1 '), 'exactly one result for “not bold”');
+      const hit = results.first();
+      await hasText(hit, 'Hello Bob!', 'the found message');
+      if ((await hit.getAttribute('data-username')) !== 'bob') throw new StepFailure('the result is not shown as bob’s conversation');
+      const marked = (await hit.locator('mark').allTextContents()).join(' ');
+      if (marked !== 'not bold') throw new StepFailure(`the searched words are not marked: “${marked}”`);
+      if ((await hit.locator('b').count()) !== 0) throw new StepFailure('a search result was rendered as HTML');
+      const id = Number(await hit.getAttribute('data-id'));
+      await shot(alice.page, 'alice-search-results');
+      // The message is beyond the newest page: the client loads older pages to reach it.
+      await hit.click();
+      await hasText(alice.t('conversation-title'), 'bob', 'the conversation of the result');
+      const found = messageById(alice, id);
+      await visible(found, 'the found message in its conversation');
+      await until(async () => (await found.getAttribute('data-highlight')) === 'true', 'the found message to be highlighted');
+      await until(
+        () =>
+          found.evaluate((node) => {
+            const box = node.closest('[data-testid="message-scroller"]').getBoundingClientRect();
+            const r = node.getBoundingClientRect();
+            return r.top >= box.top && r.bottom <= box.bottom;
+          }),
+        'the found message to be scrolled into view',
+      );
+      if (!(await alice.t('search-panel').isHidden())) throw new StepFailure('the results still cover the conversation');
+      await shot(alice.page, 'alice-search-jump');
+    });
+
     await step('bob’s unread count follows the bulk messages', async () => {
       // bob has the group open; the 60 private messages arrived live.
       await hasText(bob.t('contact-alice').locator('[data-testid="unread"]'), '60', 'bob’s unread count for alice');
