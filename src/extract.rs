@@ -7,7 +7,7 @@ use std::pin::Pin;
 use actix_web::dev::Payload;
 use actix_web::{http::header, web, FromRequest, HttpRequest};
 use futures_util::StreamExt;
-use parley_actors::model::Page;
+use parley_actors::model::{ActivityPosition, ConversationPage, Page};
 use parley_actors::ChatError;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -110,31 +110,110 @@ fn parse_paging(query: &str) -> Result<Page, ApiError> {
     let raw = web::Query::<RawPaging>::from_query(query)
         .map_err(|err| ChatError::invalid(format!("query: {err}")))?
         .into_inner();
-    let number = |name: &str, value: Option<String>| -> Result<Option<i64>, ApiError> {
-        value
-            .map(|text| {
-                text.parse::<i64>()
-                    .map_err(|_| ChatError::invalid(format!("{name}: must be an integer")).into())
-            })
-            .transpose()
-    };
     let before = number("before", raw.before)?;
     let after = number("after", raw.after)?;
-    let limit = number("limit", raw.limit)?.unwrap_or(Page::DEFAULT_LIMIT);
     if before.is_some_and(|id| id < 0) {
         return Err(ChatError::invalid("before: must not be negative").into());
     }
     if after.is_some_and(|id| id < 0) {
         return Err(ChatError::invalid("after: must not be negative").into());
     }
-    if limit < 1 {
-        return Err(ChatError::invalid("limit: must be at least 1").into());
-    }
     Ok(Page {
         before,
         after,
-        limit: limit.min(Page::MAX_LIMIT),
+        limit: limit(raw.limit, Page::DEFAULT_LIMIT, Page::MAX_LIMIT)?,
     })
+}
+
+/// An optional integer query parameter, naming it on error.
+fn number(name: &str, value: Option<String>) -> Result<Option<i64>, ApiError> {
+    value
+        .map(|text| {
+            text.parse::<i64>()
+                .map_err(|_| ChatError::invalid(format!("{name}: must be an integer")).into())
+        })
+        .transpose()
+}
+
+/// `limit` as every list reads it: `default` when absent, at least 1, and
+/// read as `max` above it.
+fn limit(value: Option<String>, default: i64, max: i64) -> Result<i64, ApiError> {
+    let limit = number("limit", value)?.unwrap_or(default);
+    if limit < 1 {
+        return Err(ChatError::invalid("limit: must be at least 1").into());
+    }
+    Ok(limit.min(max))
+}
+
+/// `?before=&limit=` on `GET /conversations`: `before` is a cursor the
+/// previous page returned as `next_before` (see [`format_cursor`]).
+pub struct ConversationPaging {
+    /// Only conversations below this position; the top when absent.
+    pub before: ActivityPosition,
+    /// 1..=100.
+    pub limit: i64,
+}
+
+#[derive(Deserialize)]
+struct RawConversationPaging {
+    before: Option<String>,
+    limit: Option<String>,
+}
+
+impl FromRequest for ConversationPaging {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        std::future::ready(parse_conversation_paging(req.query_string()))
+    }
+}
+
+fn parse_conversation_paging(query: &str) -> Result<ConversationPaging, ApiError> {
+    let raw = web::Query::<RawConversationPaging>::from_query(query)
+        .map_err(|err| ChatError::invalid(format!("query: {err}")))?
+        .into_inner();
+    let before = match raw.before {
+        None => ActivityPosition::TOP,
+        Some(cursor) => parse_cursor(&cursor).ok_or_else(|| {
+            ChatError::invalid("before: must be a next_before value from an earlier page")
+        })?,
+    };
+    Ok(ConversationPaging {
+        before,
+        limit: limit(
+            raw.limit,
+            ConversationPage::DEFAULT_LIMIT,
+            ConversationPage::MAX_LIMIT,
+        )?,
+    })
+}
+
+/// The cursor that names a position in the conversation list:
+/// `<milliseconds>.<message id>.<group id>`. Clients treat it as opaque;
+/// it is spelled out so that a cursor stays readable in logs.
+pub fn format_cursor(position: ActivityPosition) -> String {
+    format!(
+        "{}.{}.{}",
+        position.at, position.message_id, position.group_id
+    )
+}
+
+/// The inverse of [`format_cursor`]; `None` for anything it cannot have made.
+fn parse_cursor(cursor: &str) -> Option<ActivityPosition> {
+    let mut parts = cursor.split('.').map(|part| {
+        // `parse` accepts a leading `+`, which `format_cursor` never writes.
+        part.bytes()
+            .all(|byte| byte.is_ascii_digit())
+            .then(|| part.parse::<i64>().ok())
+            .flatten()
+    });
+    let position = ActivityPosition {
+        at: parts.next()??,
+        message_id: parts.next()??,
+        group_id: parts.next()??,
+    };
+    parts.next().is_none().then_some(position)
 }
 
 /// Runs `bytes` through [`parse_json`] as every JSON request body the API
@@ -188,6 +267,36 @@ mod tests {
         assert_eq!(parse_paging("after=0").unwrap().after, Some(0));
         for bad in ["limit=0", "limit=-1", "limit=abc", "before=-5", "after=1.5"] {
             assert_eq!(parse_paging(bad).unwrap_err().0.status(), 400, "{bad}");
+        }
+    }
+
+    #[test]
+    fn conversation_cursors_read_back_what_they_wrote_and_nothing_else() {
+        let position = ActivityPosition {
+            at: 1_795_000_000_123,
+            message_id: 42,
+            group_id: 0,
+        };
+        assert_eq!(parse_cursor(&format_cursor(position)), Some(position));
+        let top = parse_conversation_paging("").unwrap();
+        assert_eq!((top.before, top.limit), (ActivityPosition::TOP, 50));
+        assert_eq!(parse_conversation_paging("limit=900").unwrap().limit, 100);
+        for bad in [
+            "before=",
+            "before=1.2",
+            "before=1.2.3.4",
+            "before=1.-2.3",
+            "before=1.+2.3",
+            "before=a.b.c",
+            "before=1..3",
+            "limit=0",
+            "limit=x",
+        ] {
+            assert_eq!(
+                parse_conversation_paging(bad).err().map(|e| e.0.status()),
+                Some(400),
+                "{bad}"
+            );
         }
     }
 }

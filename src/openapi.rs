@@ -49,6 +49,7 @@ use crate::routes;
         routes::messages::react,
         routes::messages::unreact,
         routes::search::search,
+        routes::conversations::list,
         routes::groups::mine,
         routes::groups::create,
         routes::groups::messages,
@@ -92,6 +93,7 @@ use crate::routes;
     tags(
         (name = "auth", description = "Accounts and access tokens"),
         (name = "messages", description = "Private messages; receipts, edits, deletions and reactions of any message"),
+        (name = "conversations", description = "The caller's conversation list"),
         (name = "groups", description = "Groups, their members and their messages"),
         (name = "devices", description = "The caller's devices"),
         (name = "files", description = "Uploads and downloads"),
@@ -332,6 +334,19 @@ pub struct SearchParams {
     #[param(minimum = 0, maximum = 1000, nullable = false)]
     pub offset: Option<i64>,
     /// How many results at most: default 20; above 100 is read as 100.
+    #[param(minimum = 1, nullable = false)]
+    pub limit: Option<i64>,
+}
+
+/// Conversation-list paging: no cursor gives the newest `limit`
+/// conversations; `before` continues below the previous page.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ConversationPagingParams {
+    /// The previous page's `next_before`.
+    #[param(nullable = false, example = "1795000000123.42.0")]
+    pub before: Option<String>,
+    /// How many at most: default 50; above 100 is read as 100.
     #[param(minimum = 1, nullable = false)]
     pub limit: Option<i64>,
 }

@@ -377,3 +377,75 @@ pub struct SearchHit {
     pub message: AnyMessage,
     pub rank: f64,
 }
+
+/// Where a conversation stands in the caller's conversation list, which is
+/// ordered by these fields, largest first. Every conversation has exactly one
+/// position, so a page ends at a position and the next page starts strictly
+/// below it: nothing is listed twice or skipped unless its activity changes
+/// while the list is paged (then it moves above the cursor, and the client
+/// learns of it from the message that moved it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ActivityPosition {
+    /// The last message's time, or when the caller joined a group that has
+    /// no messages yet, in Unix milliseconds.
+    pub at: i64,
+    /// The last message's id, or 0 when there is none. Breaks ties between
+    /// conversations active in the same millisecond in the order their
+    /// messages were stored (ids are unique across private and group).
+    pub message_id: i64,
+    /// The group's id for a group without messages, else 0: breaks ties
+    /// between such groups, which have no message id to tell them apart.
+    pub group_id: i64,
+}
+
+impl ActivityPosition {
+    /// Above every real position: the first page.
+    pub const TOP: ActivityPosition = ActivityPosition {
+        at: i64::MAX,
+        message_id: i64::MAX,
+        group_id: i64::MAX,
+    };
+}
+
+/// One entry of `GET /conversations`: a private conversation or a group of
+/// the caller, with its newest message and what the caller has not read.
+#[derive(Debug, Clone)]
+pub struct ConversationSummary {
+    pub position: ActivityPosition,
+    /// Private: messages to the caller not yet `read`. Group: messages from
+    /// others above the caller's read cursor (as `GET /groups` counts them).
+    pub unread: i64,
+    pub kind: ConversationKind,
+}
+
+#[derive(Debug, Clone)]
+pub enum ConversationKind {
+    Private {
+        /// The other party's name as registered (kept after their account is
+        /// deleted, like the messages they sent).
+        peer: String,
+        last_message: PrivateMessage,
+    },
+    Group {
+        group_id: i64,
+        name: String,
+        /// The caller's role: `owner`, `admin` or `member`.
+        role: String,
+        /// `None` until someone writes in the group.
+        last_message: Option<GroupMessage>,
+    },
+}
+
+/// A page of the caller's conversations, newest activity first.
+#[derive(Debug, Clone)]
+pub struct ConversationPage {
+    pub conversations: Vec<ConversationSummary>,
+    /// Whether conversations below the page's last position exist.
+    pub more: bool,
+}
+
+impl ConversationPage {
+    /// At most 100 conversations per page; 50 unless asked otherwise.
+    pub const DEFAULT_LIMIT: i64 = 50;
+    pub const MAX_LIMIT: i64 = 100;
+}

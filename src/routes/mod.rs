@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod client;
+pub mod conversations;
 pub mod devices;
 pub mod docs;
 pub mod files;
@@ -62,6 +63,7 @@ routes! {
     "/messages/{message_id}/read" => [POST => messages::mark_read],
     "/messages/{message_id}/reaction" => [PUT => messages::react, DELETE => messages::unreact],
     "/search" => [GET => search::search],
+    "/conversations" => [GET => conversations::list],
     "/groups" => [GET => groups::mine, POST => groups::create],
     "/groups/{group_id}/messages" => [GET => groups::messages, POST => groups::post_message],
     "/groups/{group_id}/members" => [GET => groups::members, POST => groups::add_member],

@@ -495,6 +495,7 @@ const MATRIX: &[Row] = &[
     row("DELETE", "/messages/{message_id}/reaction",        "/messages/{pm}/reaction",             Body::None,                                          [200, 200, 404, 401]),
     row("DELETE", "/messages/{message_id}/reaction",        "/messages/{gm}/reaction",             Body::None,                                          [200, 200, 404, 401]),
     row("GET",    "/search",                                "/search?q=xyzzy",                     Body::None,                                          [200, 200, 200, 401]),
+    row("GET",    "/conversations",                         "/conversations",                      Body::None,                                          [200, 200, 200, 401]),
     row("GET",    "/groups",                                "/groups",                             Body::None,                                          [200, 200, 200, 401]),
     row("POST",   "/groups",                                "/groups",                             Body::Json(r#"{"name":"another"}"#),                 [200, 200, 200, 401]),
     row("GET",    "/groups/{group_id}/messages",            "/groups/{group}/messages",            Body::None,                                          [200, 200, 403, 401]),

@@ -484,6 +484,11 @@ impl TestApp {
         self.get("/groups", token).await
     }
 
+    /// GET /conversations?{query} (the caller's conversations and groups)
+    pub async fn list_conversations(&self, token: &str, query: &str) -> Response {
+        self.get(&with_query("/conversations", query), token).await
+    }
+
     /// POST /groups/{group_id}/messages; `group_id` is a string so tests can
     /// pass non-integers.
     pub async fn post_group_message(&self, token: &str, group_id: &str, body: &Value) -> Response {

@@ -9,6 +9,7 @@ mod access;
 mod asyncapi;
 mod auth;
 mod cluster;
+mod conversations;
 mod devices;
 mod errors;
 mod faults;

@@ -1013,6 +1013,50 @@ api_test!(
             .await;
         assert_eq!(reacted["group_id"], group_id);
 
+        // -- the conversation list: a private conversation, a group with
+        // messages and one without, over two pages.
+        app.create_group_id(&bob, "quiet").await;
+        let list = c
+            .check(
+                "GET",
+                "/conversations",
+                app.list_conversations(&bob.token, "").await,
+            )
+            .await;
+        let kinds: Vec<&str> = array(&list["conversations"], "conversations")
+            .iter()
+            .map(|entry| str_field(entry, "kind"))
+            .collect();
+        assert_eq!(kinds, ["group", "group", "private"]);
+        let first = c
+            .check(
+                "GET",
+                "/conversations",
+                app.list_conversations(&bob.token, "limit=2").await,
+            )
+            .await;
+        let next = format!("before={}", str_field(&first, "next_before"));
+        let rest = c
+            .check(
+                "GET",
+                "/conversations",
+                app.list_conversations(&bob.token, &next).await,
+            )
+            .await;
+        assert_eq!(rest["more"], false);
+        c.check(
+            "GET",
+            "/conversations",
+            app.list_conversations(&bob.token, "before=nope").await,
+        )
+        .await; // 400
+        c.check(
+            "GET",
+            "/conversations",
+            app.list_conversations("", "").await,
+        )
+        .await; // 401
+
         c.check(
             "DELETE",
             "/groups/{group_id}/members/{username}",

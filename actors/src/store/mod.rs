@@ -16,7 +16,8 @@ use sqlx::{PgPool, SqlitePool};
 
 use crate::error::{ChatError, ChatResult};
 use crate::model::{
-    AccountState, AnyMessage, Credentials, DeliveryStatus, DeviceRecord, FileRecord, GroupMessage,
+    AccountState, ActivityPosition, AnyMessage, ConversationKind, ConversationPage,
+    ConversationSummary, Credentials, DeliveryStatus, DeviceRecord, FileRecord, GroupMessage,
     GroupReach, GroupRecord, GroupSummary, Lifecycle, Page, PrivateMessage, Search, SearchHit,
     Timestamp, UserRecord, UserRef,
 };
@@ -227,6 +228,31 @@ pub struct MessageParties {
     pub recipient: Option<i64>,
     /// Set for a group message.
     pub group_id: Option<i64>,
+}
+
+/// One entry of a conversation-list page as `conversations` reads it: a
+/// group when `group_id` is set, else a private conversation. The message
+/// columns are those of the last message, NULL for a group without one.
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct ConversationRow {
+    pub group_id: Option<i64>,
+    pub activity: i64,
+    pub last_key: i64,
+    pub group_key: i64,
+    pub role: Option<String>,
+    pub peer: Option<String>,
+    pub group_name: Option<String>,
+    pub sender: Option<String>,
+    pub recipient: Option<String>,
+    pub content: Option<String>,
+    pub message_type: Option<String>,
+    pub content_type: Option<String>,
+    pub status: Option<String>,
+    pub reply_to: Option<i64>,
+    pub edited_at: Option<i64>,
+    pub deleted_at: Option<i64>,
+    pub reactions: Option<String>,
+    pub unread: i64,
 }
 
 /// A member of a group as the room actor keeps it.
@@ -538,6 +564,30 @@ impl Store {
         Ok(on_backend!(&self.read, |q, pool| q::groups_of(pool, user).await)?)
     }
 
+    /// A page of `user`'s private conversations and groups with a position
+    /// below `before`, newest activity first (see `ActivityPosition`).
+    pub async fn conversations(
+        &self,
+        user: i64,
+        before: ActivityPosition,
+        limit: i64,
+    ) -> ChatResult<ConversationPage> {
+        // One row more than the page tells whether another page follows.
+        let rows = on_backend!(&self.read, |q, pool| {
+            q::conversations(pool, user, before, limit + 1).await
+        })?;
+        let more = rows.len() as i64 > limit;
+        let conversations = rows
+            .into_iter()
+            .take(limit as usize)
+            .map(conversation_summary)
+            .collect::<ChatResult<_>>()?;
+        Ok(ConversationPage {
+            conversations,
+            more,
+        })
+    }
+
     /// Up to `limit` messages above `after` that `user` may see, ascending id.
     pub async fn visible_since(
         &self,
@@ -640,6 +690,79 @@ impl Store {
             })
             .collect())
     }
+}
+
+/// A conversation-list row as the model shows it. A column that the query's
+/// joins guarantee but that came back NULL is a fault of the store.
+fn conversation_summary(row: ConversationRow) -> ChatResult<ConversationSummary> {
+    let position = ActivityPosition {
+        at: row.activity,
+        message_id: row.last_key,
+        group_id: row.group_key,
+    };
+    let required = |value: Option<String>, column: &str| {
+        value.ok_or_else(|| {
+            ChatError::internal_msg(format_args!(
+                "conversation list entry {position:?} has no {column}"
+            ))
+        })
+    };
+    let timestamp = Timestamp(row.activity);
+    let lifecycle = lifecycle(
+        row.last_key,
+        row.reply_to,
+        row.edited_at,
+        row.deleted_at,
+        row.reactions.as_deref(),
+    )?;
+    let kind = match row.group_id {
+        Some(group_id) => ConversationKind::Group {
+            group_id,
+            name: required(row.group_name, "group name")?,
+            role: required(row.role, "role")?,
+            last_message: match row.last_key {
+                0 => None,
+                id => Some(GroupMessage {
+                    id,
+                    group_id,
+                    sender: required(row.sender, "sender")?,
+                    content: required(row.content, "content")?,
+                    message_type: required(row.message_type, "message_type")?,
+                    content_type: required(row.content_type, "content_type")?,
+                    timestamp,
+                    lifecycle,
+                }),
+            },
+        },
+        None => {
+            let status = required(row.status, "status")?;
+            let status = DeliveryStatus::parse(&status).ok_or_else(|| {
+                ChatError::internal_msg(format_args!(
+                    "message {} has status {status:?}",
+                    row.last_key
+                ))
+            })?;
+            ConversationKind::Private {
+                peer: required(row.peer, "peer")?,
+                last_message: PrivateMessage {
+                    id: row.last_key,
+                    sender: required(row.sender, "sender")?,
+                    recipient: required(row.recipient, "recipient")?,
+                    content: required(row.content, "content")?,
+                    message_type: required(row.message_type, "message_type")?,
+                    content_type: required(row.content_type, "content_type")?,
+                    timestamp,
+                    status,
+                    lifecycle,
+                },
+            }
+        }
+    };
+    Ok(ConversationSummary {
+        position,
+        unread: row.unread,
+        kind,
+    })
 }
 
 /// A directory of its own for one test's SQLite database (not created yet),

@@ -9,10 +9,10 @@
 use sqlx::Executor;
 
 use crate::model::{
-    Credentials, DeviceRecord, FileRecord, GroupRecord, GroupSummary, Page, Search, SearchScope,
-    Timestamp, UserRecord,
+    ActivityPosition, Credentials, DeviceRecord, FileRecord, GroupRecord, GroupSummary, Page,
+    Search, SearchScope, Timestamp, UserRecord,
 };
-use crate::store::{AnyRow, GroupRow, MemberRow, PrivateRow, SearchRow};
+use crate::store::{AnyRow, ConversationRow, GroupRow, MemberRow, PrivateRow, SearchRow};
 
 pub type Conn = <Db as sqlx::Database>::Connection;
 
@@ -313,6 +313,84 @@ const SENDER_AND_RECIPIENT: &str =
 /// Messages as [`AnyRow`]s, for a WHERE clause to follow.
 fn any_message_select() -> String {
     format!("SELECT {ANY_MESSAGE_FIELDS} FROM messages m {SENDER_AND_RECIPIENT}")
+}
+
+/// One page of `user`'s conversation list: up to `limit` private
+/// conversations and groups whose [`ActivityPosition`] is below `before`,
+/// largest first, each with its last message and unread count.
+///
+/// Cost: every conversation and group of the user is visited on every page,
+/// each with one backward seek in `messages_conversation` or
+/// `messages_group` for its last message, and the whole set is sorted; only
+/// the page's entries then get their details and unread counts. A group's
+/// count is a range scan above the read cursor. A private count has no
+/// cursor to start from (any message may be marked read on its own), so it
+/// reads every message of the conversation through `messages_conversation`:
+/// it grows with the conversation's length. An index on unread messages
+/// would bound it by the unread count, at the price of a write on every
+/// private send and status change; not added until a measurement asks.
+///
+/// A conversation without messages (none is stored so today) has no
+/// activity: its NULL position fails the cursor comparison, so it is left
+/// out rather than listed at the bottom.
+///
+/// [`ActivityPosition`]: crate::model::ActivityPosition
+pub async fn conversations<'e, E: Executor<'e, Database = Db>>(
+    ex: E,
+    user: i64,
+    before: ActivityPosition,
+    limit: i64,
+) -> Result<Vec<ConversationRow>, sqlx::Error> {
+    sqlx::query_as(
+        "WITH page AS ( \
+           SELECT * FROM ( \
+             SELECT e.conversation_id, e.group_id, e.peer_id, e.role, e.read_cursor, e.last_id, \
+               COALESCE(lm.created_at, e.joined_at) AS activity, \
+               COALESCE(e.last_id, 0) AS last_key, \
+               CASE WHEN e.last_id IS NULL THEN e.group_id ELSE 0 END AS group_key \
+             FROM ( \
+               SELECT c.id AS conversation_id, NULL AS group_id, \
+                 CASE WHEN c.user_lo = $1 THEN c.user_hi ELSE c.user_lo END AS peer_id, \
+                 NULL AS role, NULL AS joined_at, 0 AS read_cursor, \
+                 (SELECT m.id FROM messages m WHERE m.conversation_id = c.id \
+                   ORDER BY m.id DESC LIMIT 1) AS last_id \
+               FROM conversations c WHERE c.user_lo = $1 OR c.user_hi = $1 \
+               UNION ALL \
+               SELECT NULL, gm.group_id, NULL, gm.role, gm.joined_at, gm.read_cursor, \
+                 (SELECT m.id FROM messages m WHERE m.group_id = gm.group_id \
+                   ORDER BY m.id DESC LIMIT 1) \
+               FROM group_members gm WHERE gm.user_id = $1 \
+             ) AS e LEFT JOIN messages lm ON lm.id = e.last_id \
+           ) AS entries \
+           WHERE (activity, last_key, group_key) < ($2, $3, $4) \
+           ORDER BY activity DESC, last_key DESC, group_key DESC \
+           LIMIT $5 \
+         ) \
+         SELECT page.group_id, page.activity, page.last_key, page.group_key, page.role, \
+           p.username AS peer, g.name AS group_name, s.username AS sender, r.username AS recipient, \
+           lm.content, lm.message_type, lm.content_type, lm.status, \
+           lm.reply_to, lm.edited_at, lm.deleted_at, lm.reactions, \
+           CASE WHEN page.group_id IS NULL \
+             THEN (SELECT COUNT(*) FROM messages u WHERE u.conversation_id = page.conversation_id \
+                     AND u.recipient_id = $1 AND u.status <> 'read') \
+             ELSE (SELECT COUNT(*) FROM messages u WHERE u.group_id = page.group_id \
+                     AND u.id > page.read_cursor AND u.sender_id <> $1) \
+           END AS unread \
+         FROM page \
+         LEFT JOIN users p ON p.id = page.peer_id \
+         LEFT JOIN chat_groups g ON g.id = page.group_id \
+         LEFT JOIN messages lm ON lm.id = page.last_id \
+         LEFT JOIN users s ON s.id = lm.sender_id \
+         LEFT JOIN users r ON r.id = lm.recipient_id \
+         ORDER BY page.activity DESC, page.last_key DESC, page.group_key DESC",
+    )
+    .bind(user)
+    .bind(before.at)
+    .bind(before.message_id)
+    .bind(before.group_id)
+    .bind(limit)
+    .fetch_all(ex)
+    .await
 }
 
 /// Messages `$1` may see: their private conversations and every group they are in.
