@@ -2,10 +2,15 @@
 //
 // Talks to the server it is served from: REST for accounts, history, groups
 // and files; one WebSocket (/ws/chat?token=…) for everything live. The token
-// lives in sessionStorage, so two tabs can be two different users. A small
-// per-user cache in localStorage remembers the contact list (there is no
-// endpoint that lists private conversations) and the highest message id
-// seen, so a new page only replays what it missed with `sync`.
+// lives in sessionStorage, so two tabs can be two different users.
+//
+// The sidebar is one list of private conversations and groups, newest
+// activity first, loaded from GET /conversations (all pages, bounded) when a
+// page starts and again when the socket reconnects; its last messages give
+// the first `sync` cursor, so the socket only replays what arrived after the
+// list. Live frames keep it current in between: a new message moves its
+// conversation up and counts as unread, reads count down, and the unread
+// numbers come back from the server with every reload of the list.
 //
 // Messages change after they are sent (replies quote the original; edits,
 // tombstones and reactions arrive as `message_updated` frames carrying the
@@ -30,7 +35,8 @@
   const USER_KEY = 'parley.username';
   const ACTIVE_KEY = 'parley.active';
   const MAX_NOTICES = 4;
-  const MAX_CACHED_UNREAD = 500;
+  const LIST_PAGE = 100; // GET /conversations page size (its maximum)
+  const MAX_LIST_PAGES = 20; // at most 2000 conversations in the sidebar
   const REACTION_CHOICES = ['👍', '❤️', '😂', '🎉', '😮', '😢'];
   const MAX_JUMP_PAGES = 40; // older pages loaded at most to reach a quoted message
   const HIGHLIGHT_MS = 2500;
@@ -114,11 +120,14 @@
     syncing: false,
     reconnectAttempt: 0,
     reconnectTimer: null,
-    reconnected: false, // set after the first open: later opens also reload the groups
+    reconnected: false, // set after the first open: later opens also reload the conversation list
     stopped: true,
     maxId: 0, // the highest message id or change_id seen on the socket (the `sync` cursor)
-    contacts: new Map(), // lower name → {name, lastId, preview, unread:Set<id>}
-    groups: new Map(), // id → {id, name, description, role, unread, lastId, preview}
+    // The conversation list. Each entry has lastId and last (its newest
+    // message), activity (ms), unread (a count) and counted (ids counted live
+    // since the list was loaded, which its next load may not include yet).
+    contacts: new Map(), // lower name → {name, lastId, last, activity, unread, counted}
+    groups: new Map(), // id → {id, name, description, role, members, lastId, last, activity, unread, counted}
     presence: new Map(), // lower name → 'online' | 'offline'
     convs: new Map(), // key → conversation
     active: null, // {kind:'user', name} | {kind:'group', id}
@@ -126,8 +135,11 @@
     typingSentAt: new Map(), // key → ms
     readSent: new Set(), // private message ids we already marked read
     groupReadSent: new Map(), // group id → highest id we sent read for
-    groupsRefreshing: null,
-    pendingGroupRefresh: false,
+    listLoading: null, // the GET /conversations walk under way
+    listAgain: false, // another walk was asked for while one ran
+    listLoaded: false,
+    listTimer: null,
+    descriptionsLoading: false,
     observer: null,
     replyTo: new Map(), // conversation key → id of the message being answered
     editing: null, // {id, draft} while a message is edited inline
@@ -149,50 +161,6 @@
       state.convs.set(key, c);
     }
     return c;
-  }
-
-  // ---- per-user cache (contacts and the sync cursor) ------------------------
-
-  const cacheKey = () => `parley.cache.${lower(state.me)}`;
-
-  function loadCache() {
-    try {
-      const raw = localStorage.getItem(cacheKey());
-      if (!raw) return;
-      const data = JSON.parse(raw);
-      state.maxId = Number(data.maxId) || 0;
-      for (const c of data.contacts || []) {
-        if (!c || typeof c.name !== 'string') continue;
-        state.contacts.set(lower(c.name), {
-          name: c.name,
-          lastId: Number(c.lastId) || 0,
-          preview: typeof c.preview === 'string' ? c.preview : '',
-          unread: new Set((c.unread || []).filter(Number.isInteger)),
-        });
-      }
-    } catch (_) {
-      /* a broken cache is simply rebuilt */
-    }
-  }
-
-  let saveTimer = null;
-  function saveCache() {
-    if (saveTimer || !state.me) return;
-    saveTimer = setTimeout(() => {
-      saveTimer = null;
-      if (!state.me) return;
-      try {
-        const contacts = [...state.contacts.values()].map((c) => ({
-          name: c.name,
-          lastId: c.lastId,
-          preview: c.preview.slice(0, 120),
-          unread: [...c.unread].slice(-MAX_CACHED_UNREAD),
-        }));
-        localStorage.setItem(cacheKey(), JSON.stringify({ maxId: state.maxId, contacts }));
-      } catch (_) {
-        /* storage full or disabled: the cache is only an optimisation */
-      }
-    }, 300);
   }
 
   // ---- notices ------------------------------------------------------------------
@@ -301,7 +269,12 @@
     sessionStorage.setItem(TOKEN_KEY, token);
     sessionStorage.setItem(USER_KEY, state.me);
     state.stopped = false;
-    loadCache();
+    try {
+      // Earlier versions kept a contact list here; GET /conversations replaced it.
+      localStorage.removeItem(`parley.cache.${lower(state.me)}`);
+    } catch (_) {
+      /* storage disabled */
+    }
 
     $('auth-view').hidden = true;
     $('chat-view').hidden = false;
@@ -309,8 +282,12 @@
     document.title = `Parley — ${state.me}`;
     renderSidebar();
     renderConversation();
-    connect();
-    refreshGroups().then(() => restoreActive());
+    // The list first: its newest message ids are where the socket's `sync` starts.
+    refreshList().then(() => {
+      if (state.token !== token) return;
+      restoreActive();
+      connect();
+    });
   }
 
   /** Reopens the conversation that was open before a reload. */
@@ -360,7 +337,11 @@
       reconnected: false,
       maxId: 0,
       active: null,
+      listLoaded: false,
+      listAgain: false,
     });
+    clearTimeout(state.listTimer);
+    state.listTimer = null;
     for (const m of [state.contacts, state.groups, state.presence, state.convs, state.typing, state.typingSentAt]) m.clear();
     state.readSent.clear();
     state.groupReadSent.clear();
@@ -414,7 +395,8 @@
       for (const c of state.convs.values()) {
         for (const p of c.pending.values()) if (p.frame && !p.failed) sendFrame(p.frame);
       }
-      if (state.reconnected) refreshGroups();
+      // Reads and messages elsewhere while we were away: the server's counts.
+      if (state.reconnected) scheduleListRefresh();
       state.reconnected = true;
     });
 
@@ -437,7 +419,7 @@
       if (state.stopped) return;
       if (!opened) {
         // The handshake failed: an expired token answers 401; find out.
-        api('GET', '/groups').catch(() => {});
+        api('GET', '/auth/me').catch(() => {});
       }
       scheduleReconnect();
     });
@@ -491,8 +473,7 @@
       case 'member_added':
       case 'member_removed':
       case 'role_changed':
-        // A group appeared, went or changed: the list (and unread counts) follow.
-        refreshGroups();
+        onMemberEvent(f);
         break;
       case 'error':
         onErrorFrame(f);
@@ -503,10 +484,7 @@
   }
 
   function seeId(id) {
-    if (Number.isInteger(id) && id > state.maxId) {
-      state.maxId = id;
-      saveCache();
-    }
+    if (Number.isInteger(id) && id > state.maxId) state.maxId = id;
   }
 
   function previewOf(msg) {
@@ -544,37 +522,31 @@
     seeId(f.id);
     seeId(f.change_id);
     const msg = messageOf(f);
+    const mine = sameUser(f.sender, state.me);
     if (f.group_id != null) {
       const g = state.groups.get(f.group_id);
       if (!g) {
         // Someone added us to a group, or we joined from elsewhere: reload the list.
-        scheduleGroupRefresh();
-      } else {
-        g.lastId = Math.max(g.lastId || 0, f.id);
-        g.preview = `${f.sender}: ${previewOf(msg)}`;
-        // Replayed group messages are already counted by GET /groups (refreshed after `synced`).
-        if (!replay && !sameUser(f.sender, state.me) && !isViewing(keyOfGroup(f.group_id))) {
-          g.unread = (g.unread || 0) + 1;
-        }
+        scheduleListRefresh();
+      } else if (noteLast(g, msg) && !mine && !isViewing(keyOfGroup(f.group_id))) {
+        countUnread(g, f.id);
       }
       const c = state.convs.get(keyOfGroup(f.group_id));
       if (c && (c.loaded || c.loading)) addMessage(c, msg);
       clearTypingFor(keyOfGroup(f.group_id), f.sender);
     } else {
-      const mine = sameUser(f.sender, state.me);
       const other = mine ? f.recipient : f.sender;
+      // A conversation the list does not hold yet: the server's count covers its earlier messages.
+      if (!state.contacts.has(lower(other))) scheduleListRefresh();
       const contact = ensureContact(other, true);
-      if (f.id >= contact.lastId) {
-        contact.lastId = f.id;
-        contact.preview = (mine ? 'You: ' : '') + previewOf(msg);
-      }
-      if (!mine && f.status !== 'read' && !state.readSent.has(f.id)) contact.unread.add(f.id);
+      // Each private message is read on its own: one the viewer is looking at
+      // is counted here and counted down when it is marked read.
+      if (noteLast(contact, msg) && !mine && f.status !== 'read' && !state.readSent.has(f.id)) countUnread(contact, f.id);
       const c = state.convs.get(keyOfUser(other));
       if (c && (c.loaded || c.loading)) addMessage(c, msg);
       if (!mine) {
         clearTypingFor(keyOfUser(other), f.sender);
       }
-      saveCache();
     }
     if (replay) return; // rendered once at `synced`
     renderSidebar();
@@ -592,19 +564,14 @@
     let key;
     if (f.group_id != null) {
       key = keyOfGroup(f.group_id);
-      const g = state.groups.get(f.group_id);
-      if (g && g.lastId === f.id) g.preview = `${sameUser(f.sender, state.me) ? 'You' : f.sender}: ${previewOf(msg)}`;
     } else {
-      const mine = sameUser(f.sender, state.me);
-      const other = mine ? f.recipient : f.sender;
+      const other = sameUser(f.sender, state.me) ? f.recipient : f.sender;
       if (!other) return;
       key = keyOfUser(other);
-      const contact = state.contacts.get(lower(other));
-      if (contact && contact.lastId === f.id) contact.preview = (mine ? 'You: ' : '') + previewOf(msg);
-      // A deleted message is nothing to read.
-      if (contact && msg.deleted) contact.unread.delete(f.id);
-      if (contact) saveCache();
     }
+    // A change is not activity: the entry keeps its place and shows the new state.
+    const entry = entryOf(key);
+    if (entry && entry.lastId === f.id && isNewerState(entry.last, msg)) entry.last = msg;
     applyUpdate(key, msg);
     if (state.editing && state.editing.id === f.id && msg.deleted) state.editing = null;
     if (state.syncing) return; // rendered once at `synced`
@@ -651,18 +618,9 @@
           const seen = f.status === 'delivered' ? 'online' : 'offline';
           if (state.presence.get(lower(p.recipient)) !== seen) onPresence(p.recipient, seen);
         }
-        const contact = ensureContact(p.recipient);
-        if (f.id >= contact.lastId) {
-          contact.lastId = f.id;
-          contact.preview = `You: ${previewOf(msg)}`;
-        }
-        saveCache();
+        noteLast(ensureContact(p.recipient), msg);
       } else if (p.group_id != null) {
-        const g = state.groups.get(p.group_id);
-        if (g) {
-          g.lastId = Math.max(g.lastId || 0, f.id);
-          g.preview = `You: ${previewOf(msg)}`;
-        }
+        noteLast(state.groups.get(p.group_id), msg);
       }
       renderSidebar();
       if (activeKey() === c.key) renderMessages();
@@ -675,10 +633,23 @@
   function onReceipt(f) {
     if (sameUser(f.user, state.me)) {
       // We read this message on another of our sockets.
-      for (const contact of state.contacts.values()) contact.unread.delete(f.message_id);
-      state.readSent.add(f.message_id);
+      const id = f.message_id;
+      if (state.readSent.has(id)) return;
+      state.readSent.add(id);
+      let counted = false;
+      for (const c of state.convs.values()) {
+        const m = c.byId.get(id);
+        if (!m || !c.key.startsWith('u:')) continue;
+        if (m.status !== 'read' && !sameUser(m.sender, state.me)) {
+          countRead(state.contacts.get(c.key.slice(2)), id);
+          counted = true;
+        }
+        m.status = 'read';
+        if (activeKey() === c.key) renderMessages();
+      }
+      // Not loaded here (or a group's cursor): the server knows what is left unread.
+      if (!counted) scheduleListRefresh();
       renderSidebar();
-      saveCache();
       return;
     }
     for (const c of state.convs.values()) {
@@ -725,10 +696,8 @@
       return;
     }
     state.syncing = false;
-    saveCache();
-    // Group unread counts come from the server; replayed group messages may
-    // have changed them.
-    refreshGroups();
+    // Without a list (it failed to load), the replay was all we had: ask again.
+    if (!state.listLoaded) scheduleListRefresh();
     renderSidebar();
     if (activeKey()) renderMessages();
     markVisibleRead();
@@ -754,78 +723,199 @@
     notify(f.detail || 'The server refused a request', 'error');
   }
 
-  // ---- contacts and groups ------------------------------------------------------------
+  // ---- the conversation list ------------------------------------------------------------
 
   /** The contact for `name`; `canonical` when the name comes from the server (as registered). */
   function ensureContact(name, canonical = false) {
     const k = lower(name);
     let c = state.contacts.get(k);
     if (!c) {
-      c = { name, lastId: 0, preview: '', unread: new Set() };
+      c = { name, lastId: 0, last: null, activity: 0, unread: 0, counted: new Set() };
       state.contacts.set(k, c);
-      saveCache();
     } else if (canonical && c.name !== name) {
       c.name = name;
       if (state.active && state.active.kind === 'user' && lower(state.active.name) === k) {
         state.active.name = name;
         renderConversationHeader();
       }
-      saveCache();
     }
     return c;
   }
 
-  function scheduleGroupRefresh() {
-    if (state.groupsRefreshing) {
-      state.pendingGroupRefresh = true;
-      return;
-    }
-    refreshGroups();
+  /** The list entry of a conversation key, if the list holds it. */
+  function entryOf(key) {
+    return key.startsWith('g:') ? state.groups.get(Number(key.slice(2))) : state.contacts.get(key.slice(2));
   }
 
-  async function refreshGroups() {
-    if (state.groupsRefreshing) {
-      state.pendingGroupRefresh = true;
-      return state.groupsRefreshing;
+  /** Makes `msg` the entry's last message if it is newer; true when it was (new activity). */
+  function noteLast(entry, msg) {
+    if (!entry || !Number.isInteger(msg.id) || msg.id <= (entry.lastId || 0)) return false;
+    entry.lastId = msg.id;
+    entry.last = msg;
+    const t = Date.parse(msg.timestamp);
+    entry.activity = Math.max(entry.activity || 0, Number.isNaN(t) ? Date.now() : t);
+    return true;
+  }
+
+  /** One more unread message, newer than what the server counted when the list was loaded. */
+  function countUnread(entry, id) {
+    entry.unread = (entry.unread || 0) + 1;
+    entry.counted.add(id);
+  }
+
+  /** A private message marked read: one fewer unread. */
+  function countRead(entry, id) {
+    if (!entry) return;
+    entry.unread = Math.max(0, (entry.unread || 0) - 1);
+    entry.counted.delete(id);
+  }
+
+  /**
+   * Takes a conversation's state from the server: its count, plus the
+   * messages counted live that arrived after the server's last message.
+   */
+  function reconcile(entry, last, activity, unread) {
+    const serverLast = last ? last.id : 0;
+    const later = [...(entry.counted || [])].filter((id) => id > serverLast);
+    entry.counted = new Set(later);
+    entry.unread = unread + later.length;
+    if ((entry.lastId || 0) < serverLast || ((entry.lastId || 0) === serverLast && isNewerState(entry.last, last || {}))) {
+      entry.lastId = serverLast;
+      entry.last = last;
+      entry.activity = activity;
     }
+  }
+
+  function removeGroup(id) {
+    state.groups.delete(id);
+    if (state.active && state.active.kind === 'group' && state.active.id === id) {
+      state.active = null;
+      sessionStorage.removeItem(ACTIVE_KEY);
+      renderConversation();
+    }
+  }
+
+  /** Applies the walked list; `complete` when it reached the end, so a group not in it is gone. */
+  function applyList(items, complete) {
+    const listed = new Set();
+    let top = 0;
+    for (const item of items) {
+      const last = item.last_message ? { ...item.last_message } : null;
+      if (last) top = Math.max(top, Number(last.id) || 0, Number(last.change_id) || 0);
+      const activity = Date.parse(item.last_activity) || 0;
+      const unread = Number(item.unread) || 0;
+      if (item.kind === 'group' && Number.isInteger(item.group_id)) {
+        if (last) last.group_id = item.group_id;
+        listed.add(item.group_id);
+        let g = state.groups.get(item.group_id);
+        if (!g) {
+          g = { id: item.group_id, lastId: 0, last: null, activity: 0, unread: 0, counted: new Set() };
+          state.groups.set(item.group_id, g);
+        }
+        g.name = item.name;
+        g.role = item.role;
+        reconcile(g, last, activity, unread);
+        // The reader is looking at it: markVisibleRead moves the cursor.
+        if (isViewing(keyOfGroup(g.id))) g.unread = 0;
+      } else if (item.kind === 'private' && typeof item.peer === 'string') {
+        reconcile(ensureContact(item.peer, true), last, activity, unread);
+      }
+    }
+    if (complete) for (const id of [...state.groups.keys()]) if (!listed.has(id)) removeGroup(id);
+    // A page's first list starts the socket's cursor: history covers what came before.
+    if (!state.listLoaded) seeId(top);
+  }
+
+  /** Walks GET /conversations page by page (bounded) and applies it; one walk at a time. */
+  async function refreshList() {
+    if (state.listLoading) {
+      state.listAgain = true;
+      return state.listLoading;
+    }
+    const token = state.token;
     const run = (async () => {
       try {
-        const list = await api('GET', '/groups');
-        const seen = new Set();
-        for (const g of list) {
-          seen.add(g.id);
-          const old = state.groups.get(g.id) || {};
-          const viewing = isViewing(keyOfGroup(g.id));
-          state.groups.set(g.id, {
-            ...old,
-            id: g.id,
-            name: g.name,
-            description: g.description || '',
-            role: g.role,
-            unread: viewing ? 0 : Number(g.unread) || 0,
-          });
+        const items = [];
+        let before = null;
+        let complete = false;
+        for (let n = 0; n < MAX_LIST_PAGES; n += 1) {
+          const q = new URLSearchParams({ limit: String(LIST_PAGE) });
+          if (before) q.set('before', before);
+          const page = await api('GET', `/conversations?${q}`);
+          items.push(...(Array.isArray(page.conversations) ? page.conversations : []));
+          if (!page.more || !page.next_before) {
+            complete = true;
+            break;
+          }
+          before = page.next_before;
         }
-        for (const id of [...state.groups.keys()]) if (!seen.has(id)) state.groups.delete(id);
-        if (state.active && state.active.kind === 'group' && !state.groups.has(state.active.id)) {
-          state.active = null;
-          renderConversation();
-        }
+        if (state.token !== token) return;
+        applyList(items, complete);
+        state.listLoaded = true;
         renderSidebar();
         renderConversationHeader();
         if (state.active && state.active.kind === 'group') renderMessages(); // our role decides who may delete
         markVisibleRead();
       } catch (err) {
-        if (!(err instanceof ApiError && err.status === 401)) showApiError(err, 'Could not load groups');
+        if (!(err instanceof ApiError && err.status === 401)) showApiError(err, 'Could not load the conversations');
       }
     })();
-    state.groupsRefreshing = run;
+    state.listLoading = run;
     await run;
-    state.groupsRefreshing = null;
-    if (state.pendingGroupRefresh) {
-      state.pendingGroupRefresh = false;
-      return refreshGroups();
+    state.listLoading = null;
+    if (state.listAgain && state.token === token) {
+      state.listAgain = false;
+      return refreshList();
     }
     return undefined;
+  }
+
+  /** Reloads the list soon; many frames in a row ask once. */
+  function scheduleListRefresh() {
+    if (state.listTimer || !state.token) return;
+    state.listTimer = setTimeout(() => {
+      state.listTimer = null;
+      if (state.me) refreshList();
+    }, 200);
+  }
+
+  /** member_added, member_removed, role_changed: the list and the open group's members follow. */
+  function onMemberEvent(f) {
+    const id = f.group_id;
+    if (!Number.isInteger(id)) return;
+    const me = sameUser(f.user, state.me);
+    if (me && f.type === 'member_removed') {
+      removeGroup(id);
+      renderSidebar();
+      return;
+    }
+    const g = state.groups.get(id);
+    if (me && f.type === 'role_changed' && g && typeof f.role === 'string') {
+      g.role = f.role;
+      renderConversationHeader();
+      if (activeKey() === keyOfGroup(id)) renderMessages();
+    } else if (!g) {
+      // We were added (the frame has no group name): the list has it.
+      scheduleListRefresh();
+    }
+    if (activeKey() === keyOfGroup(id)) loadMembers(id);
+  }
+
+  /** The list has no group descriptions; GET /groups fills them in for the header. */
+  async function loadDescriptions() {
+    if (state.descriptionsLoading) return;
+    state.descriptionsLoading = true;
+    try {
+      for (const d of await api('GET', '/groups')) {
+        const g = state.groups.get(d.id);
+        if (g) g.description = d.description || '';
+      }
+      renderConversationHeader();
+    } catch (_) {
+      /* the header simply goes without */
+    } finally {
+      state.descriptionsLoading = false;
+    }
   }
 
   async function onNewConversation(ev) {
@@ -851,13 +941,10 @@
       const c = conv(keyOfUser(shown));
       c.loaded = false;
       mergePage(c, page, true);
-      if (page.length) {
-        const last = page[page.length - 1];
-        contact.lastId = last.id;
-        contact.preview = (sameUser(last.sender, state.me) ? 'You: ' : '') + previewOf(last);
-      }
+      if (page.length) noteLast(contact, page[page.length - 1]);
+      // A conversation without messages is new activity: it goes to the top until others pass it.
+      else contact.activity = Math.max(contact.activity, Date.now());
       input.value = '';
-      saveCache();
       openConversation({ kind: 'user', name: contact.name });
     } catch (err) {
       if (err instanceof ApiError && err.status === 404) notify(`No user called “${name}”.`, 'error');
@@ -872,15 +959,14 @@
     if (!name) return;
     try {
       const g = await api('POST', '/groups', { name, description });
-      state.groups.set(g.id, {
-        id: g.id,
+      const entry = state.groups.get(g.id) || { id: g.id, lastId: 0, last: null, unread: 0, counted: new Set() };
+      Object.assign(entry, {
         name: g.name,
         description: g.description || '',
         role: 'owner',
-        unread: 0,
-        lastId: 0,
-        preview: '',
+        activity: Math.max(entry.activity || 0, Date.parse(g.created_at) || Date.now()),
       });
+      state.groups.set(g.id, entry);
       $('new-group-name').value = '';
       $('new-group-description').value = '';
       renderSidebar();
@@ -940,6 +1026,7 @@
       const g = state.groups.get(target.id);
       if (g) g.unread = 0;
       loadMembers(target.id);
+      if (g && g.description === undefined) loadDescriptions();
     }
     renderSidebar();
     renderConversation();
@@ -968,10 +1055,6 @@
       if (existing && (STATUS_RANK[existing.status] || 0) > (STATUS_RANK[m.status] || 0)) msg.status = existing.status;
       // A live update that arrived while this page was on its way is newer.
       if (isNewerState(existing, msg)) c.byId.set(m.id, msg);
-      if (groupId === undefined && !sameUser(m.sender, state.me) && m.status !== 'read' && !state.readSent.has(m.id)) {
-        const contact = state.contacts.get(c.key.slice(2));
-        if (contact) contact.unread.add(m.id);
-      }
     }
     if (page.length) {
       const first = page[0].id;
@@ -1418,13 +1501,10 @@
         }
         m.status = 'read';
         node.dataset.unread = 'false';
-        if (contact) contact.unread.delete(id);
+        countRead(contact, id);
         changed = true;
       }
-      if (changed) {
-        renderSidebar();
-        saveCache();
-      }
+      if (changed) renderSidebar();
     } else {
       const g = state.groups.get(state.active.id);
       let top = 0;
@@ -1468,75 +1548,103 @@
     return b;
   }
 
+  /** The list's time of last activity: the time today, else the date. */
+  function formatListTime(ms) {
+    if (!ms) return '';
+    const d = new Date(ms);
+    if (Number.isNaN(d.getTime())) return '';
+    const now = new Date();
+    if (d.toDateString() === now.toDateString()) return d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+    const sameYear = d.getFullYear() === now.getFullYear();
+    return d.toLocaleDateString([], sameYear ? { month: 'short', day: 'numeric' } : { year: 'numeric', month: 'short', day: 'numeric' });
+  }
+
+  /** The last message as one line: the sender in groups, "You" for the viewer, a tombstone as such. */
+  function listSnippet(entry, isGroup) {
+    const m = entry.last;
+    if (!m) return isGroup ? 'No messages yet' : ' ';
+    const text = previewOf(m);
+    if (m.deleted) return text;
+    if (sameUser(m.sender, state.me)) return `You: ${text}`;
+    return isGroup ? `${m.sender}: ${text}` : text;
+  }
+
+  /** One conversation of the list. */
+  function listItem(entry, isGroup, current) {
+    const name = entry.name;
+    const li = el('li');
+    const btn = el('button', 'conv-item');
+    btn.type = 'button';
+    btn.dataset.kind = isGroup ? 'group' : 'private';
+    btn.dataset.unread = String(entry.unread || 0);
+    if (isGroup) {
+      btn.dataset.testid = `group-${entry.id}`;
+      btn.dataset.groupName = entry.name;
+    } else {
+      btn.dataset.testid = `contact-${entry.name}`;
+      btn.dataset.username = entry.name;
+    }
+    if (current) btn.setAttribute('aria-current', 'true');
+    const wrap = el('span', 'avatar-wrap');
+    const avatar = el('span', isGroup ? 'avatar avatar-group' : 'avatar', isGroup ? '#' : name.slice(0, 1).toUpperCase());
+    avatar.setAttribute('aria-hidden', 'true');
+    avatar.style.setProperty('--hue', String(hueOf(isGroup ? `g${entry.id}${name}` : name)));
+    wrap.append(avatar);
+    if (!isGroup) {
+      wrap.append(presenceDot(name));
+    } else {
+      const online = onlineMembers(entry);
+      if (online !== null && (online > 0 || knowsAnyPresence(entry))) {
+        const dot = el('span', 'presence');
+        dot.dataset.presence = online > 0 ? 'online' : 'offline';
+        dot.title = `${online} online`;
+        dot.setAttribute('role', 'img');
+        dot.setAttribute('aria-label', `${online} other members online`);
+        wrap.append(dot);
+      }
+    }
+    const top = el('span', 'conv-top');
+    top.append(el('span', 'conv-name', name));
+    const when = el('time', 'conv-time', formatListTime(entry.activity));
+    when.dataset.testid = 'conv-time';
+    if (entry.activity) {
+      when.setAttribute('datetime', new Date(entry.activity).toISOString());
+      when.title = new Date(entry.activity).toLocaleString();
+    }
+    top.append(when);
+    const bottom = el('span', 'conv-bottom');
+    const preview = el('span', 'conv-preview', listSnippet(entry, isGroup));
+    preview.dataset.testid = 'conv-preview';
+    if (entry.last && entry.last.deleted) preview.classList.add('deleted');
+    bottom.append(preview);
+    if (entry.unread > 0) bottom.append(badge(entry.unread));
+    const text = el('span', 'conv-text');
+    text.append(top, bottom);
+    btn.append(wrap, text);
+    btn.addEventListener('click', () =>
+      openConversation(isGroup ? { kind: 'group', id: entry.id } : { kind: 'user', name: entry.name }),
+    );
+    li.append(btn);
+    return li;
+  }
+
+  /** The conversation list: private conversations and groups together, newest activity first. */
   function renderSidebar() {
     if (!state.me) return;
     const key = activeKey();
-
-    const contacts = [...state.contacts.values()].sort((a, b) => b.lastId - a.lastId || a.name.localeCompare(b.name));
-    const cl = $('contact-list');
-    cl.replaceChildren(
-      ...contacts.map((c) => {
-        const li = el('li');
-        const btn = el('button', 'conv-item');
-        btn.type = 'button';
-        btn.dataset.testid = `contact-${c.name}`;
-        btn.dataset.username = c.name;
-        if (key === keyOfUser(c.name)) btn.setAttribute('aria-current', 'true');
-        const avatar = el('span', 'avatar', c.name.slice(0, 1).toUpperCase());
-        avatar.setAttribute('aria-hidden', 'true');
-        avatar.style.setProperty('--hue', String(hueOf(c.name)));
-        const wrap = el('span', 'avatar-wrap');
-        wrap.append(avatar, presenceDot(c.name));
-        const text = el('span', 'conv-text');
-        text.append(el('span', 'conv-name', c.name), el('span', 'conv-preview', c.preview || ' '));
-        btn.append(wrap, text);
-        if (c.unread.size) btn.append(badge(c.unread.size));
-        btn.addEventListener('click', () => openConversation({ kind: 'user', name: c.name }));
-        li.append(btn);
-        return li;
-      }),
+    const rows = [
+      ...[...state.contacts.values()].map((entry) => ({ entry, isGroup: false, key: keyOfUser(entry.name) })),
+      ...[...state.groups.values()].map((entry) => ({ entry, isGroup: true, key: keyOfGroup(entry.id) })),
+    ];
+    rows.sort(
+      (a, b) =>
+        (b.entry.activity || 0) - (a.entry.activity || 0) ||
+        (b.entry.lastId || 0) - (a.entry.lastId || 0) ||
+        a.entry.name.localeCompare(b.entry.name),
     );
-    $('contacts-empty').hidden = contacts.length > 0;
-
-    const groups = [...state.groups.values()].sort(
-      (a, b) => (b.lastId || 0) - (a.lastId || 0) || a.name.localeCompare(b.name),
-    );
-    const gl = $('group-list');
-    gl.replaceChildren(
-      ...groups.map((g) => {
-        const li = el('li');
-        const btn = el('button', 'conv-item');
-        btn.type = 'button';
-        btn.dataset.testid = `group-${g.id}`;
-        btn.dataset.groupName = g.name;
-        if (key === keyOfGroup(g.id)) btn.setAttribute('aria-current', 'true');
-        const avatar = el('span', 'avatar avatar-group', '#');
-        avatar.setAttribute('aria-hidden', 'true');
-        avatar.style.setProperty('--hue', String(hueOf(`g${g.id}${g.name}`)));
-        const wrap = el('span', 'avatar-wrap');
-        wrap.append(avatar);
-        const online = onlineMembers(g);
-        if (online !== null && (online > 0 || knowsAnyPresence(g))) {
-          const dot = el('span', 'presence');
-          dot.dataset.presence = online > 0 ? 'online' : 'offline';
-          dot.title = `${online} online`;
-          dot.setAttribute('role', 'img');
-          dot.setAttribute('aria-label', `${online} other members online`);
-          wrap.append(dot);
-        }
-        const text = el('span', 'conv-text');
-        text.append(el('span', 'conv-name', g.name), el('span', 'conv-preview', g.preview || g.description || ' '));
-        btn.append(wrap, text);
-        if (g.unread) btn.append(badge(g.unread));
-        btn.addEventListener('click', () => openConversation({ kind: 'group', id: g.id }));
-        li.append(btn);
-        return li;
-      }),
-    );
-    $('groups-empty').hidden = groups.length > 0;
-
-    const total =
-      contacts.reduce((n, c) => n + c.unread.size, 0) + groups.reduce((n, g) => n + (g.unread || 0), 0);
+    $('conversation-list').replaceChildren(...rows.map((r) => listItem(r.entry, r.isGroup, r.key === key)));
+    $('conversations-empty').hidden = rows.length > 0;
+    const total = rows.reduce((n, r) => n + (r.entry.unread || 0), 0);
     document.title = total ? `(${total}) Parley — ${state.me}` : `Parley — ${state.me}`;
   }
 
@@ -2195,13 +2303,10 @@
         const g = state.active && state.active.kind === 'group' && state.groups.get(state.active.id);
         if (g) g.unread = 0;
         markVisibleRead();
-        refreshGroups();
+        // Read elsewhere while this page was hidden: the server's counts.
+        scheduleListRefresh();
       }
     });
-    // Membership changes are not pushed: look again now and then.
-    setInterval(() => {
-      if (state.me && document.visibilityState === 'visible') refreshGroups();
-    }, 30000);
 
     setAuthMode('login');
     const token = sessionStorage.getItem(TOKEN_KEY);

@@ -378,7 +378,7 @@ async function main() {
       await alice.t('new-group-description').fill('Planning the launch');
       await alice.t('new-group-button').click();
       await hasText(alice.t('conversation-title'), 'Project X', 'the new group’s title');
-      const groupButton = alice.t('group-list').locator('[data-group-name="Project X"]');
+      const groupButton = alice.t('conversation-list').locator('[data-group-name="Project X"]');
       await visible(groupButton, 'the group in alice’s group list');
       groupId = Number((await groupButton.getAttribute('data-testid')).replace('group-', ''));
       await visible(alice.t('add-member-input'), 'the add-member form');
