@@ -665,8 +665,8 @@ async function main() {
     });
 
     await step('bob signs in on a new device and his conversations are rebuilt', async () => {
-      // A fresh context has no local cache: the client finds its contacts by
-      // replaying with sync from 0, and the groups from GET /groups.
+      // A fresh context has nothing stored: the list comes from GET
+      // /conversations, and the socket replays only what came after it.
       const phone = await person(browser, 'bob-new-device');
       await phone.page.goto(BASE + '/');
       await visible(phone.t('auth-view'), 'the sign-in screen on the new device');
@@ -677,12 +677,84 @@ async function main() {
       await hasText(phone.t('me'), 'bob', 'the name as registered');
       const contact = phone.t('contact-alice');
       await visible(contact, 'alice in the rebuilt contact list');
-      await hasText(contact.locator('[data-testid="unread"]'), '60', 'the unread count rebuilt from the replay');
+      await hasText(contact.locator('[data-testid="unread"]'), '60', 'the unread count from the server');
       await visible(phone.t(`group-${groupId}`), 'the group on the new device');
       await hasText(phone.t(`group-${groupId}`), 'Project X', 'the group name on the new device');
+      const { frames, syncs } = await syncFrames(phone);
+      if (!syncs.length || !(syncs[0].since > 0)) {
+        throw new StepFailure(`expected the first sync to start after the list (since > 0), sent: ${JSON.stringify(frames)}`);
+      }
       await shot(phone.page, 'bob-new-device');
       await phone.context.close();
       delete pages['bob-new-device'];
+    });
+
+    await step('bob reloads with unread messages: the list shows the server’s counts, newest first', async () => {
+      // bob opens a group of his own, so neither conversation with news is open.
+      await bob.t('new-group-name').fill('Notes');
+      await bob.t('new-group-button').click();
+      await hasText(bob.t('conversation-title'), 'Notes', 'bob’s own group');
+      const notes = bob.t('conversation-list').locator('[data-group-name="Notes"]');
+      const notesId = (await notes.getAttribute('data-testid')).replace('group-', '');
+      const aliceToken = await tokenOf(alice);
+      await apiAs(aliceToken, 'POST', '/messages/private', { recipient: 'bob', content: 'Are you still there, bob?' });
+      await apiAs(aliceToken, 'POST', `/groups/${groupId}/messages`, { content: 'News for the group' });
+      const gone = await apiAs(aliceToken, 'POST', `/groups/${groupId}/messages`, { content: 'A second thought' });
+      await apiAs(aliceToken, 'DELETE', `/messages/${gone.id}`);
+      const badgeOf = (t) => t.locator('[data-testid="unread"]');
+      const group = bob.t(`group-${groupId}`);
+      const contact = bob.t('contact-alice');
+      // Live first: the new messages counted, the tombstone as the group's snippet.
+      await hasText(badgeOf(group), '2', 'the group’s live unread count');
+      await hasText(badgeOf(contact), '61', 'alice’s live unread count');
+      await hasText(group.locator('[data-testid="conv-preview"]'), 'message deleted', 'the tombstone as the group’s last message');
+
+      await bob.page.reload();
+      await visible(bob.t('chat-view'), 'bob still signed in after the reload');
+      await hasText(bob.t('conversation-title'), 'Notes', 'bob’s own group reopened');
+      const order = async () =>
+        (await bob.t('conversation-list').locator('.conv-item').evaluateAll((items) => items.map((b) => b.dataset.testid))).join(' ');
+      const wanted = `group-${groupId} contact-alice group-${notesId}`;
+      await until(async () => (await order()) === wanted, `the list to read “${wanted}” (newest first)`);
+      await hasText(badgeOf(group), '2', 'the group’s unread count from the server');
+      await hasText(badgeOf(contact), '61', 'alice’s unread count from the server');
+      if ((await badgeOf(notes).count()) !== 0) throw new StepFailure('bob’s own group shows an unread badge');
+      await hasText(group.locator('[data-testid="conv-preview"]'), 'message deleted', 'the tombstone after the reload');
+      if ((await textOf(group.locator('[data-testid="conv-preview"]'))).includes('A second thought')) {
+        throw new StepFailure('the deleted text is shown in the list');
+      }
+      await hasText(contact.locator('[data-testid="conv-preview"]'), 'Are you still there, bob?', 'alice’s last message');
+      for (const item of [group, contact, notes]) {
+        if (!(await textOf(item.locator('[data-testid="conv-time"]')))) throw new StepFailure('a conversation shows no time of last activity');
+      }
+      // The socket replays only what came after the list: its cursor starts at the newest message listed.
+      const { frames, syncs } = await syncFrames(bob);
+      if (!syncs.length || !(syncs[0].since >= gone.id)) {
+        throw new StepFailure(`expected the first sync after the reload to start at ${gone.id} or later, sent: ${JSON.stringify(frames)}`);
+      }
+      await shot(bob.page, 'bob-list-after-reload');
+
+      // Opening the group clears its badge, and the server agrees.
+      await group.click();
+      await hasText(bob.t('conversation-title'), 'Project X', 'the group opened from the list');
+      await until(async () => (await badgeOf(group).count()) === 0, 'the group’s badge to clear once it is open');
+      const token = await tokenOf(bob);
+      await until(async () => {
+        const list = await apiAs(token, 'GET', '/conversations');
+        const g = list.conversations.find((x) => x.kind === 'group' && x.group_id === groupId);
+        return g && g.unread === 0;
+      }, 'GET /conversations to report 0 unread in the group');
+      // Back to Notes, so the reload does not reopen the group: the list alone decides.
+      await notes.click();
+      await hasText(bob.t('conversation-title'), 'Notes', 'bob’s own group again');
+      await bob.page.reload();
+      await visible(bob.t('chat-view'), 'bob still signed in after the second reload');
+      await hasText(bob.t('conversation-title'), 'Notes', 'Notes reopened after the second reload');
+      await until(async () => (await order()) === wanted, 'the same order after the second reload');
+      await hasText(badgeOf(contact), '61', 'alice’s unread count after the second reload');
+      if ((await badgeOf(group).count()) !== 0) throw new StepFailure('the group’s badge came back after the reload');
+      if ((await group.getAttribute('data-unread')) !== '0') throw new StepFailure('the group is listed with unread messages');
+      await shot(bob.page, 'bob-badge-stays-cleared');
     });
 
     if (errors.length) {
