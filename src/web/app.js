@@ -2,10 +2,20 @@
 //
 // Talks to the server it is served from: REST for accounts, history, groups
 // and files; one WebSocket (/ws/chat?token=…) for everything live. The token
-// lives in sessionStorage, so two tabs can be two different users. A small
-// per-user cache in localStorage remembers the contact list (there is no
-// endpoint that lists private conversations) and the highest message id
-// seen, so a new page only replays what it missed with `sync`.
+// lives in sessionStorage, so two tabs can be two different users.
+//
+// The sidebar is one list of private conversations and groups, newest
+// activity first, loaded from GET /conversations (all pages, bounded) when a
+// page starts and again when the socket reconnects; its last messages give
+// the first `sync` cursor, so the socket only replays what arrived after the
+// list. Live frames keep it current in between: a new message moves its
+// conversation up and counts as unread, reads count down, and the unread
+// numbers come back from the server with every reload of the list.
+//
+// Messages change after they are sent (replies quote the original; edits,
+// tombstones and reactions arrive as `message_updated` frames carrying the
+// whole new state, which replaces the old in place). The `sync` cursor is the
+// highest message id or change_id seen on the socket.
 //
 // Every piece of user content reaches the page through textContent or
 // attribute setters, never through innerHTML.
@@ -25,7 +35,11 @@
   const USER_KEY = 'parley.username';
   const ACTIVE_KEY = 'parley.active';
   const MAX_NOTICES = 4;
-  const MAX_CACHED_UNREAD = 500;
+  const LIST_PAGE = 100; // GET /conversations page size (its maximum)
+  const MAX_LIST_PAGES = 20; // at most 2000 conversations in the sidebar
+  const REACTION_CHOICES = ['👍', '❤️', '😂', '🎉', '😮', '😢'];
+  const MAX_JUMP_PAGES = 40; // older pages loaded at most to reach a quoted message
+  const HIGHLIGHT_MS = 2500;
 
   // ---- small helpers ----------------------------------------------------------
 
@@ -106,11 +120,14 @@
     syncing: false,
     reconnectAttempt: 0,
     reconnectTimer: null,
-    reconnected: false, // set after the first open: later opens also reload the groups
+    reconnected: false, // set after the first open: later opens also reload the conversation list
     stopped: true,
-    maxId: 0, // the highest message id seen (the `sync` cursor)
-    contacts: new Map(), // lower name → {name, lastId, preview, unread:Set<id>}
-    groups: new Map(), // id → {id, name, description, role, unread, lastId, preview}
+    maxId: 0, // the highest message id or change_id seen on the socket (the `sync` cursor)
+    // The conversation list. Each entry has lastId and last (its newest
+    // message), activity (ms), unread (a count) and counted (ids counted live
+    // since the list was loaded, which its next load may not include yet).
+    contacts: new Map(), // lower name → {name, lastId, last, activity, unread, counted}
+    groups: new Map(), // id → {id, name, description, role, members, lastId, last, activity, unread, counted}
     presence: new Map(), // lower name → 'online' | 'offline'
     convs: new Map(), // key → conversation
     active: null, // {kind:'user', name} | {kind:'group', id}
@@ -118,9 +135,18 @@
     typingSentAt: new Map(), // key → ms
     readSent: new Set(), // private message ids we already marked read
     groupReadSent: new Map(), // group id → highest id we sent read for
-    groupsRefreshing: null,
-    pendingGroupRefresh: false,
+    listLoading: null, // the GET /conversations walk under way
+    listAgain: false, // another walk was asked for while one ran
+    listLoaded: false,
+    listTimer: null,
+    descriptionsLoading: false,
     observer: null,
+    replyTo: new Map(), // conversation key → id of the message being answered
+    editing: null, // {id, draft} while a message is edited inline
+    confirmDelete: null, // id whose Delete button asks for confirmation
+    picker: null, // id whose reaction picker is open
+    highlight: null, // {id, until}: the message just jumped to
+    search: null, // {q, before, offset, results, more, loading}
   };
 
   const keyOfUser = (name) => `u:${lower(name)}`;
@@ -135,50 +161,6 @@
       state.convs.set(key, c);
     }
     return c;
-  }
-
-  // ---- per-user cache (contacts and the sync cursor) ------------------------
-
-  const cacheKey = () => `parley.cache.${lower(state.me)}`;
-
-  function loadCache() {
-    try {
-      const raw = localStorage.getItem(cacheKey());
-      if (!raw) return;
-      const data = JSON.parse(raw);
-      state.maxId = Number(data.maxId) || 0;
-      for (const c of data.contacts || []) {
-        if (!c || typeof c.name !== 'string') continue;
-        state.contacts.set(lower(c.name), {
-          name: c.name,
-          lastId: Number(c.lastId) || 0,
-          preview: typeof c.preview === 'string' ? c.preview : '',
-          unread: new Set((c.unread || []).filter(Number.isInteger)),
-        });
-      }
-    } catch (_) {
-      /* a broken cache is simply rebuilt */
-    }
-  }
-
-  let saveTimer = null;
-  function saveCache() {
-    if (saveTimer || !state.me) return;
-    saveTimer = setTimeout(() => {
-      saveTimer = null;
-      if (!state.me) return;
-      try {
-        const contacts = [...state.contacts.values()].map((c) => ({
-          name: c.name,
-          lastId: c.lastId,
-          preview: c.preview.slice(0, 120),
-          unread: [...c.unread].slice(-MAX_CACHED_UNREAD),
-        }));
-        localStorage.setItem(cacheKey(), JSON.stringify({ maxId: state.maxId, contacts }));
-      } catch (_) {
-        /* storage full or disabled: the cache is only an optimisation */
-      }
-    }, 300);
   }
 
   // ---- notices ------------------------------------------------------------------
@@ -287,7 +269,12 @@
     sessionStorage.setItem(TOKEN_KEY, token);
     sessionStorage.setItem(USER_KEY, state.me);
     state.stopped = false;
-    loadCache();
+    try {
+      // Earlier versions kept a contact list here; GET /conversations replaced it.
+      localStorage.removeItem(`parley.cache.${lower(state.me)}`);
+    } catch (_) {
+      /* storage disabled */
+    }
 
     $('auth-view').hidden = true;
     $('chat-view').hidden = false;
@@ -295,8 +282,12 @@
     document.title = `Parley — ${state.me}`;
     renderSidebar();
     renderConversation();
-    connect();
-    refreshGroups().then(() => restoreActive());
+    // The list first: its newest message ids are where the socket's `sync` starts.
+    refreshList().then(() => {
+      if (state.token !== token) return;
+      restoreActive();
+      connect();
+    });
   }
 
   /** Reopens the conversation that was open before a reload. */
@@ -346,10 +337,19 @@
       reconnected: false,
       maxId: 0,
       active: null,
+      listLoaded: false,
+      listAgain: false,
     });
+    clearTimeout(state.listTimer);
+    state.listTimer = null;
     for (const m of [state.contacts, state.groups, state.presence, state.convs, state.typing, state.typingSentAt]) m.clear();
     state.readSent.clear();
     state.groupReadSent.clear();
+    state.replyTo.clear();
+    state.editing = null;
+    state.confirmDelete = null;
+    state.picker = null;
+    closeSearch();
     $('chat-view').hidden = true;
     $('auth-view').hidden = false;
     document.title = 'Parley';
@@ -395,7 +395,8 @@
       for (const c of state.convs.values()) {
         for (const p of c.pending.values()) if (p.frame && !p.failed) sendFrame(p.frame);
       }
-      if (state.reconnected) refreshGroups();
+      // Reads and messages elsewhere while we were away: the server's counts.
+      if (state.reconnected) scheduleListRefresh();
       state.reconnected = true;
     });
 
@@ -418,7 +419,7 @@
       if (state.stopped) return;
       if (!opened) {
         // The handshake failed: an expired token answers 401; find out.
-        api('GET', '/groups').catch(() => {});
+        api('GET', '/auth/me').catch(() => {});
       }
       scheduleReconnect();
     });
@@ -451,6 +452,9 @@
       case 'message':
         onMessageFrame(f);
         break;
+      case 'message_updated':
+        onMessageUpdated(f);
+        break;
       case 'ack':
         onAck(f);
         break;
@@ -469,8 +473,7 @@
       case 'member_added':
       case 'member_removed':
       case 'role_changed':
-        // A group appeared, went or changed: the list (and unread counts) follow.
-        refreshGroups();
+        onMemberEvent(f);
         break;
       case 'error':
         onErrorFrame(f);
@@ -481,21 +484,21 @@
   }
 
   function seeId(id) {
-    if (Number.isInteger(id) && id > state.maxId) {
-      state.maxId = id;
-      saveCache();
-    }
+    if (Number.isInteger(id) && id > state.maxId) state.maxId = id;
   }
 
   function previewOf(msg) {
+    if (msg.deleted) return 'message deleted';
     const file = fileInfo(msg);
     if (file) return `File: ${file.filename}`;
     return String(msg.content).replace(/\s+/g, ' ').slice(0, 80);
   }
 
-  function onMessageFrame(f) {
-    const replay = state.syncing;
-    seeId(f.id);
+  /** The lifecycle fields a view carries only when set. */
+  const LIFECYCLE_FIELDS = ['reply_to', 'edited_at', 'deleted', 'reactions', 'change_id'];
+
+  /** A message as the client keeps it, from a `message` or `message_updated` frame. */
+  function messageOf(f) {
     const msg = {
       id: f.id,
       sender: f.sender,
@@ -507,37 +510,43 @@
       content_type: f.content_type,
       status: f.status,
     };
+    for (const k of LIFECYCLE_FIELDS) if (f[k] !== undefined && f[k] !== null) msg[k] = f[k];
+    return msg;
+  }
+
+  /** True when `incoming` is not older than what we hold (changes carry a rising change_id). */
+  const isNewerState = (existing, incoming) => !existing || (incoming.change_id || 0) >= (existing.change_id || 0);
+
+  function onMessageFrame(f) {
+    const replay = state.syncing;
+    seeId(f.id);
+    seeId(f.change_id);
+    const msg = messageOf(f);
+    const mine = sameUser(f.sender, state.me);
     if (f.group_id != null) {
       const g = state.groups.get(f.group_id);
       if (!g) {
         // Someone added us to a group, or we joined from elsewhere: reload the list.
-        scheduleGroupRefresh();
-      } else {
-        g.lastId = Math.max(g.lastId || 0, f.id);
-        g.preview = `${f.sender}: ${previewOf(msg)}`;
-        // Replayed group messages are already counted by GET /groups (refreshed after `synced`).
-        if (!replay && !sameUser(f.sender, state.me) && !isViewing(keyOfGroup(f.group_id))) {
-          g.unread = (g.unread || 0) + 1;
-        }
+        scheduleListRefresh();
+      } else if (noteLast(g, msg) && !mine && !isViewing(keyOfGroup(f.group_id))) {
+        countUnread(g, f.id);
       }
       const c = state.convs.get(keyOfGroup(f.group_id));
       if (c && (c.loaded || c.loading)) addMessage(c, msg);
       clearTypingFor(keyOfGroup(f.group_id), f.sender);
     } else {
-      const mine = sameUser(f.sender, state.me);
       const other = mine ? f.recipient : f.sender;
+      // A conversation the list does not hold yet: the server's count covers its earlier messages.
+      if (!state.contacts.has(lower(other))) scheduleListRefresh();
       const contact = ensureContact(other, true);
-      if (f.id >= contact.lastId) {
-        contact.lastId = f.id;
-        contact.preview = (mine ? 'You: ' : '') + previewOf(msg);
-      }
-      if (!mine && f.status !== 'read' && !state.readSent.has(f.id)) contact.unread.add(f.id);
+      // Each private message is read on its own: one the viewer is looking at
+      // is counted here and counted down when it is marked read.
+      if (noteLast(contact, msg) && !mine && f.status !== 'read' && !state.readSent.has(f.id)) countUnread(contact, f.id);
       const c = state.convs.get(keyOfUser(other));
       if (c && (c.loaded || c.loading)) addMessage(c, msg);
       if (!mine) {
         clearTypingFor(keyOfUser(other), f.sender);
       }
-      saveCache();
     }
     if (replay) return; // rendered once at `synced`
     renderSidebar();
@@ -545,6 +554,43 @@
       renderMessages();
       markVisibleRead();
     }
+  }
+
+  /** An edit, deletion or reaction: the message's whole new state replaces ours in place. */
+  function onMessageUpdated(f) {
+    seeId(f.change_id);
+    if (!Number.isInteger(f.id)) return;
+    const msg = messageOf(f);
+    let key;
+    if (f.group_id != null) {
+      key = keyOfGroup(f.group_id);
+    } else {
+      const other = sameUser(f.sender, state.me) ? f.recipient : f.sender;
+      if (!other) return;
+      key = keyOfUser(other);
+    }
+    // A change is not activity: the entry keeps its place and shows the new state.
+    const entry = entryOf(key);
+    if (entry && entry.lastId === f.id && isNewerState(entry.last, msg)) entry.last = msg;
+    applyUpdate(key, msg);
+    if (state.editing && state.editing.id === f.id && msg.deleted) state.editing = null;
+    if (state.syncing) return; // rendered once at `synced`
+    renderSidebar();
+    if (activeKey() === key) renderMessages();
+  }
+
+  /** Puts a message's new state into its conversation, if that conversation holds it. */
+  function applyUpdate(key, msg) {
+    const c = state.convs.get(key);
+    if (!c) return false;
+    const existing = c.byId.get(msg.id);
+    // A message below the loaded pages is fetched in its current state when they are.
+    if (!existing && !(c.loaded && c.oldestId != null && msg.id > c.oldestId)) return false;
+    if (!isNewerState(existing, msg)) return false;
+    if (existing && (STATUS_RANK[existing.status] || 0) > (STATUS_RANK[msg.status] || 0)) msg.status = existing.status;
+    if (key.startsWith('g:')) msg.group_id = Number(key.slice(2));
+    c.byId.set(msg.id, msg);
+    return true;
   }
 
   function onAck(f) {
@@ -564,6 +610,7 @@
         content_type: p.content_type,
         status: f.status,
       };
+      if (p.reply_to) msg.reply_to = p.reply_to;
       if (!c.byId.has(f.id)) addMessage(c, msg);
       if (p.recipient) {
         // `delivered` means the recipient has a socket open right now; `sent`, none.
@@ -571,18 +618,9 @@
           const seen = f.status === 'delivered' ? 'online' : 'offline';
           if (state.presence.get(lower(p.recipient)) !== seen) onPresence(p.recipient, seen);
         }
-        const contact = ensureContact(p.recipient);
-        if (f.id >= contact.lastId) {
-          contact.lastId = f.id;
-          contact.preview = `You: ${previewOf(msg)}`;
-        }
-        saveCache();
+        noteLast(ensureContact(p.recipient), msg);
       } else if (p.group_id != null) {
-        const g = state.groups.get(p.group_id);
-        if (g) {
-          g.lastId = Math.max(g.lastId || 0, f.id);
-          g.preview = `You: ${previewOf(msg)}`;
-        }
+        noteLast(state.groups.get(p.group_id), msg);
       }
       renderSidebar();
       if (activeKey() === c.key) renderMessages();
@@ -595,10 +633,23 @@
   function onReceipt(f) {
     if (sameUser(f.user, state.me)) {
       // We read this message on another of our sockets.
-      for (const contact of state.contacts.values()) contact.unread.delete(f.message_id);
-      state.readSent.add(f.message_id);
+      const id = f.message_id;
+      if (state.readSent.has(id)) return;
+      state.readSent.add(id);
+      let counted = false;
+      for (const c of state.convs.values()) {
+        const m = c.byId.get(id);
+        if (!m || !c.key.startsWith('u:')) continue;
+        if (m.status !== 'read' && !sameUser(m.sender, state.me)) {
+          countRead(state.contacts.get(c.key.slice(2)), id);
+          counted = true;
+        }
+        m.status = 'read';
+        if (activeKey() === c.key) renderMessages();
+      }
+      // Not loaded here (or a group's cursor): the server knows what is left unread.
+      if (!counted) scheduleListRefresh();
       renderSidebar();
-      saveCache();
       return;
     }
     for (const c of state.convs.values()) {
@@ -645,10 +696,8 @@
       return;
     }
     state.syncing = false;
-    saveCache();
-    // Group unread counts come from the server; replayed group messages may
-    // have changed them.
-    refreshGroups();
+    // Without a list (it failed to load), the replay was all we had: ask again.
+    if (!state.listLoaded) scheduleListRefresh();
     renderSidebar();
     if (activeKey()) renderMessages();
     markVisibleRead();
@@ -674,77 +723,199 @@
     notify(f.detail || 'The server refused a request', 'error');
   }
 
-  // ---- contacts and groups ------------------------------------------------------------
+  // ---- the conversation list ------------------------------------------------------------
 
   /** The contact for `name`; `canonical` when the name comes from the server (as registered). */
   function ensureContact(name, canonical = false) {
     const k = lower(name);
     let c = state.contacts.get(k);
     if (!c) {
-      c = { name, lastId: 0, preview: '', unread: new Set() };
+      c = { name, lastId: 0, last: null, activity: 0, unread: 0, counted: new Set() };
       state.contacts.set(k, c);
-      saveCache();
     } else if (canonical && c.name !== name) {
       c.name = name;
       if (state.active && state.active.kind === 'user' && lower(state.active.name) === k) {
         state.active.name = name;
         renderConversationHeader();
       }
-      saveCache();
     }
     return c;
   }
 
-  function scheduleGroupRefresh() {
-    if (state.groupsRefreshing) {
-      state.pendingGroupRefresh = true;
-      return;
-    }
-    refreshGroups();
+  /** The list entry of a conversation key, if the list holds it. */
+  function entryOf(key) {
+    return key.startsWith('g:') ? state.groups.get(Number(key.slice(2))) : state.contacts.get(key.slice(2));
   }
 
-  async function refreshGroups() {
-    if (state.groupsRefreshing) {
-      state.pendingGroupRefresh = true;
-      return state.groupsRefreshing;
+  /** Makes `msg` the entry's last message if it is newer; true when it was (new activity). */
+  function noteLast(entry, msg) {
+    if (!entry || !Number.isInteger(msg.id) || msg.id <= (entry.lastId || 0)) return false;
+    entry.lastId = msg.id;
+    entry.last = msg;
+    const t = Date.parse(msg.timestamp);
+    entry.activity = Math.max(entry.activity || 0, Number.isNaN(t) ? Date.now() : t);
+    return true;
+  }
+
+  /** One more unread message, newer than what the server counted when the list was loaded. */
+  function countUnread(entry, id) {
+    entry.unread = (entry.unread || 0) + 1;
+    entry.counted.add(id);
+  }
+
+  /** A private message marked read: one fewer unread. */
+  function countRead(entry, id) {
+    if (!entry) return;
+    entry.unread = Math.max(0, (entry.unread || 0) - 1);
+    entry.counted.delete(id);
+  }
+
+  /**
+   * Takes a conversation's state from the server: its count, plus the
+   * messages counted live that arrived after the server's last message.
+   */
+  function reconcile(entry, last, activity, unread) {
+    const serverLast = last ? last.id : 0;
+    const later = [...(entry.counted || [])].filter((id) => id > serverLast);
+    entry.counted = new Set(later);
+    entry.unread = unread + later.length;
+    if ((entry.lastId || 0) < serverLast || ((entry.lastId || 0) === serverLast && isNewerState(entry.last, last || {}))) {
+      entry.lastId = serverLast;
+      entry.last = last;
+      entry.activity = activity;
     }
+  }
+
+  function removeGroup(id) {
+    state.groups.delete(id);
+    if (state.active && state.active.kind === 'group' && state.active.id === id) {
+      state.active = null;
+      sessionStorage.removeItem(ACTIVE_KEY);
+      renderConversation();
+    }
+  }
+
+  /** Applies the walked list; `complete` when it reached the end, so a group not in it is gone. */
+  function applyList(items, complete) {
+    const listed = new Set();
+    let top = 0;
+    for (const item of items) {
+      const last = item.last_message ? { ...item.last_message } : null;
+      if (last) top = Math.max(top, Number(last.id) || 0, Number(last.change_id) || 0);
+      const activity = Date.parse(item.last_activity) || 0;
+      const unread = Number(item.unread) || 0;
+      if (item.kind === 'group' && Number.isInteger(item.group_id)) {
+        if (last) last.group_id = item.group_id;
+        listed.add(item.group_id);
+        let g = state.groups.get(item.group_id);
+        if (!g) {
+          g = { id: item.group_id, lastId: 0, last: null, activity: 0, unread: 0, counted: new Set() };
+          state.groups.set(item.group_id, g);
+        }
+        g.name = item.name;
+        g.role = item.role;
+        reconcile(g, last, activity, unread);
+        // The reader is looking at it: markVisibleRead moves the cursor.
+        if (isViewing(keyOfGroup(g.id))) g.unread = 0;
+      } else if (item.kind === 'private' && typeof item.peer === 'string') {
+        reconcile(ensureContact(item.peer, true), last, activity, unread);
+      }
+    }
+    if (complete) for (const id of [...state.groups.keys()]) if (!listed.has(id)) removeGroup(id);
+    // A page's first list starts the socket's cursor: history covers what came before.
+    if (!state.listLoaded) seeId(top);
+  }
+
+  /** Walks GET /conversations page by page (bounded) and applies it; one walk at a time. */
+  async function refreshList() {
+    if (state.listLoading) {
+      state.listAgain = true;
+      return state.listLoading;
+    }
+    const token = state.token;
     const run = (async () => {
       try {
-        const list = await api('GET', '/groups');
-        const seen = new Set();
-        for (const g of list) {
-          seen.add(g.id);
-          const old = state.groups.get(g.id) || {};
-          const viewing = isViewing(keyOfGroup(g.id));
-          state.groups.set(g.id, {
-            ...old,
-            id: g.id,
-            name: g.name,
-            description: g.description || '',
-            role: g.role,
-            unread: viewing ? 0 : Number(g.unread) || 0,
-          });
+        const items = [];
+        let before = null;
+        let complete = false;
+        for (let n = 0; n < MAX_LIST_PAGES; n += 1) {
+          const q = new URLSearchParams({ limit: String(LIST_PAGE) });
+          if (before) q.set('before', before);
+          const page = await api('GET', `/conversations?${q}`);
+          items.push(...(Array.isArray(page.conversations) ? page.conversations : []));
+          if (!page.more || !page.next_before) {
+            complete = true;
+            break;
+          }
+          before = page.next_before;
         }
-        for (const id of [...state.groups.keys()]) if (!seen.has(id)) state.groups.delete(id);
-        if (state.active && state.active.kind === 'group' && !state.groups.has(state.active.id)) {
-          state.active = null;
-          renderConversation();
-        }
+        if (state.token !== token) return;
+        applyList(items, complete);
+        state.listLoaded = true;
         renderSidebar();
         renderConversationHeader();
+        if (state.active && state.active.kind === 'group') renderMessages(); // our role decides who may delete
         markVisibleRead();
       } catch (err) {
-        if (!(err instanceof ApiError && err.status === 401)) showApiError(err, 'Could not load groups');
+        if (!(err instanceof ApiError && err.status === 401)) showApiError(err, 'Could not load the conversations');
       }
     })();
-    state.groupsRefreshing = run;
+    state.listLoading = run;
     await run;
-    state.groupsRefreshing = null;
-    if (state.pendingGroupRefresh) {
-      state.pendingGroupRefresh = false;
-      return refreshGroups();
+    state.listLoading = null;
+    if (state.listAgain && state.token === token) {
+      state.listAgain = false;
+      return refreshList();
     }
     return undefined;
+  }
+
+  /** Reloads the list soon; many frames in a row ask once. */
+  function scheduleListRefresh() {
+    if (state.listTimer || !state.token) return;
+    state.listTimer = setTimeout(() => {
+      state.listTimer = null;
+      if (state.me) refreshList();
+    }, 200);
+  }
+
+  /** member_added, member_removed, role_changed: the list and the open group's members follow. */
+  function onMemberEvent(f) {
+    const id = f.group_id;
+    if (!Number.isInteger(id)) return;
+    const me = sameUser(f.user, state.me);
+    if (me && f.type === 'member_removed') {
+      removeGroup(id);
+      renderSidebar();
+      return;
+    }
+    const g = state.groups.get(id);
+    if (me && f.type === 'role_changed' && g && typeof f.role === 'string') {
+      g.role = f.role;
+      renderConversationHeader();
+      if (activeKey() === keyOfGroup(id)) renderMessages();
+    } else if (!g) {
+      // We were added (the frame has no group name): the list has it.
+      scheduleListRefresh();
+    }
+    if (activeKey() === keyOfGroup(id)) loadMembers(id);
+  }
+
+  /** The list has no group descriptions; GET /groups fills them in for the header. */
+  async function loadDescriptions() {
+    if (state.descriptionsLoading) return;
+    state.descriptionsLoading = true;
+    try {
+      for (const d of await api('GET', '/groups')) {
+        const g = state.groups.get(d.id);
+        if (g) g.description = d.description || '';
+      }
+      renderConversationHeader();
+    } catch (_) {
+      /* the header simply goes without */
+    } finally {
+      state.descriptionsLoading = false;
+    }
   }
 
   async function onNewConversation(ev) {
@@ -770,13 +941,10 @@
       const c = conv(keyOfUser(shown));
       c.loaded = false;
       mergePage(c, page, true);
-      if (page.length) {
-        const last = page[page.length - 1];
-        contact.lastId = last.id;
-        contact.preview = (sameUser(last.sender, state.me) ? 'You: ' : '') + previewOf(last);
-      }
+      if (page.length) noteLast(contact, page[page.length - 1]);
+      // A conversation without messages is new activity: it goes to the top until others pass it.
+      else contact.activity = Math.max(contact.activity, Date.now());
       input.value = '';
-      saveCache();
       openConversation({ kind: 'user', name: contact.name });
     } catch (err) {
       if (err instanceof ApiError && err.status === 404) notify(`No user called “${name}”.`, 'error');
@@ -791,15 +959,14 @@
     if (!name) return;
     try {
       const g = await api('POST', '/groups', { name, description });
-      state.groups.set(g.id, {
-        id: g.id,
+      const entry = state.groups.get(g.id) || { id: g.id, lastId: 0, last: null, unread: 0, counted: new Set() };
+      Object.assign(entry, {
         name: g.name,
         description: g.description || '',
         role: 'owner',
-        unread: 0,
-        lastId: 0,
-        preview: '',
+        activity: Math.max(entry.activity || 0, Date.parse(g.created_at) || Date.now()),
       });
+      state.groups.set(g.id, entry);
       $('new-group-name').value = '';
       $('new-group-description').value = '';
       renderSidebar();
@@ -832,6 +999,8 @@
       const g = state.groups.get(groupId);
       if (g) g.members = members;
       renderConversationHeader();
+      // Who may delete what follows the members' roles.
+      if (activeKey() === keyOfGroup(groupId)) renderMessages();
     } catch (err) {
       if (!(err instanceof ApiError && (err.status === 401 || err.status === 403 || err.status === 404))) {
         showApiError(err, 'Could not load the members');
@@ -847,6 +1016,9 @@
 
   function openConversation(target) {
     state.active = target;
+    state.editing = null;
+    state.picker = null;
+    state.confirmDelete = null;
     sessionStorage.setItem(ACTIVE_KEY, JSON.stringify(target));
     const key = activeKey();
     const c = conv(key);
@@ -854,6 +1026,7 @@
       const g = state.groups.get(target.id);
       if (g) g.unread = 0;
       loadMembers(target.id);
+      if (g && g.description === undefined) loadDescriptions();
     }
     renderSidebar();
     renderConversation();
@@ -880,11 +1053,8 @@
       const existing = c.byId.get(m.id);
       const msg = { ...m, group_id: groupId };
       if (existing && (STATUS_RANK[existing.status] || 0) > (STATUS_RANK[m.status] || 0)) msg.status = existing.status;
-      c.byId.set(m.id, msg);
-      if (groupId === undefined && !sameUser(m.sender, state.me) && m.status !== 'read' && !state.readSent.has(m.id)) {
-        const contact = state.contacts.get(c.key.slice(2));
-        if (contact) contact.unread.add(m.id);
-      }
+      // A live update that arrived while this page was on its way is newer.
+      if (isNewerState(existing, msg)) c.byId.set(m.id, msg);
     }
     if (page.length) {
       const first = page[0].id;
@@ -934,6 +1104,7 @@
 
   function addMessage(c, msg) {
     const existing = c.byId.get(msg.id);
+    if (!isNewerState(existing, msg)) return;
     if (existing && (STATUS_RANK[existing.status] || 0) > (STATUS_RANK[msg.status] || 0)) msg.status = existing.status;
     c.byId.set(msg.id, msg);
     if (c.oldestId == null) c.oldestId = msg.id;
@@ -945,17 +1116,19 @@
     return state.active.kind === 'user' ? { recipient: state.active.name } : { group_id: state.active.id };
   }
 
-  function queueMessage(content, message_type, content_type) {
+  function queueMessage(content, message_type, content_type, reply_to) {
     const c = conv(activeKey());
     const client_id = uuid();
     const fields = targetFields();
     const frame = { type: 'message', ...fields, content, message_type, content_type, client_id };
+    if (reply_to) frame.reply_to = reply_to;
     const pending = {
       client_id,
       ...fields,
       content,
       message_type,
       content_type,
+      reply_to: reply_to || undefined,
       frame,
       failed: null,
       timestamp: new Date().toISOString(),
@@ -974,15 +1147,208 @@
     const input = $('composer-input');
     const content = input.value;
     if (!content.trim()) return;
-    queueMessage(content, 'text', 'text/plain');
+    const key = activeKey();
+    const replyTo = state.replyTo.get(key);
+    state.replyTo.delete(key);
+    queueMessage(content, 'text', 'text/plain', replyTo);
     input.value = '';
     autoGrow();
+    renderReplyBar();
+  }
+
+  // ---- replies, edits, deletions and reactions -----------------------------------
+
+  /** The message `id` of the open conversation, if it is loaded. */
+  function activeMessage(id) {
+    const c = state.active && state.convs.get(activeKey());
+    return c ? c.byId.get(id) : undefined;
+  }
+
+  /** A one-line description of a message for quotes. */
+  function snippetOf(msg) {
+    if (!msg) return 'an earlier message';
+    if (msg.deleted) return 'message deleted';
+    const text = previewOf(msg);
+    return text.length > 70 ? `${text.slice(0, 70)}…` : text;
+  }
+
+  function startReply(id) {
+    if (!state.active) return;
+    state.replyTo.set(activeKey(), id);
+    renderReplyBar();
+    $('composer-input').focus();
+  }
+
+  function cancelReply() {
+    if (state.active) state.replyTo.delete(activeKey());
+    renderReplyBar();
+    $('composer-input').focus();
+  }
+
+  /** The "Replying to …" bar above the composer. */
+  function renderReplyBar() {
+    const bar = $('reply-bar');
+    const id = state.active ? state.replyTo.get(activeKey()) : undefined;
+    if (!id) {
+      bar.hidden = true;
+      return;
+    }
+    const m = activeMessage(id);
+    bar.hidden = false;
+    bar.dataset.replyTo = String(id);
+    $('reply-bar-sender').textContent = m ? (sameUser(m.sender, state.me) ? 'yourself' : m.sender) : 'a message';
+    $('reply-bar-text').textContent = snippetOf(m);
+  }
+
+  /** May the viewer delete `m` in the open conversation? Mirrors the server's rule. */
+  function canDelete(m, isGroup) {
+    if (sameUser(m.sender, state.me)) return true;
+    if (!isGroup) return false;
+    const g = state.groups.get(state.active.id);
+    if (!g) return false;
+    if (g.role === 'owner') return true;
+    if (g.role !== 'admin') return false;
+    const member = g.members && g.members.find((x) => sameUser(x.username, m.sender));
+    // An admin deletes a plain member's message (a member who left counts as one).
+    return !member || member.role === 'member';
+  }
+
+  /** Applies a REST answer (the message's new state) and re-renders. */
+  function applyAnswer(key, msg) {
+    if (msg && Number.isInteger(msg.id) && applyUpdate(key, messageOf(msg)) && activeKey() === key) renderMessages();
+  }
+
+  function startEdit(id) {
+    const m = activeMessage(id);
+    if (!m || m.deleted) return;
+    state.editing = { id, draft: m.content };
+    state.picker = null;
+    renderMessages();
+    const box = $('message-list').querySelector(`li[data-id="${id}"] textarea`);
+    if (box) {
+      box.focus();
+      box.setSelectionRange(box.value.length, box.value.length);
+    }
+  }
+
+  function cancelEdit() {
+    const id = state.editing && state.editing.id;
+    state.editing = null;
+    renderMessages();
+    const node = id && $('message-list').querySelector(`li[data-id="${id}"] [data-action="edit"]`);
+    if (node) node.focus();
+  }
+
+  async function saveEdit() {
+    const e = state.editing;
+    if (!e || e.saving) return;
+    const key = activeKey();
+    const m = activeMessage(e.id);
+    const content = e.draft;
+    if (!content.trim()) {
+      notify('A message cannot be empty: delete it instead.', 'error');
+      return;
+    }
+    if (m && content === m.content) {
+      cancelEdit();
+      return;
+    }
+    e.saving = true;
+    try {
+      const answer = await api('PATCH', `/messages/${e.id}`, { content });
+      if (state.editing === e) state.editing = null;
+      applyAnswer(key, answer);
+      if (activeKey() === key) renderMessages();
+    } catch (err) {
+      e.saving = false;
+      showApiError(err, 'Could not edit the message');
+    }
+  }
+
+  async function deleteMessage(id) {
+    const key = activeKey();
+    state.confirmDelete = null;
+    try {
+      const answer = await api('DELETE', `/messages/${id}`);
+      applyAnswer(key, answer);
+    } catch (err) {
+      showApiError(err, 'Could not delete the message');
+      if (activeKey() === key) renderMessages();
+    }
+  }
+
+  async function setReaction(id, emoji) {
+    const key = activeKey();
+    state.picker = null;
+    try {
+      const answer = await api('PUT', `/messages/${id}/reaction`, { emoji });
+      applyAnswer(key, answer);
+    } catch (err) {
+      showApiError(err, 'Could not react');
+    }
+    if (activeKey() === key) renderMessages();
+  }
+
+  async function removeReaction(id) {
+    const key = activeKey();
+    try {
+      const answer = await api('DELETE', `/messages/${id}/reaction`);
+      applyAnswer(key, answer);
+    } catch (err) {
+      showApiError(err, 'Could not remove the reaction');
+    }
+  }
+
+  /** Scrolls to message `id` of the open conversation (loading older pages if needed) and highlights it. */
+  async function jumpToMessage(id) {
+    const key = activeKey();
+    const c = key && state.convs.get(key);
+    if (!c) return false;
+    for (let pages = 0, waits = 0; !c.byId.has(id) && activeKey() === key && waits < 200; ) {
+      if (c.loading) {
+        waits += 1;
+        await new Promise((r) => setTimeout(r, 50));
+      } else if (c.hasOlder && pages < MAX_JUMP_PAGES) {
+        pages += 1;
+        await loadHistory(c, true);
+      } else {
+        break;
+      }
+    }
+    if (activeKey() !== key) return false;
+    const node = $('message-list').querySelector(`li[data-id="${id}"]`);
+    if (!node) {
+      notify('That message is no longer in this conversation.', 'info');
+      return false;
+    }
+    node.scrollIntoView({ block: 'center' });
+    state.highlight = { id, until: Date.now() + HIGHLIGHT_MS };
+    for (const old of $('message-list').querySelectorAll('li.highlight')) {
+      old.classList.remove('highlight');
+      delete old.dataset.highlight;
+    }
+    node.classList.add('highlight');
+    node.dataset.highlight = 'true';
+    setTimeout(() => {
+      if (state.highlight && state.highlight.id === id && state.highlight.until <= Date.now()) state.highlight = null;
+      const now = $('message-list').querySelector(`li[data-id="${id}"]`);
+      if (now && !state.highlight) {
+        now.classList.remove('highlight');
+        delete now.dataset.highlight;
+      }
+    }, HIGHLIGHT_MS + 20);
+    const focusable = node.querySelector('.bubble');
+    if (focusable) focusable.focus({ preventScroll: true });
+    return true;
   }
 
   function onComposerKey(ev) {
     if (ev.key === 'Enter' && !ev.shiftKey && !ev.isComposing) {
       ev.preventDefault();
       $('composer').requestSubmit();
+    } else if (ev.key === 'Escape' && state.active && state.replyTo.has(activeKey())) {
+      ev.preventDefault();
+      cancelReply();
     }
   }
 
@@ -1135,13 +1501,10 @@
         }
         m.status = 'read';
         node.dataset.unread = 'false';
-        if (contact) contact.unread.delete(id);
+        countRead(contact, id);
         changed = true;
       }
-      if (changed) {
-        renderSidebar();
-        saveCache();
-      }
+      if (changed) renderSidebar();
     } else {
       const g = state.groups.get(state.active.id);
       let top = 0;
@@ -1185,75 +1548,103 @@
     return b;
   }
 
+  /** The list's time of last activity: the time today, else the date. */
+  function formatListTime(ms) {
+    if (!ms) return '';
+    const d = new Date(ms);
+    if (Number.isNaN(d.getTime())) return '';
+    const now = new Date();
+    if (d.toDateString() === now.toDateString()) return d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+    const sameYear = d.getFullYear() === now.getFullYear();
+    return d.toLocaleDateString([], sameYear ? { month: 'short', day: 'numeric' } : { year: 'numeric', month: 'short', day: 'numeric' });
+  }
+
+  /** The last message as one line: the sender in groups, "You" for the viewer, a tombstone as such. */
+  function listSnippet(entry, isGroup) {
+    const m = entry.last;
+    if (!m) return isGroup ? 'No messages yet' : ' ';
+    const text = previewOf(m);
+    if (m.deleted) return text;
+    if (sameUser(m.sender, state.me)) return `You: ${text}`;
+    return isGroup ? `${m.sender}: ${text}` : text;
+  }
+
+  /** One conversation of the list. */
+  function listItem(entry, isGroup, current) {
+    const name = entry.name;
+    const li = el('li');
+    const btn = el('button', 'conv-item');
+    btn.type = 'button';
+    btn.dataset.kind = isGroup ? 'group' : 'private';
+    btn.dataset.unread = String(entry.unread || 0);
+    if (isGroup) {
+      btn.dataset.testid = `group-${entry.id}`;
+      btn.dataset.groupName = entry.name;
+    } else {
+      btn.dataset.testid = `contact-${entry.name}`;
+      btn.dataset.username = entry.name;
+    }
+    if (current) btn.setAttribute('aria-current', 'true');
+    const wrap = el('span', 'avatar-wrap');
+    const avatar = el('span', isGroup ? 'avatar avatar-group' : 'avatar', isGroup ? '#' : name.slice(0, 1).toUpperCase());
+    avatar.setAttribute('aria-hidden', 'true');
+    avatar.style.setProperty('--hue', String(hueOf(isGroup ? `g${entry.id}${name}` : name)));
+    wrap.append(avatar);
+    if (!isGroup) {
+      wrap.append(presenceDot(name));
+    } else {
+      const online = onlineMembers(entry);
+      if (online !== null && (online > 0 || knowsAnyPresence(entry))) {
+        const dot = el('span', 'presence');
+        dot.dataset.presence = online > 0 ? 'online' : 'offline';
+        dot.title = `${online} online`;
+        dot.setAttribute('role', 'img');
+        dot.setAttribute('aria-label', `${online} other members online`);
+        wrap.append(dot);
+      }
+    }
+    const top = el('span', 'conv-top');
+    top.append(el('span', 'conv-name', name));
+    const when = el('time', 'conv-time', formatListTime(entry.activity));
+    when.dataset.testid = 'conv-time';
+    if (entry.activity) {
+      when.setAttribute('datetime', new Date(entry.activity).toISOString());
+      when.title = new Date(entry.activity).toLocaleString();
+    }
+    top.append(when);
+    const bottom = el('span', 'conv-bottom');
+    const preview = el('span', 'conv-preview', listSnippet(entry, isGroup));
+    preview.dataset.testid = 'conv-preview';
+    if (entry.last && entry.last.deleted) preview.classList.add('deleted');
+    bottom.append(preview);
+    if (entry.unread > 0) bottom.append(badge(entry.unread));
+    const text = el('span', 'conv-text');
+    text.append(top, bottom);
+    btn.append(wrap, text);
+    btn.addEventListener('click', () =>
+      openConversation(isGroup ? { kind: 'group', id: entry.id } : { kind: 'user', name: entry.name }),
+    );
+    li.append(btn);
+    return li;
+  }
+
+  /** The conversation list: private conversations and groups together, newest activity first. */
   function renderSidebar() {
     if (!state.me) return;
     const key = activeKey();
-
-    const contacts = [...state.contacts.values()].sort((a, b) => b.lastId - a.lastId || a.name.localeCompare(b.name));
-    const cl = $('contact-list');
-    cl.replaceChildren(
-      ...contacts.map((c) => {
-        const li = el('li');
-        const btn = el('button', 'conv-item');
-        btn.type = 'button';
-        btn.dataset.testid = `contact-${c.name}`;
-        btn.dataset.username = c.name;
-        if (key === keyOfUser(c.name)) btn.setAttribute('aria-current', 'true');
-        const avatar = el('span', 'avatar', c.name.slice(0, 1).toUpperCase());
-        avatar.setAttribute('aria-hidden', 'true');
-        avatar.style.setProperty('--hue', String(hueOf(c.name)));
-        const wrap = el('span', 'avatar-wrap');
-        wrap.append(avatar, presenceDot(c.name));
-        const text = el('span', 'conv-text');
-        text.append(el('span', 'conv-name', c.name), el('span', 'conv-preview', c.preview || ' '));
-        btn.append(wrap, text);
-        if (c.unread.size) btn.append(badge(c.unread.size));
-        btn.addEventListener('click', () => openConversation({ kind: 'user', name: c.name }));
-        li.append(btn);
-        return li;
-      }),
+    const rows = [
+      ...[...state.contacts.values()].map((entry) => ({ entry, isGroup: false, key: keyOfUser(entry.name) })),
+      ...[...state.groups.values()].map((entry) => ({ entry, isGroup: true, key: keyOfGroup(entry.id) })),
+    ];
+    rows.sort(
+      (a, b) =>
+        (b.entry.activity || 0) - (a.entry.activity || 0) ||
+        (b.entry.lastId || 0) - (a.entry.lastId || 0) ||
+        a.entry.name.localeCompare(b.entry.name),
     );
-    $('contacts-empty').hidden = contacts.length > 0;
-
-    const groups = [...state.groups.values()].sort(
-      (a, b) => (b.lastId || 0) - (a.lastId || 0) || a.name.localeCompare(b.name),
-    );
-    const gl = $('group-list');
-    gl.replaceChildren(
-      ...groups.map((g) => {
-        const li = el('li');
-        const btn = el('button', 'conv-item');
-        btn.type = 'button';
-        btn.dataset.testid = `group-${g.id}`;
-        btn.dataset.groupName = g.name;
-        if (key === keyOfGroup(g.id)) btn.setAttribute('aria-current', 'true');
-        const avatar = el('span', 'avatar avatar-group', '#');
-        avatar.setAttribute('aria-hidden', 'true');
-        avatar.style.setProperty('--hue', String(hueOf(`g${g.id}${g.name}`)));
-        const wrap = el('span', 'avatar-wrap');
-        wrap.append(avatar);
-        const online = onlineMembers(g);
-        if (online !== null && (online > 0 || knowsAnyPresence(g))) {
-          const dot = el('span', 'presence');
-          dot.dataset.presence = online > 0 ? 'online' : 'offline';
-          dot.title = `${online} online`;
-          dot.setAttribute('role', 'img');
-          dot.setAttribute('aria-label', `${online} other members online`);
-          wrap.append(dot);
-        }
-        const text = el('span', 'conv-text');
-        text.append(el('span', 'conv-name', g.name), el('span', 'conv-preview', g.preview || g.description || ' '));
-        btn.append(wrap, text);
-        if (g.unread) btn.append(badge(g.unread));
-        btn.addEventListener('click', () => openConversation({ kind: 'group', id: g.id }));
-        li.append(btn);
-        return li;
-      }),
-    );
-    $('groups-empty').hidden = groups.length > 0;
-
-    const total =
-      contacts.reduce((n, c) => n + c.unread.size, 0) + groups.reduce((n, g) => n + (g.unread || 0), 0);
+    $('conversation-list').replaceChildren(...rows.map((r) => listItem(r.entry, r.isGroup, r.key === key)));
+    $('conversations-empty').hidden = rows.length > 0;
+    const total = rows.reduce((n, r) => n + (r.entry.unread || 0), 0);
     document.title = total ? `(${total}) Parley — ${state.me}` : `Parley — ${state.me}`;
   }
 
@@ -1285,6 +1676,7 @@
     renderConversationHeader();
     renderMessages();
     renderTyping();
+    renderReplyBar();
     scrollToBottom();
   }
 
@@ -1401,7 +1793,21 @@
   function signature(w, continued, isGroup) {
     const m = w.m;
     const p = w.pending;
-    return [m.status || '', p ? (p.failed ? 'f' : p.uploading ? 'u' : 'p') : '', continued ? 'c' : '', isGroup ? 'g' : '', m.content.length].join('|');
+    const quoted = m.reply_to ? activeMessage(m.reply_to) : undefined;
+    const own = !p && m.id != null;
+    return [
+      m.status || '',
+      p ? (p.failed ? 'f' : p.uploading ? 'u' : 'p') : '',
+      continued ? 'c' : '',
+      isGroup ? 'g' : '',
+      m.content.length,
+      m.change_id || 0,
+      m.reply_to ? `${m.reply_to}:${quoted ? `${quoted.change_id || 0}` : '-'}` : '',
+      own && state.editing && state.editing.id === m.id ? 'e' : '',
+      own && state.confirmDelete === m.id ? 'x' : '',
+      own && state.picker === m.id ? 'r' : '',
+      own && !m.deleted && canDelete(m, isGroup) ? 'd' : '',
+    ].join('|');
   }
 
   function buildMessage(w, mine, continued, isGroup) {
@@ -1430,9 +1836,26 @@
       li.append(meta);
     }
 
+    if (!p && state.highlight && state.highlight.id === m.id && state.highlight.until > Date.now()) {
+      li.classList.add('highlight');
+      li.dataset.highlight = 'true';
+    }
+
     const bubble = el('div', 'bubble');
-    const file = fileInfo(m);
-    if (file) {
+    bubble.tabIndex = -1;
+    if (m.reply_to && !m.deleted) bubble.append(buildQuote(m.reply_to));
+    const file = m.deleted ? null : fileInfo(m);
+    const editing = !p && state.editing && state.editing.id === m.id;
+    if (m.deleted) {
+      li.dataset.deleted = 'true';
+      bubble.classList.add('tombstone');
+      const text = el('div', 'message-content', 'message deleted');
+      text.dataset.testid = 'message-content';
+      bubble.append(text);
+    } else if (editing) {
+      bubble.classList.add('editing');
+      bubble.append(buildEditor());
+    } else if (file) {
       bubble.classList.add('file-bubble');
       const btn = el('button', 'file-link');
       btn.type = 'button';
@@ -1453,7 +1876,17 @@
       text.dataset.testid = 'message-content';
       bubble.append(text);
     }
-    li.append(bubble);
+    if (m.edited_at && !m.deleted && !editing) {
+      const mark = el('span', 'message-edited', 'edited');
+      mark.dataset.testid = 'message-edited';
+      mark.title = `Edited ${formatTime(m.edited_at)}`;
+      bubble.append(mark);
+    }
+    const row = el('div', 'bubble-row');
+    row.append(bubble);
+    if (!p && !m.deleted && !editing) row.append(buildActions(m, mine, isGroup, !!file));
+    li.append(row);
+    if (!p && !m.deleted && Array.isArray(m.reactions) && m.reactions.length) li.append(buildReactions(m));
 
     if (mine && (p || !isGroup)) {
       const st = el('div', 'message-status');
@@ -1495,6 +1928,177 @@
     return li;
   }
 
+  /** The quoted original above a reply; clicking it scrolls to the original. */
+  function buildQuote(id) {
+    const q = activeMessage(id);
+    const btn = el('button', 'reply-quote');
+    btn.type = 'button';
+    btn.dataset.testid = 'reply-quote';
+    btn.dataset.replyTo = String(id);
+    const who = q ? (sameUser(q.sender, state.me) ? 'You' : q.sender) : 'Reply';
+    const snippet = snippetOf(q);
+    btn.append(el('span', 'reply-quote-sender', who), el('span', 'reply-quote-text', snippet));
+    if (q && q.deleted) btn.classList.add('deleted');
+    btn.setAttribute('aria-label', `In reply to ${q ? `${who}: ${snippet}` : 'an earlier message'}. Show the original`);
+    btn.title = 'Show the original message';
+    btn.addEventListener('click', () => jumpToMessage(id));
+    return btn;
+  }
+
+  function buildEditor() {
+    const e = state.editing;
+    const form = el('form', 'edit-form');
+    form.dataset.testid = 'edit-form';
+    const label = el('label', 'visually-hidden', 'Edit message');
+    const box = el('textarea', 'edit-input');
+    box.id = `edit-input-${e.id}`;
+    label.htmlFor = box.id;
+    box.dataset.testid = 'edit-input';
+    box.rows = 2;
+    box.maxLength = 8192;
+    box.value = e.draft;
+    box.addEventListener('input', () => {
+      e.draft = box.value;
+    });
+    box.addEventListener('keydown', (ev) => {
+      if (ev.key === 'Enter' && !ev.shiftKey && !ev.isComposing) {
+        ev.preventDefault();
+        saveEdit();
+      } else if (ev.key === 'Escape') {
+        ev.preventDefault();
+        cancelEdit();
+      }
+    });
+    const save = el('button', 'primary small', 'Save');
+    save.type = 'submit';
+    save.dataset.testid = 'edit-save';
+    const cancel = el('button', 'small', 'Cancel');
+    cancel.type = 'button';
+    cancel.dataset.testid = 'edit-cancel';
+    cancel.addEventListener('click', cancelEdit);
+    const buttons = el('div', 'edit-buttons');
+    buttons.append(el('span', 'edit-hint', 'Enter to save · Esc to cancel'), cancel, save);
+    form.append(label, box, buttons);
+    form.addEventListener('submit', (ev) => {
+      ev.preventDefault();
+      saveEdit();
+    });
+    return form;
+  }
+
+  /** Reaction chips with counts; the viewer's own is pressed, and clicking it takes it back. */
+  function buildReactions(m) {
+    const wrap = el('div', 'reactions');
+    wrap.dataset.testid = 'reactions';
+    for (const r of m.reactions) {
+      const users = Array.isArray(r.users) ? r.users : [];
+      const own = users.some((u) => sameUser(u, state.me));
+      const chip = el('button', 'reaction-chip');
+      chip.type = 'button';
+      chip.dataset.testid = 'reaction-chip';
+      chip.dataset.emoji = r.emoji;
+      chip.dataset.mine = String(own);
+      chip.setAttribute('aria-pressed', String(own));
+      const emoji = el('span', 'reaction-emoji', r.emoji);
+      emoji.setAttribute('aria-hidden', 'true');
+      const count = el('span', 'reaction-count', r.count);
+      count.dataset.testid = 'reaction-count';
+      chip.append(emoji, count);
+      const who = users.join(', ');
+      chip.title = who;
+      chip.setAttribute(
+        'aria-label',
+        `${r.emoji} ${r.count}${who ? ` (${who})` : ''}: ${own ? 'remove your reaction' : `react with ${r.emoji}`}`,
+      );
+      chip.addEventListener('click', () => (own ? removeReaction(m.id) : setReaction(m.id, r.emoji)));
+      wrap.append(chip);
+    }
+    return wrap;
+  }
+
+  function actionButton(label, action, text, onClick) {
+    const b = el('button', 'message-action', text);
+    b.type = 'button';
+    b.dataset.action = action;
+    b.dataset.testid = `action-${action}`;
+    b.setAttribute('aria-label', label);
+    b.title = label;
+    b.addEventListener('click', onClick);
+    return b;
+  }
+
+  /** Reply, react, edit and delete; shown on hover and keyboard focus. */
+  function buildActions(m, mine, isGroup, isFile) {
+    const bar = el('div', 'message-actions');
+    bar.setAttribute('role', 'toolbar');
+    bar.setAttribute('aria-label', 'Message actions');
+    bar.dataset.testid = 'message-actions';
+    bar.append(actionButton('Reply', 'reply', 'Reply', () => startReply(m.id)));
+    const react = actionButton('Add a reaction', 'react', '☺+', () => {
+      state.picker = state.picker === m.id ? null : m.id;
+      renderMessages();
+      const first = $('message-list').querySelector(`li[data-id="${m.id}"] .reaction-picker button`);
+      if (first) first.focus();
+    });
+    react.setAttribute('aria-haspopup', 'true');
+    react.setAttribute('aria-expanded', String(state.picker === m.id));
+    bar.append(react);
+    if (mine && !isFile && sameUser(m.sender, state.me)) {
+      bar.append(actionButton('Edit', 'edit', 'Edit', () => startEdit(m.id)));
+    }
+    if (canDelete(m, isGroup)) {
+      const confirming = state.confirmDelete === m.id;
+      const del = actionButton(
+        confirming ? 'Confirm: delete this message for everyone' : 'Delete',
+        'delete',
+        confirming ? 'Delete for everyone?' : 'Delete',
+        () => {
+          if (state.confirmDelete === m.id) {
+            deleteMessage(m.id);
+          } else {
+            state.confirmDelete = m.id;
+            renderMessages();
+            const again = $('message-list').querySelector(`li[data-id="${m.id}"] [data-action="delete"]`);
+            if (again) again.focus();
+            setTimeout(() => {
+              if (state.confirmDelete === m.id) {
+                state.confirmDelete = null;
+                renderMessages();
+              }
+            }, 5000);
+          }
+        },
+      );
+      del.classList.add('danger');
+      if (confirming) del.dataset.confirm = 'true';
+      bar.append(del);
+    }
+    if (state.picker === m.id) {
+      const picker = el('div', 'reaction-picker');
+      picker.setAttribute('role', 'group');
+      picker.setAttribute('aria-label', 'Pick a reaction');
+      picker.dataset.testid = 'reaction-picker';
+      for (const emoji of REACTION_CHOICES) {
+        const b = el('button', 'reaction-choice', emoji);
+        b.type = 'button';
+        b.dataset.emoji = emoji;
+        b.dataset.testid = 'reaction-choice';
+        b.setAttribute('aria-label', `React with ${emoji}`);
+        b.addEventListener('click', () => setReaction(m.id, emoji));
+        picker.append(b);
+      }
+      picker.addEventListener('keydown', (ev) => {
+        if (ev.key === 'Escape') {
+          state.picker = null;
+          renderMessages();
+        }
+      });
+      bar.append(picker);
+      bar.classList.add('open');
+    }
+    return bar;
+  }
+
   function renderTyping() {
     const node = $('typing-indicator');
     const key = activeKey();
@@ -1521,6 +2125,136 @@
           : `${names.length} people are typing…`;
   }
 
+  // ---- search -----------------------------------------------------------------------
+
+  const SEARCH_PAGE = 20;
+
+  async function onSearchSubmit(ev) {
+    ev.preventDefault();
+    const q = $('search-input').value.trim();
+    if (!q) {
+      closeSearch();
+      return;
+    }
+    // `before` pins the ranking, so later pages do not shift as messages arrive.
+    state.search = { q, before: state.maxId + 1, offset: 0, results: [], more: false, loading: false };
+    await loadSearchPage();
+  }
+
+  async function loadSearchPage() {
+    const s = state.search;
+    if (!s || s.loading) return;
+    s.loading = true;
+    renderSearch();
+    const params = new URLSearchParams({ q: s.q, limit: String(SEARCH_PAGE), offset: String(s.offset) });
+    if (s.before > 1) params.set('before', String(s.before));
+    try {
+      const page = await api('GET', `/search?${params}`);
+      if (state.search !== s) return;
+      s.results.push(...(page.results || []));
+      s.offset += (page.results || []).length;
+      s.more = !!page.more;
+    } catch (err) {
+      if (state.search === s) s.error = err instanceof ApiError ? err.message : String(err);
+      showApiError(err, 'Could not search');
+    } finally {
+      s.loading = false;
+      if (state.search === s) renderSearch();
+    }
+  }
+
+  function closeSearch() {
+    state.search = null;
+    const panel = $('search-panel');
+    if (panel) panel.hidden = true;
+  }
+
+  /** The words of `q` as the server reads them: runs of letters and digits. */
+  function searchWords(q) {
+    return (q.match(/[\p{L}\p{N}]+/gu) || []).map((w) => w.toLowerCase());
+  }
+
+  /** `text` with the searched words in <mark>, built from text nodes only. */
+  function markWords(text, words) {
+    const frag = document.createDocumentFragment();
+    const parts = text.split(/([\p{L}\p{N}]+)/u);
+    for (const part of parts) {
+      if (!part) continue;
+      if (words.includes(part.toLowerCase())) frag.append(el('mark', null, part));
+      else frag.append(document.createTextNode(part));
+    }
+    return frag;
+  }
+
+  function renderSearch() {
+    const s = state.search;
+    const panel = $('search-panel');
+    if (!s) {
+      panel.hidden = true;
+      return;
+    }
+    panel.hidden = false;
+    $('search-heading').textContent = `Results for “${s.q}”`;
+    const words = searchWords(s.q);
+    const list = $('search-results');
+    list.replaceChildren(
+      ...s.results.map((r) => {
+        const li = el('li');
+        const btn = el('button', 'search-hit');
+        btn.type = 'button';
+        btn.dataset.testid = 'search-result';
+        btn.dataset.id = String(r.id);
+        const isGroup = r.group_id != null;
+        const g = isGroup ? state.groups.get(r.group_id) : null;
+        const where = isGroup ? `# ${g ? g.name : `group ${r.group_id}`}` : sameUser(r.sender, state.me) ? r.recipient : r.sender;
+        if (isGroup) btn.dataset.groupId = String(r.group_id);
+        else btn.dataset.username = where;
+        const head = el('span', 'search-hit-head');
+        head.append(
+          el('span', 'search-hit-where', where),
+          el('span', 'search-hit-sender', sameUser(r.sender, state.me) ? 'You' : r.sender),
+          el('time', 'search-hit-time', formatTime(r.timestamp)),
+        );
+        const file = fileInfo(r);
+        const body = el('span', 'search-hit-text');
+        body.dataset.testid = 'search-result-text';
+        const text = file ? `File: ${file.filename}` : String(r.content).replace(/\s+/g, ' ');
+        body.append(markWords(text.length > 200 ? `${text.slice(0, 200)}…` : text, words));
+        btn.append(head, body);
+        btn.setAttribute('aria-label', `${where}, ${r.sender}: ${text.slice(0, 120)}. Show in the conversation`);
+        btn.addEventListener('click', () => openSearchResult(r));
+        li.append(btn);
+        return li;
+      }),
+    );
+    const status = $('search-status');
+    if (s.loading) status.textContent = 'Searching…';
+    else if (s.error && !s.results.length) status.textContent = 'The search failed.';
+    else if (!s.results.length) status.textContent = 'No messages found.';
+    else status.textContent = `${s.results.length}${s.more ? '+' : ''} message${s.results.length === 1 ? '' : 's'} found`;
+    const more = $('search-more');
+    more.hidden = !s.more;
+    more.disabled = s.loading;
+  }
+
+  /** Opens the result's conversation and scrolls to the message, highlighted. */
+  async function openSearchResult(r) {
+    closeSearch();
+    let target;
+    if (r.group_id != null) {
+      if (!state.groups.has(r.group_id)) {
+        notify('You are no longer a member of that group.', 'info');
+        return;
+      }
+      target = { kind: 'group', id: r.group_id };
+    } else {
+      const other = sameUser(r.sender, state.me) ? r.recipient : r.sender;
+      target = { kind: 'user', name: ensureContact(other, true).name };
+    }
+    if (activeKey() !== (target.kind === 'user' ? keyOfUser(target.name) : keyOfGroup(target.id))) openConversation(target);
+    await jumpToMessage(r.id);
+  }
+
   // ---- wiring ----------------------------------------------------------------------
 
   function init() {
@@ -1535,6 +2269,23 @@
     $('composer-input').addEventListener('keydown', onComposerKey);
     $('composer-input').addEventListener('input', onComposerInput);
     $('attach-button').addEventListener('click', () => $('file-input').click());
+    $('reply-cancel').addEventListener('click', cancelReply);
+    $('search-form').addEventListener('submit', onSearchSubmit);
+    $('search-more').addEventListener('click', loadSearchPage);
+    $('search-close').addEventListener('click', () => {
+      closeSearch();
+      $('search-input').focus();
+    });
+    document.addEventListener('keydown', (ev) => {
+      if (ev.key === 'Escape' && state.search && ($('search-panel').contains(ev.target) || ev.target === $('search-input'))) {
+        closeSearch();
+        $('search-input').focus();
+      }
+    });
+    $('reply-bar-quote').addEventListener('click', () => {
+      const id = state.active && state.replyTo.get(activeKey());
+      if (id) jumpToMessage(id);
+    });
     $('file-input').addEventListener('change', onFileChosen);
     $('load-older-button').addEventListener('click', () => {
       const c = state.active && state.convs.get(activeKey());
@@ -1552,13 +2303,10 @@
         const g = state.active && state.active.kind === 'group' && state.groups.get(state.active.id);
         if (g) g.unread = 0;
         markVisibleRead();
-        refreshGroups();
+        // Read elsewhere while this page was hidden: the server's counts.
+        scheduleListRefresh();
       }
     });
-    // Membership changes are not pushed: look again now and then.
-    setInterval(() => {
-      if (state.me && document.visibilityState === 'visible') refreshGroups();
-    }, 30000);
 
     setAuthMode('login');
     const token = sessionStorage.getItem(TOKEN_KEY);

@@ -111,18 +111,20 @@ const errors = [];
 /**
  * Installed before the client's script: tracks its WebSockets so the test
  * can drop them (as a network failure would) and refuse new ones for a
- * while, and records the frames the client sends.
+ * while, and records the frames the client sends and receives.
  */
 function socketProbe() {
   const Native = window.WebSocket;
   window.__sockets = [];
   window.__sentFrames = [];
+  window.__receivedFrames = [];
   window.__blockSockets = false;
   class ProbedWebSocket extends Native {
     constructor(url, protocols) {
       // While blocked, dial a closed loopback port: the connection fails at once.
       super(window.__blockSockets ? 'ws://127.0.0.1:9/blocked' : url, protocols);
       window.__sockets.push(this);
+      this.addEventListener('message', (ev) => window.__receivedFrames.push(String(ev.data)));
     }
     send(data) {
       window.__sentFrames.push(String(data));
@@ -177,6 +179,38 @@ async function apiAs(token, method, route, body) {
 const lastMessage = (p) => p.t('message-list').locator('[data-testid="message"]').last();
 const messageWithText = (p, text) =>
   p.t('message-list').locator('[data-testid="message"]', { hasText: text });
+const messageById = (p, id) => p.t('message-list').locator(`[data-testid="message"][data-id="${id}"]`);
+const contentOf = (msg) => msg.locator('[data-testid="message-content"]');
+/** The chip for `emoji` under a message, and the count it shows ('' when there is none). */
+const chipOf = (msg, emoji) => msg.locator(`[data-testid="reaction-chip"][data-emoji="${emoji}"]`);
+async function chipCount(msg, emoji) {
+  const chip = chipOf(msg, emoji);
+  return (await chip.count()) ? textOf(chip.locator('[data-testid="reaction-count"]')) : '';
+}
+
+/** Drops `p`'s sockets as a network failure would, and refuses new ones until restoreNetwork. */
+async function dropNetwork(p) {
+  await p.page.evaluate(() => {
+    window.__blockSockets = true;
+    window.__sentFrames.length = 0;
+    for (const ws of window.__sockets) if (ws.readyState <= 1) ws.close(1000, 'test: network drop');
+  });
+  await until(async () => (await p.t('conn-status').getAttribute('data-state')) === 'offline', `${p.name}’s client to show it is offline`);
+  await hasText(p.t('conn-status'), 'reconnecting', `the reconnecting notice in ${p.name}’s status`);
+}
+
+async function restoreNetwork(p) {
+  await p.page.evaluate(() => {
+    window.__blockSockets = false;
+  });
+  await until(async () => (await p.t('conn-status').getAttribute('data-state')) === 'online', `${p.name}’s client to reconnect`, 20_000);
+}
+
+/** The `sync` frames `p` sent since its network was dropped. */
+async function syncFrames(p) {
+  const frames = await p.page.evaluate(() => window.__sentFrames.map((f) => JSON.parse(f)));
+  return { frames, syncs: frames.filter((f) => f.type === 'sync') };
+}
 
 // ---- the scenario -------------------------------------------------------------------
 
@@ -344,7 +378,7 @@ async function main() {
       await alice.t('new-group-description').fill('Planning the launch');
       await alice.t('new-group-button').click();
       await hasText(alice.t('conversation-title'), 'Project X', 'the new group’s title');
-      const groupButton = alice.t('group-list').locator('[data-group-name="Project X"]');
+      const groupButton = alice.t('conversation-list').locator('[data-group-name="Project X"]');
       await visible(groupButton, 'the group in alice’s group list');
       groupId = Number((await groupButton.getAttribute('data-testid')).replace('group-', ''));
       await visible(alice.t('add-member-input'), 'the add-member form');
@@ -393,15 +427,141 @@ async function main() {
       await shot(bob.page, 'bob-reads-group');
     });
 
+    // Both have the group open from here on.
+    let bobsId; // bob's "Thanks for adding me!"
+    let deletedId;
+    await step('alice replies to bob’s message and bob sees the quote', async () => {
+      const original = messageWithText(alice, 'Thanks for adding me!').first();
+      bobsId = Number(await original.getAttribute('data-id'));
+      await original.hover();
+      await original.locator('[data-testid="action-reply"]').click();
+      await visible(alice.t('reply-bar'), 'the “Replying to” bar above alice’s composer');
+      await hasText(alice.t('reply-bar'), 'Replying to bob', 'the reply bar');
+      await hasText(alice.t('reply-bar-text'), 'Thanks for adding me!', 'the quoted snippet in the reply bar');
+      await alice.t('composer-input').fill('Glad to have you, bob');
+      await shot(alice.page, 'alice-replying');
+      await alice.page.keyboard.press('Enter');
+      await until(async () => !(await alice.t('reply-bar').isVisible()), 'the reply bar to close after sending');
+      const mine = messageWithText(alice, 'Glad to have you, bob');
+      await hasText(mine.locator('[data-testid="reply-quote"]'), 'Thanks for adding me!', 'the quote on alice’s sent reply');
+      // bob gets the reply live, quoting his message; the quote leads to the original.
+      const reply = messageWithText(bob, 'Glad to have you, bob');
+      await visible(reply, 'alice’s reply in bob’s view');
+      const quote = reply.locator('[data-testid="reply-quote"]');
+      await hasText(quote, 'Thanks for adding me!', 'the quoted original in bob’s view');
+      if (Number(await quote.getAttribute('data-reply-to')) !== bobsId) {
+        throw new StepFailure(`the quote points at ${await quote.getAttribute('data-reply-to')}, expected ${bobsId}`);
+      }
+      await quote.click();
+      await until(async () => (await messageById(bob, bobsId).getAttribute('data-highlight')) === 'true', 'the original to be highlighted after clicking the quote');
+      await shot(bob.page, 'bob-sees-reply');
+    });
+
+    await step('bob edits his message and alice sees the new text, “edited”, live', async () => {
+      const mine = messageById(bob, bobsId);
+      // bob is a plain member: he edits his own message but deletes nobody else's.
+      const alices = messageWithText(bob, 'Agenda: ship it');
+      await alices.hover();
+      if ((await alices.locator('[data-testid="action-edit"]').count()) !== 0) throw new StepFailure('bob may edit alice’s message');
+      if ((await alices.locator('[data-testid="action-delete"]').count()) !== 0) throw new StepFailure('bob, a member, may delete alice’s message');
+      await mine.hover();
+      await mine.locator('[data-testid="action-edit"]').click();
+      const box = mine.locator('[data-testid="edit-input"]');
+      await visible(box, 'the inline editor');
+      await box.fill('Thanks for adding me, all!');
+      await box.press('Enter');
+      await hasText(contentOf(mine), 'Thanks for adding me, all!', 'bob’s edited message');
+      await visible(mine.locator('[data-testid="message-edited"]'), '“edited” on bob’s message');
+      const seen = messageById(alice, bobsId);
+      await hasText(contentOf(seen), 'Thanks for adding me, all!', 'the edit in alice’s view');
+      await hasText(seen.locator('[data-testid="message-edited"]'), 'edited', '“edited” in alice’s view');
+      if ((await messageById(alice, bobsId).count()) !== 1) throw new StepFailure('the edited message is shown twice');
+      // The reply's quote follows the original.
+      await hasText(messageWithText(alice, 'Glad to have you, bob').locator('[data-testid="reply-quote"]'), 'Thanks for adding me, all!', 'the quote after the edit');
+      // alice owns the group: she may delete bob's message, not edit it.
+      await seen.hover();
+      if ((await seen.locator('[data-testid="action-edit"]').count()) !== 0) throw new StepFailure('alice may edit bob’s message');
+      await visible(seen.locator('[data-testid="action-delete"]'), 'Delete on bob’s message for alice, the owner');
+      await shot(alice.page, 'alice-sees-edit');
+    });
+
+    await step('alice reacts, bob sees the chip with its count, and alice takes it back', async () => {
+      const target = messageById(alice, bobsId);
+      await target.hover();
+      await target.locator('[data-testid="action-react"]').click();
+      await visible(target.locator('[data-testid="reaction-picker"]'), 'the reaction picker');
+      await target.locator('[data-testid="reaction-choice"][data-emoji="👍"]').click();
+      await until(async () => (await chipCount(target, '👍')) === '1', 'alice’s 👍 chip with 1');
+      if ((await chipOf(target, '👍').getAttribute('aria-pressed')) !== 'true') throw new StepFailure('alice’s own chip is not highlighted');
+      const seen = messageById(bob, bobsId);
+      await until(async () => (await chipCount(seen, '👍')) === '1', 'the 👍 chip with 1 in bob’s view');
+      if ((await chipOf(seen, '👍').getAttribute('aria-pressed')) !== 'false') throw new StepFailure('bob sees alice’s reaction as his own');
+      // bob joins in by clicking the chip: 2 for both.
+      await chipOf(seen, '👍').click();
+      await until(async () => (await chipCount(seen, '👍')) === '2', 'the chip to count 2 in bob’s view');
+      await until(async () => (await chipCount(target, '👍')) === '2', 'the chip to count 2 in alice’s view');
+      await shot(bob.page, 'bob-sees-reactions');
+      // Clicking her own chip takes alice's reaction back.
+      await chipOf(target, '👍').click();
+      await until(async () => (await chipCount(seen, '👍')) === '1', 'the chip to fall back to 1 in bob’s view');
+      await until(async () => (await chipOf(target, '👍').getAttribute('aria-pressed')) === 'false', 'alice’s chip to be hers no longer');
+      await chipOf(seen, '👍').click();
+      await until(async () => (await chipOf(target, '👍').count()) === 0, 'the chip to disappear once nobody reacts');
+    });
+
+    await step('bob deletes a message and alice sees the tombstone', async () => {
+      await bob.t('composer-input').fill('Oops, wrong chat');
+      await bob.page.keyboard.press('Enter');
+      const seen = messageWithText(alice, 'Oops, wrong chat');
+      await visible(seen, 'bob’s new message in alice’s view');
+      deletedId = Number(await seen.getAttribute('data-id'));
+      const mine = messageById(bob, deletedId);
+      await until(async () => (await mine.count()) === 1, 'bob’s message to be acked');
+      await mine.hover();
+      await mine.locator('[data-testid="action-delete"]').click();
+      // The first click asks; the second deletes.
+      await hasText(mine.locator('[data-testid="action-delete"]'), 'Delete for everyone?', 'the delete confirmation');
+      await mine.locator('[data-testid="action-delete"]').click();
+      await until(async () => (await mine.getAttribute('data-deleted')) === 'true', 'bob’s message to become a tombstone');
+      const tomb = messageById(alice, deletedId);
+      await until(async () => (await tomb.getAttribute('data-deleted')) === 'true', 'the tombstone in alice’s view');
+      await hasText(contentOf(tomb), 'message deleted', 'the tombstone text');
+      if ((await messageWithText(alice, 'Oops, wrong chat').count()) !== 0) throw new StepFailure('the deleted text is still shown');
+      if ((await tomb.locator('[data-testid="message-actions"]').count()) !== 0) throw new StepFailure('a tombstone offers actions');
+      await shot(alice.page, 'alice-sees-tombstone');
+    });
+
+    await step('alice reconnects and sees an edit bob made while she was offline', async () => {
+      // The deletion was the last thing alice saw live, so her sync cursor must
+      // be its change_id (above every message id she has), not the message's id.
+      const received = await alice.page.evaluate(() => window.__receivedFrames.map((f) => JSON.parse(f)));
+      const tombstone = received.filter((f) => f.type === 'message_updated').pop();
+      if (!tombstone || tombstone.id !== deletedId || !tombstone.deleted || !(tombstone.change_id > deletedId)) {
+        throw new StepFailure(`expected the last update alice got to be the deletion, with a change_id: ${JSON.stringify(tombstone)}`);
+      }
+      await dropNetwork(alice);
+      const edited = await apiAs(await tokenOf(bob), 'PATCH', `/messages/${bobsId}`, { content: 'Thanks for adding me, everyone!' });
+      await hasText(contentOf(messageById(bob, bobsId)), 'Thanks for adding me, everyone!', 'the edit in bob’s own view');
+      await new Promise((r) => setTimeout(r, 300));
+      if ((await textOf(contentOf(messageById(alice, bobsId)))) !== 'Thanks for adding me, all!') {
+        throw new StepFailure('alice saw the edit while her socket was closed');
+      }
+      await restoreNetwork(alice);
+      const seen = messageById(alice, bobsId);
+      await hasText(contentOf(seen), 'Thanks for adding me, everyone!', 'the missed edit after the reconnect');
+      if ((await messageById(alice, bobsId).count()) !== 1) throw new StepFailure('the replayed edit was shown twice');
+      const { frames, syncs } = await syncFrames(alice);
+      const sync = syncs[0];
+      if (!sync || sync.since !== tombstone.change_id) {
+        throw new StepFailure(
+          `expected a sync frame with since = ${tombstone.change_id} (the deletion's change_id; the edit is ${edited.change_id}), sent: ${JSON.stringify(frames)}`,
+        );
+      }
+      await shot(alice.page, 'alice-sees-missed-edit');
+    });
+
     await step('bob reconnects after losing the network and catches up', async () => {
-      const state = () => bob.t('conn-status').getAttribute('data-state');
-      await bob.page.evaluate(() => {
-        window.__blockSockets = true;
-        window.__sentFrames.length = 0;
-        for (const ws of window.__sockets) if (ws.readyState <= 1) ws.close(1000, 'test: network drop');
-      });
-      await until(async () => (await state()) === 'offline', 'bob’s client to show it is offline');
-      await hasText(bob.t('conn-status'), 'reconnecting', 'the reconnecting notice in bob’s status');
+      await dropNetwork(bob);
       const sent = await apiAs(await tokenOf(alice), 'POST', `/groups/${groupId}/messages`, {
         content: 'Sent while bob was offline',
       });
@@ -410,13 +570,10 @@ async function main() {
         throw new StepFailure('bob received a message while his socket was closed');
       }
       await shot(bob.page, 'bob-offline');
-      await bob.page.evaluate(() => {
-        window.__blockSockets = false;
-      });
-      await until(async () => (await state()) === 'online', 'bob’s client to reconnect', 20_000);
+      await restoreNetwork(bob);
       await visible(messageWithText(bob, 'Sent while bob was offline'), 'the missed message after the reconnect');
-      const frames = await bob.page.evaluate(() => window.__sentFrames.map((f) => JSON.parse(f)));
-      const sync = frames.find((f) => f.type === 'sync');
+      const { frames, syncs } = await syncFrames(bob);
+      const sync = syncs[0];
       if (!sync || !(sync.since > 0 && sync.since < sent.id)) {
         throw new StepFailure(`expected a sync frame with 0 < since < ${sent.id} after reconnecting, sent: ${JSON.stringify(frames)}`);
       }
@@ -459,6 +616,48 @@ async function main() {
       await shot(alice.page, 'alice-older-history');
     });
 
+    await step('a search finds an old message and jumps to it', async () => {
+      // alice opens the group and reloads: bob's conversation is not loaded at all.
+      await alice.t(`group-${groupId}`).click();
+      await hasText(alice.t('conversation-title'), 'Project X', 'the group title');
+      await alice.page.reload();
+      await visible(alice.t('chat-view'), 'alice still signed in after the reload');
+      await hasText(alice.t('conversation-title'), 'Project X', 'the group reopened after the reload');
+      const results = alice.t('search-results').locator('[data-testid="search-result"]');
+      // A deleted message is found by nothing.
+      await alice.t('search-input').fill('wrong chat');
+      await alice.t('search-input').press('Enter');
+      await hasText(alice.t('search-status'), 'No messages found', 'the empty search');
+      await alice.t('search-input').fill('not bold');
+      await alice.t('search-input').press('Enter');
+      await until(async () => (await results.count()) === 1 && (await textOf(alice.t('search-status'))).startsWith('1 '), 'exactly one result for “not bold”');
+      const hit = results.first();
+      await hasText(hit, 'Hello Bob!', 'the found message');
+      if ((await hit.getAttribute('data-username')) !== 'bob') throw new StepFailure('the result is not shown as bob’s conversation');
+      const marked = (await hit.locator('mark').allTextContents()).join(' ');
+      if (marked !== 'not bold') throw new StepFailure(`the searched words are not marked: “${marked}”`);
+      if ((await hit.locator('b').count()) !== 0) throw new StepFailure('a search result was rendered as HTML');
+      const id = Number(await hit.getAttribute('data-id'));
+      await shot(alice.page, 'alice-search-results');
+      // The message is beyond the newest page: the client loads older pages to reach it.
+      await hit.click();
+      await hasText(alice.t('conversation-title'), 'bob', 'the conversation of the result');
+      const found = messageById(alice, id);
+      await visible(found, 'the found message in its conversation');
+      await until(async () => (await found.getAttribute('data-highlight')) === 'true', 'the found message to be highlighted');
+      await until(
+        () =>
+          found.evaluate((node) => {
+            const box = node.closest('[data-testid="message-scroller"]').getBoundingClientRect();
+            const r = node.getBoundingClientRect();
+            return r.top >= box.top && r.bottom <= box.bottom;
+          }),
+        'the found message to be scrolled into view',
+      );
+      if (!(await alice.t('search-panel').isHidden())) throw new StepFailure('the results still cover the conversation');
+      await shot(alice.page, 'alice-search-jump');
+    });
+
     await step('bob’s unread count follows the bulk messages', async () => {
       // bob has the group open; the 60 private messages arrived live.
       await hasText(bob.t('contact-alice').locator('[data-testid="unread"]'), '60', 'bob’s unread count for alice');
@@ -466,8 +665,8 @@ async function main() {
     });
 
     await step('bob signs in on a new device and his conversations are rebuilt', async () => {
-      // A fresh context has no local cache: the client finds its contacts by
-      // replaying with sync from 0, and the groups from GET /groups.
+      // A fresh context has nothing stored: the list comes from GET
+      // /conversations, and the socket replays only what came after it.
       const phone = await person(browser, 'bob-new-device');
       await phone.page.goto(BASE + '/');
       await visible(phone.t('auth-view'), 'the sign-in screen on the new device');
@@ -478,12 +677,84 @@ async function main() {
       await hasText(phone.t('me'), 'bob', 'the name as registered');
       const contact = phone.t('contact-alice');
       await visible(contact, 'alice in the rebuilt contact list');
-      await hasText(contact.locator('[data-testid="unread"]'), '60', 'the unread count rebuilt from the replay');
+      await hasText(contact.locator('[data-testid="unread"]'), '60', 'the unread count from the server');
       await visible(phone.t(`group-${groupId}`), 'the group on the new device');
       await hasText(phone.t(`group-${groupId}`), 'Project X', 'the group name on the new device');
+      const { frames, syncs } = await syncFrames(phone);
+      if (!syncs.length || !(syncs[0].since > 0)) {
+        throw new StepFailure(`expected the first sync to start after the list (since > 0), sent: ${JSON.stringify(frames)}`);
+      }
       await shot(phone.page, 'bob-new-device');
       await phone.context.close();
       delete pages['bob-new-device'];
+    });
+
+    await step('bob reloads with unread messages: the list shows the server’s counts, newest first', async () => {
+      // bob opens a group of his own, so neither conversation with news is open.
+      await bob.t('new-group-name').fill('Notes');
+      await bob.t('new-group-button').click();
+      await hasText(bob.t('conversation-title'), 'Notes', 'bob’s own group');
+      const notes = bob.t('conversation-list').locator('[data-group-name="Notes"]');
+      const notesId = (await notes.getAttribute('data-testid')).replace('group-', '');
+      const aliceToken = await tokenOf(alice);
+      await apiAs(aliceToken, 'POST', '/messages/private', { recipient: 'bob', content: 'Are you still there, bob?' });
+      await apiAs(aliceToken, 'POST', `/groups/${groupId}/messages`, { content: 'News for the group' });
+      const gone = await apiAs(aliceToken, 'POST', `/groups/${groupId}/messages`, { content: 'A second thought' });
+      await apiAs(aliceToken, 'DELETE', `/messages/${gone.id}`);
+      const badgeOf = (t) => t.locator('[data-testid="unread"]');
+      const group = bob.t(`group-${groupId}`);
+      const contact = bob.t('contact-alice');
+      // Live first: the new messages counted, the tombstone as the group's snippet.
+      await hasText(badgeOf(group), '2', 'the group’s live unread count');
+      await hasText(badgeOf(contact), '61', 'alice’s live unread count');
+      await hasText(group.locator('[data-testid="conv-preview"]'), 'message deleted', 'the tombstone as the group’s last message');
+
+      await bob.page.reload();
+      await visible(bob.t('chat-view'), 'bob still signed in after the reload');
+      await hasText(bob.t('conversation-title'), 'Notes', 'bob’s own group reopened');
+      const order = async () =>
+        (await bob.t('conversation-list').locator('.conv-item').evaluateAll((items) => items.map((b) => b.dataset.testid))).join(' ');
+      const wanted = `group-${groupId} contact-alice group-${notesId}`;
+      await until(async () => (await order()) === wanted, `the list to read “${wanted}” (newest first)`);
+      await hasText(badgeOf(group), '2', 'the group’s unread count from the server');
+      await hasText(badgeOf(contact), '61', 'alice’s unread count from the server');
+      if ((await badgeOf(notes).count()) !== 0) throw new StepFailure('bob’s own group shows an unread badge');
+      await hasText(group.locator('[data-testid="conv-preview"]'), 'message deleted', 'the tombstone after the reload');
+      if ((await textOf(group.locator('[data-testid="conv-preview"]'))).includes('A second thought')) {
+        throw new StepFailure('the deleted text is shown in the list');
+      }
+      await hasText(contact.locator('[data-testid="conv-preview"]'), 'Are you still there, bob?', 'alice’s last message');
+      for (const item of [group, contact, notes]) {
+        if (!(await textOf(item.locator('[data-testid="conv-time"]')))) throw new StepFailure('a conversation shows no time of last activity');
+      }
+      // The socket replays only what came after the list: its cursor starts at the newest message listed.
+      const { frames, syncs } = await syncFrames(bob);
+      if (!syncs.length || !(syncs[0].since >= gone.id)) {
+        throw new StepFailure(`expected the first sync after the reload to start at ${gone.id} or later, sent: ${JSON.stringify(frames)}`);
+      }
+      await shot(bob.page, 'bob-list-after-reload');
+
+      // Opening the group clears its badge, and the server agrees.
+      await group.click();
+      await hasText(bob.t('conversation-title'), 'Project X', 'the group opened from the list');
+      await until(async () => (await badgeOf(group).count()) === 0, 'the group’s badge to clear once it is open');
+      const token = await tokenOf(bob);
+      await until(async () => {
+        const list = await apiAs(token, 'GET', '/conversations');
+        const g = list.conversations.find((x) => x.kind === 'group' && x.group_id === groupId);
+        return g && g.unread === 0;
+      }, 'GET /conversations to report 0 unread in the group');
+      // Back to Notes, so the reload does not reopen the group: the list alone decides.
+      await notes.click();
+      await hasText(bob.t('conversation-title'), 'Notes', 'bob’s own group again');
+      await bob.page.reload();
+      await visible(bob.t('chat-view'), 'bob still signed in after the second reload');
+      await hasText(bob.t('conversation-title'), 'Notes', 'Notes reopened after the second reload');
+      await until(async () => (await order()) === wanted, 'the same order after the second reload');
+      await hasText(badgeOf(contact), '61', 'alice’s unread count after the second reload');
+      if ((await badgeOf(group).count()) !== 0) throw new StepFailure('the group’s badge came back after the reload');
+      if ((await group.getAttribute('data-unread')) !== '0') throw new StepFailure('the group is listed with unread messages');
+      await shot(bob.page, 'bob-badge-stays-cleared');
     });
 
     if (errors.length) {

@@ -10,6 +10,7 @@
 #   CHROMIUM          path of the Chromium binary (default /usr/bin/chromium)
 #   PARLEY_E2E_KEEP   set to 1 to keep the temp data dir and server log
 #   SKIP_BUILD        set to 1 to use the existing target/debug/parley
+#   CARGO_TARGET_DIR  honoured as cargo does: the binary is looked for there
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -27,7 +28,10 @@ if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
   echo "==> cargo build -p parley"
   cargo build -p parley
 fi
-BIN="$ROOT/target/debug/parley"
+# Where cargo put it: CARGO_TARGET_DIR if set (relative to the workspace), else target/.
+TARGET_DIR="${CARGO_TARGET_DIR:-target}"
+[[ "$TARGET_DIR" = /* ]] || TARGET_DIR="$ROOT/$TARGET_DIR"
+BIN="$TARGET_DIR/debug/parley"
 [[ -x "$BIN" ]] || { echo "error: $BIN was not built" >&2; exit 2; }
 
 if [[ ! -d "$HERE/node_modules/playwright-core" ]]; then
