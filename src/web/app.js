@@ -572,6 +572,8 @@
     // A change is not activity: the entry keeps its place and shows the new state.
     const entry = entryOf(key);
     if (entry && entry.lastId === f.id && isNewerState(entry.last, msg)) entry.last = msg;
+    // The server counts no deleted message as unread; one counted here stops counting.
+    if (entry && msg.deleted && entry.counted && entry.counted.has(f.id)) countRead(entry, f.id);
     applyUpdate(key, msg);
     if (state.editing && state.editing.id === f.id && msg.deleted) state.editing = null;
     if (state.syncing) return; // rendered once at `synced`
@@ -763,7 +765,7 @@
     entry.counted.add(id);
   }
 
-  /** A private message marked read: one fewer unread. */
+  /** A message marked read (or deleted): one fewer unread. */
   function countRead(entry, id) {
     if (!entry) return;
     entry.unread = Math.max(0, (entry.unread || 0) - 1);
@@ -1822,7 +1824,7 @@
     } else {
       li.dataset.id = String(m.id);
       li.dataset.sender = m.sender;
-      const unread = !mine && !isGroup && m.status !== 'read' && !state.readSent.has(m.id);
+      const unread = !mine && !isGroup && !m.deleted && m.status !== 'read' && !state.readSent.has(m.id);
       li.dataset.unread = String(unread);
     }
     li.dataset.mine = String(mine);

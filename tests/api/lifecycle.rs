@@ -610,3 +610,33 @@ api_test!(
         assert_eq!(hits[0]["reactions"][0]["emoji"], "🐳");
     }
 );
+
+api_test!(
+    a_deleted_message_is_no_longer_unread_in_groups_or_the_conversation_list,
+    |app| async move {
+        let alice = app.create_user("alice").await;
+        let bob = app.create_user("bob").await;
+        let group = app.create_group_with(&alice, "team", &[&bob]).await;
+        let mut doomed = Vec::new();
+        for text in ["one", "two"] {
+            app.send_text(&alice, "bob", text).await;
+            app.send_group_text(&alice, group, text).await;
+        }
+        doomed.push(int_field(&app.send_text(&alice, "bob", "oops").await, "id"));
+        doomed.push(int_field(
+            &app.send_group_text(&alice, group, "oops").await,
+            "id",
+        ));
+        assert_eq!(app.unread(&bob.token, group).await, 3);
+        for id in doomed {
+            json_ok(delete(&app, &alice.token, id).await).await;
+        }
+        assert_eq!(app.unread(&bob.token, group).await, 2);
+        let list = json_ok(app.list_conversations(&bob.token, "").await).await;
+        let unread: Vec<i64> = array(&list["conversations"], "conversations")
+            .iter()
+            .map(|entry| int_field(entry, "unread"))
+            .collect();
+        assert_eq!(unread, [2, 2], "{list}");
+    }
+);

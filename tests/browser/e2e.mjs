@@ -704,8 +704,9 @@ async function main() {
       const badgeOf = (t) => t.locator('[data-testid="unread"]');
       const group = bob.t(`group-${groupId}`);
       const contact = bob.t('contact-alice');
-      // Live first: the new messages counted, the tombstone as the group's snippet.
-      await hasText(badgeOf(group), '2', 'the group’s live unread count');
+      // Live first: the new messages counted (a deleted one is never unread),
+      // the tombstone as the group's snippet.
+      await hasText(badgeOf(group), '1', 'the group’s live unread count');
       await hasText(badgeOf(contact), '61', 'alice’s live unread count');
       await hasText(group.locator('[data-testid="conv-preview"]'), 'message deleted', 'the tombstone as the group’s last message');
 
@@ -716,7 +717,7 @@ async function main() {
         (await bob.t('conversation-list').locator('.conv-item').evaluateAll((items) => items.map((b) => b.dataset.testid))).join(' ');
       const wanted = `group-${groupId} contact-alice group-${notesId}`;
       await until(async () => (await order()) === wanted, `the list to read “${wanted}” (newest first)`);
-      await hasText(badgeOf(group), '2', 'the group’s unread count from the server');
+      await hasText(badgeOf(group), '1', 'the group’s unread count from the server');
       await hasText(badgeOf(contact), '61', 'alice’s unread count from the server');
       if ((await badgeOf(notes).count()) !== 0) throw new StepFailure('bob’s own group shows an unread badge');
       await hasText(group.locator('[data-testid="conv-preview"]'), 'message deleted', 'the tombstone after the reload');

@@ -291,7 +291,8 @@ pub async fn groups_of<'e, E: Executor<'e, Database = Db>>(
     sqlx::query_as(
         "SELECT g.id, g.name, g.description, g.created_at, u.username AS created_by, gm.role, \
            (SELECT COUNT(*) FROM messages m \
-             WHERE m.group_id = g.id AND m.id > gm.read_cursor AND m.sender_id <> gm.user_id) AS unread \
+             WHERE m.group_id = g.id AND m.id > gm.read_cursor AND m.sender_id <> gm.user_id \
+               AND m.deleted_at IS NULL) AS unread \
          FROM group_members gm \
          JOIN chat_groups g ON g.id = gm.group_id JOIN users u ON u.id = g.created_by \
          WHERE gm.user_id = $1 ORDER BY g.id",
@@ -372,9 +373,9 @@ pub async fn conversations<'e, E: Executor<'e, Database = Db>>(
            lm.reply_to, lm.edited_at, lm.deleted_at, lm.reactions, \
            CASE WHEN page.group_id IS NULL \
              THEN (SELECT COUNT(*) FROM messages u WHERE u.conversation_id = page.conversation_id \
-                     AND u.recipient_id = $1 AND u.status <> 'read') \
+                     AND u.recipient_id = $1 AND u.status <> 'read' AND u.deleted_at IS NULL) \
              ELSE (SELECT COUNT(*) FROM messages u WHERE u.group_id = page.group_id \
-                     AND u.id > page.read_cursor AND u.sender_id <> $1) \
+                     AND u.id > page.read_cursor AND u.sender_id <> $1 AND u.deleted_at IS NULL) \
            END AS unread \
          FROM page \
          LEFT JOIN users p ON p.id = page.peer_id \
