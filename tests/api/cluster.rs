@@ -336,6 +336,79 @@ cluster_test!(
 );
 
 cluster_test!(
+    edits_reactions_and_deletions_reach_every_socket_on_every_node_in_order,
+    2,
+    |cluster| async move {
+        let [a, b] = &cluster.nodes[..] else {
+            unreachable!("two nodes")
+        };
+        let alice = a.create_user("alice").await;
+        let bob = b.create_user("bob").await;
+        let mut alice_a = a.ws_connect(&alice.token).await;
+        let mut bob_b = b.ws_connect(&bob.token).await;
+
+        // Private: sent on a, edited on b, reacted to on a.
+        let sent = a.send_text(&alice, "bob", "helo").await;
+        let id = int_field(&sent, "id");
+        let path = format!("/messages/{id}");
+        json_ok(
+            b.patch_json(&path, &alice.token, &json!({"content": "hello"}))
+                .await,
+        )
+        .await;
+        let reaction = json!({"emoji": "👋"});
+        json_ok(
+            a.put_json(&format!("{path}/reaction"), &bob.token, &reaction)
+                .await,
+        )
+        .await;
+        for ws in [&mut alice_a, &mut bob_b] {
+            // Sent over REST, so both parties' sockets get the message first.
+            assert_private_frame(&next_frame(ws).await, "alice", "bob", "helo");
+            let frame = next_frame(ws).await;
+            assert_eq!(
+                (&frame["type"], &frame["content"]),
+                (&json!("message_updated"), &json!("hello"))
+            );
+            let reacted = next_frame(ws).await;
+            assert_eq!(reacted["type"], "message_updated", "{reacted}");
+            assert_eq!(reacted["reactions"][0]["users"], json!(["bob"]));
+            assert!(int_field(&frame, "change_id") < int_field(&reacted, "change_id"));
+        }
+
+        // Group: posted on a, reacted to on b, deleted on a.
+        let group = a.create_group_id(&alice, "team").await;
+        json_ok(a.add_member(&alice.token, &group.to_string(), "bob").await).await;
+        for ws in [&mut alice_a, &mut bob_b] {
+            assert_eq!(next_frame(ws).await["type"], "member_added");
+        }
+        let posted = a.send_group_text(&alice, group, "lunch?").await;
+        let group_path = format!("/messages/{}", int_field(&posted, "id"));
+        let yes = json!({"emoji": "👍"});
+        json_ok(
+            b.put_json(&format!("{group_path}/reaction"), &bob.token, &yes)
+                .await,
+        )
+        .await;
+        json_ok(a.delete(&group_path, &alice.token).await).await;
+        for ws in [&mut alice_a, &mut bob_b] {
+            assert_group_frame(&next_frame(ws).await, group, "alice", "lunch?");
+            let reacted = next_frame(ws).await;
+            assert_eq!(
+                (&reacted["type"], &reacted["group_id"]),
+                (&json!("message_updated"), &json!(group))
+            );
+            assert_eq!(reacted["reactions"][0]["emoji"], "👍");
+            let tombstone = next_frame(ws).await;
+            assert_eq!(
+                (&tombstone["deleted"], &tombstone["content"]),
+                (&json!(true), &json!(""))
+            );
+        }
+    }
+);
+
+cluster_test!(
     messages_sent_on_different_nodes_reach_each_socket_in_id_order,
     3,
     |cluster| async move {
