@@ -181,17 +181,34 @@ pub fn client_id(value: &str) -> ChatResult<()> {
     }
 }
 
-/// The file ids (UUIDs, alone or in a `/files/{id}` url) a message's text
-/// mentions; such a message lets everyone who sees it download the file.
-pub fn mentioned_file_ids(text: &str) -> Vec<&str> {
-    const UUID_LEN: usize = 36;
-    let bytes = text.as_bytes();
-    let is_uuid = |candidate: &[u8]| {
-        candidate.iter().enumerate().all(|(i, b)| match i {
+/// Whether a name or id read from a request could be stored at all: one
+/// holding NUL (U+0000) cannot (Postgres refuses it in text), so it names
+/// nothing and is not looked up.
+pub fn storable(value: &str) -> bool {
+    !value.contains('\0')
+}
+
+const UUID_LEN: usize = 36;
+
+fn is_uuid(candidate: &[u8]) -> bool {
+    candidate.len() == UUID_LEN
+        && candidate.iter().enumerate().all(|(i, b)| match i {
             8 | 13 | 18 | 23 => *b == b'-',
             _ => b.is_ascii_hexdigit(),
         })
-    };
+}
+
+/// Whether `value` has the form of the file ids the server hands out (a
+/// UUID): anything else names no file, and never reaches the database or
+/// the files directory.
+pub fn is_file_id(value: &str) -> bool {
+    is_uuid(value.as_bytes())
+}
+
+/// The file ids (UUIDs, alone or in a `/files/{id}` url) a message's text
+/// mentions; such a message lets everyone who sees it download the file.
+pub fn mentioned_file_ids(text: &str) -> Vec<&str> {
+    let bytes = text.as_bytes();
     let mut found = Vec::new();
     let mut i = 0;
     while i + UUID_LEN <= bytes.len() {

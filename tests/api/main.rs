@@ -23,6 +23,7 @@ mod limits;
 mod openapi;
 mod operations;
 mod ordering;
+mod path_params;
 mod presence;
 mod private_messages;
 mod races;

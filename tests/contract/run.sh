@@ -10,8 +10,10 @@
 # target/debug/parley on a free loopback port with a fresh temporary data dir
 # and PARLEY_RATE_LIMITS=off, installs schemathesis into a virtual
 # environment under target/contract-venv (once), registers a user and logs in
-# with curl, then fuzzes every documented operation, bounded in examples per
-# operation and in wall-clock time. Before fuzzing it also checks that the
+# with curl, sends every operation with path parameters odd values in each
+# of them (odd_path_values.py: a 4xx with the error body, never a 5xx), then
+# fuzzes every documented operation, bounded in examples per operation and
+# in wall-clock time. Before fuzzing it also checks that the
 # served /openapi.json is valid OpenAPI 3.1 (openapi-spec-validator, in the
 # same venv) and /asyncapi.json valid AsyncAPI 3.0 (@asyncapi/parser, from
 # npm into target/contract-node; needs node and npm). The server is stopped
@@ -132,6 +134,9 @@ run_schemathesis() {
     fi
     return $status
 }
+
+log "odd path parameters (NUL, dot segments, encoded slashes, non-UTF-8, over-long) on every operation"
+python3 "$root/tests/contract/odd_path_values.py" "$base" "$token" "$report_dir/openapi.json"
 
 # Logging out revokes the token every other operation uses, so it runs last,
 # on its own.

@@ -289,7 +289,11 @@ async fn apply(
             }));
         }
         Write::DeleteDevice(p) => {
-            let deleted = q::delete_device(conn, p.msg.owner.id, &p.msg.device_id).await?;
+            let device_id = &p.msg.device_id;
+            let deleted = match crate::validate::storable(device_id) {
+                true => q::delete_device(conn, p.msg.owner.id, device_id).await?,
+                false => None,
+            };
             p.result = Some(deleted.ok_or_else(|| ChatError::not_found("device_id: no such device")));
         }
         Write::TouchDevice(p) => {
@@ -715,6 +719,10 @@ async fn resolve(
         }
         Target::User(name) => name,
     };
+    let no_such_user = || ChatError::not_found("recipient: no such user");
+    if !crate::validate::storable(name) {
+        return Ok(Err(no_such_user()));
+    }
     let key = crate::validate::lookup_key(name);
     let cached = shared.directory.users.get(&key).map(|user| user.clone());
     let recipient = match cached {
@@ -728,7 +736,7 @@ async fn resolve(
                 effects.push(Effect::CacheUser(key, user.clone()));
                 user
             }
-            None => return Ok(Err(ChatError::not_found("recipient: no such user"))),
+            None => return Ok(Err(no_such_user())),
         },
     };
     if recipient.id == sender.id {

@@ -438,6 +438,9 @@ impl Store {
     }
 
     pub async fn user_by_name(&self, username: &str) -> ChatResult<Option<UserRef>> {
+        if !crate::validate::storable(username) {
+            return Ok(None);
+        }
         let key = crate::validate::lookup_key(username);
         let row = on_backend!(&self.read, |q, pool| q::user_by_key(pool, &key).await)?;
         Ok(row.map(|(id, username)| UserRef {
@@ -452,6 +455,9 @@ impl Store {
     }
 
     pub async fn credentials(&self, username: &str) -> ChatResult<Option<Credentials>> {
+        if !crate::validate::storable(username) {
+            return Ok(None);
+        }
         let key = crate::validate::lookup_key(username);
         Ok(on_backend!(&self.read, |q, pool| q::credentials(
             pool, &key
@@ -550,12 +556,19 @@ impl Store {
     }
 
     pub async fn device(&self, owner: i64, device_id: &str) -> ChatResult<Option<DeviceRecord>> {
+        if !crate::validate::storable(device_id) {
+            return Ok(None);
+        }
         Ok(on_backend!(&self.read, |q, pool| {
             q::device(pool, owner, device_id).await
         })?)
     }
 
+    /// The file with this id; `None` for any id not of the server's form.
     pub async fn file(&self, file_id: &str) -> ChatResult<Option<FileRecord>> {
+        if !crate::validate::is_file_id(file_id) {
+            return Ok(None);
+        }
         Ok(on_backend!(&self.read, |q, pool| q::file(pool, file_id).await)?)
     }
 
