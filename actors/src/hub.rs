@@ -110,11 +110,6 @@ impl Hub {
         self.users.get(&user).and_then(|online| online.announced)
     }
 
-    /// Number of users with at least one open socket.
-    pub fn online_users(&self) -> usize {
-        self.users.len()
-    }
-
     /// Pushes an already encoded frame to every open socket of `user` except
     /// `except` (the socket a message came from). Returns how many sockets
     /// took it. A socket whose bounded queue is full is a slow consumer: it is

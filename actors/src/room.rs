@@ -17,9 +17,7 @@ use serde::Serialize;
 
 use crate::error::{ChatError, ChatResult};
 use crate::hub::SessionId;
-use crate::model::AnyMessage;
-use crate::model::Timestamp;
-use crate::model::UserRef;
+use crate::model::{AnyMessage, Role, Timestamp, UserRef};
 use crate::persistence::{
     AddMember, ChangeMessage, GroupRoute, MessageChange, NewChange, NewMessage, RemoveMember,
     Reply, SetRoles, StoreMessage, Stored, Target,
@@ -32,32 +30,6 @@ use crate::Chat;
 /// How often a room checks whether it is idle: twice per `room_idle`,
 /// within these bounds.
 const IDLE_CHECK: (Duration, Duration) = (Duration::from_millis(10), Duration::from_secs(60));
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Role {
-    Member,
-    Admin,
-    Owner,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Member => "member",
-            Role::Admin => "admin",
-            Role::Owner => "owner",
-        }
-    }
-
-    pub fn parse(value: &str) -> Option<Role> {
-        match value {
-            "member" => Some(Role::Member),
-            "admin" => Some(Role::Admin),
-            "owner" => Some(Role::Owner),
-            _ => None,
-        }
-    }
-}
 
 /// A member as the room keeps it.
 #[derive(Debug, Clone)]

@@ -2,9 +2,9 @@
 //! Everything about one group is answered by that group's room actor.
 
 use actix_web::{web, HttpResponse};
-use parley_actors::model::{GroupMessage, Reaction, Timestamp, UserRef};
+use parley_actors::model::{GroupMessage, Reaction, Role, Timestamp, UserRef};
 use parley_actors::persistence::{CreateGroup, Reply, Stored};
-use parley_actors::room::{Add, ChangeRole, CheckMember, ListMembers, PostMessage, Remove, Role};
+use parley_actors::room::{Add, ChangeRole, CheckMember, ListMembers, PostMessage, Remove};
 use parley_actors::{ask, validate, ChatError};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;

@@ -10,13 +10,13 @@ use crate::cluster::{Change, CloseCause};
 use crate::error::{ChatError, ChatResult};
 use crate::model::{
     AccountState, AnyMessage, DeliveryStatus, GroupMessage, GroupRecord, Lifecycle, PrivateMessage,
-    Reaction, Timestamp, UserRef,
+    Reaction, Role, Timestamp, UserRef,
 };
 use crate::persistence::{
     Ack, GroupRoute, MarkRead, MessageChange, NewChange, NewMessage, Shared, Stored, Target, Write,
 };
 use crate::protocol::{encode, MessageFrame, ServerFrame};
-use crate::room::{FanOut, Role};
+use crate::room::FanOut;
 use crate::metrics::MessageKind;
 use crate::session::{Push, PushedMessage};
 

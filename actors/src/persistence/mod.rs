@@ -25,9 +25,9 @@ use crate::hub::SessionId;
 use crate::metrics::Metrics;
 use crate::model::{
     AccountState, AnyMessage, DeliveryStatus, DeviceRecord, FileRecord, GroupMessage, GroupRecord,
-    PrivateMessage, Timestamp, UserRecord, UserRef,
+    PrivateMessage, Role, Timestamp, UserRecord, UserRef,
 };
-use crate::room::{Role, RoomTicket};
+use crate::room::RoomTicket;
 use crate::store::{Pool, Store};
 
 /// Most writes committed in one transaction.

@@ -18,8 +18,8 @@ use crate::error::{ChatError, ChatResult};
 use crate::model::{
     AccountState, ActivityPosition, AnyMessage, ConversationKind, ConversationPage,
     ConversationSummary, Credentials, DeliveryStatus, DeviceRecord, FileRecord, GroupMessage,
-    GroupReach, GroupRecord, GroupSummary, Lifecycle, Page, PrivateMessage, Search, SearchHit,
-    Timestamp, UserRecord, UserRef,
+    GroupReach, GroupSummary, Lifecycle, Page, PrivateMessage, Search, SearchHit, Timestamp,
+    UserRecord, UserRef,
 };
 
 pub(crate) mod sqlite {
@@ -512,10 +512,6 @@ impl Store {
                 })
             })
             .collect()
-    }
-
-    pub async fn group(&self, group_id: i64) -> ChatResult<Option<GroupRecord>> {
-        Ok(on_backend!(&self.read, |q, pool| q::group(pool, group_id).await)?)
     }
 
     pub async fn group_members(&self, group_id: i64) -> ChatResult<Vec<MemberRow>> {

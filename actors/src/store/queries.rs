@@ -9,7 +9,7 @@
 use sqlx::Executor;
 
 use crate::model::{
-    ActivityPosition, Credentials, DeviceRecord, FileRecord, GroupRecord, GroupSummary, Page,
+    ActivityPosition, Credentials, DeviceRecord, FileRecord, GroupSummary, Page,
     Search, SearchScope, Timestamp, UserRecord,
 };
 use crate::store::{AnyRow, ConversationRow, GroupRow, MemberRow, PrivateRow, SearchRow};
@@ -195,19 +195,6 @@ pub async fn group_history<'e, E: Executor<'e, Database = Db>>(
         .fetch_one(ex)
         .await?;
     history_rows(&json, |row: &GroupRow| row.id)
-}
-
-pub async fn group<'e, E: Executor<'e, Database = Db>>(
-    ex: E,
-    group_id: i64,
-) -> Result<Option<GroupRecord>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT g.id, g.name, g.description, g.created_at, u.username AS created_by \
-         FROM chat_groups g JOIN users u ON u.id = g.created_by WHERE g.id = $1",
-    )
-    .bind(group_id)
-    .fetch_optional(ex)
-    .await
 }
 
 pub async fn group_members<'e, E: Executor<'e, Database = Db>>(
