@@ -587,11 +587,11 @@ impl SessionActor {
             last_id,
             more: replay.more,
         }));
-        if newly_delivered {
+        if let (true, Some(up_to)) = (newly_delivered, replay.delivered_up_to) {
             self.chat.persistence.do_send(MarkDelivered {
                 recipient: self.user.clone(),
                 after: since,
-                up_to: last_id,
+                up_to,
             });
         }
     }
@@ -602,6 +602,8 @@ struct Replay {
     items: Vec<ReplayItem>,
     /// The replay stopped at its size limit.
     more: bool,
+    /// Every new message up to this id is written by this replay.
+    delivered_up_to: Option<i64>,
 }
 
 struct ReplayItem {
@@ -647,15 +649,88 @@ impl Replay {
             .filter_map(|(full, last)| full.then_some(last).flatten())
             .min()
             .unwrap_or(i64::MAX);
-        let mut items: Vec<ReplayItem> = new
+        let (mut items, left): (Vec<ReplayItem>, Vec<ReplayItem>) = new
             .into_iter()
             .chain(changed)
-            .filter(|item| item.position <= horizon)
-            .collect();
+            .partition(|item| item.position <= horizon);
         items.sort_by_key(|item| item.position);
+        let last_id = items.last().map(|item| item.position);
+        // A new message left for the next replay (changed after the
+        // horizon) may have a smaller id than the last position written.
+        let first_left = left
+            .iter()
+            .filter(|item| !item.changed)
+            .map(|item| item.message.id)
+            .min();
         Replay {
+            delivered_up_to: match (last_id, first_left) {
+                (Some(last), Some(left)) => Some(last.min(left - 1)),
+                (last, _) => last,
+            },
             items,
             more: messages_full || changed_full,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Lifecycle, Timestamp};
+
+    fn message(id: i64, change_id: Option<i64>) -> AnyMessage {
+        AnyMessage {
+            id,
+            sender: "alice".into(),
+            recipient: Some("bob".into()),
+            group_id: None,
+            content: String::new(),
+            message_type: "text".into(),
+            content_type: "text/plain".into(),
+            timestamp: Timestamp(0),
+            status: Some("sent".into()),
+            change_id,
+            lifecycle: Lifecycle::default(),
+        }
+    }
+
+    fn positions(replay: &Replay) -> Vec<(i64, bool)> {
+        replay
+            .items
+            .iter()
+            .map(|item| (item.position, item.changed))
+            .collect()
+    }
+
+    #[test]
+    fn new_and_changed_messages_interleave_in_sequence_order() {
+        let new = vec![message(11, None), message(12, Some(15)), message(14, None)];
+        let changed = vec![message(3, Some(13)), message(5, Some(16))];
+        let replay = Replay::merge(new, false, changed, false);
+        assert_eq!(
+            positions(&replay),
+            [
+                (11, false),
+                (13, true),
+                (14, false),
+                (15, false),
+                (16, true)
+            ]
+        );
+        assert_eq!(replay.delivered_up_to, Some(16));
+        assert!(!replay.more);
+    }
+
+    #[test]
+    fn a_full_list_stops_the_replay_where_it_ended_and_nothing_is_marked_beyond() {
+        // The new messages filled their limit at id 14; message 12 changed
+        // later (20), so it waits for the next replay, as does the change at 18.
+        let new = vec![message(11, None), message(12, Some(20)), message(14, None)];
+        let changed = vec![message(3, Some(13)), message(5, Some(18))];
+        let replay = Replay::merge(new, true, changed, false);
+        assert_eq!(positions(&replay), [(11, false), (13, true), (14, false)]);
+        assert!(replay.more);
+        // Message 12 was not written: only 11 may be marked delivered.
+        assert_eq!(replay.delivered_up_to, Some(11));
     }
 }
