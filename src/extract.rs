@@ -227,6 +227,8 @@ pub fn parse_every_request_body(bytes: &[u8]) {
     let _ = parse_json::<auth::PasswordChange>(bytes);
     let _ = parse_json::<auth::AccountDeletion>(bytes);
     let _ = parse_json::<messages::NewPrivateMessage>(bytes);
+    let _ = parse_json::<messages::MessageEdit>(bytes);
+    let _ = parse_json::<messages::NewReaction>(bytes);
     let _ = parse_json::<groups::NewGroup>(bytes);
     let _ = parse_json::<groups::NewGroupMessage>(bytes);
     let _ = parse_json::<groups::NewMember>(bytes);
