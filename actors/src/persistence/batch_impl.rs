@@ -422,7 +422,8 @@ async fn mark_read(
     effects: &mut Vec<Effect>,
 ) -> Result<ChatResult<()>, sqlx::Error> {
     let hidden = || ChatError::not_found("message_id: no such message in your conversations");
-    let Some((sender, recipient, group, status)) = q::message_parties(&mut *conn, m.message_id).await? else {
+    let parties = q::message_parties(&mut *conn, m.message_id).await?;
+    let Some((sender, recipient, group, status)) = parties else {
         return Ok(Err(hidden()));
     };
     let reader = m.reader.id;
@@ -517,7 +518,9 @@ async fn change_message(
                 return Ok(Err(is_deleted()));
             }
             let before: Vec<Reaction> = match reactions.as_deref() {
-                Some(json) => serde_json::from_str(json).map_err(|err| sqlx::Error::Decode(Box::new(err)))?,
+                Some(json) => {
+                    serde_json::from_str(json).map_err(|err| sqlx::Error::Decode(err.into()))?
+                }
                 None => Vec::new(),
             };
             let after = react(&before, &m.by.username, emoji.as_deref());
@@ -526,7 +529,10 @@ async fn change_message(
             } else {
                 let json = match after.is_empty() {
                     true => None,
-                    false => Some(serde_json::to_string(&after).map_err(|err| sqlx::Error::Encode(Box::new(err)))?),
+                    false => {
+                        let json = serde_json::to_string(&after);
+                        Some(json.map_err(|err| sqlx::Error::Encode(err.into()))?)
+                    }
                 };
                 let change_id = q::reserve_message_ids(conn, 1).await?;
                 q::set_reactions(conn, json.as_deref(), change_id, m.message_id).await?;
@@ -679,7 +685,9 @@ async fn check_reply(
     };
     let place = q::message_place(conn, reply_to).await?;
     let same = match (target, place) {
-        (Resolved::Private { conversation, .. }, Some((Some(other), None))) => *conversation == other,
+        (Resolved::Private { conversation, .. }, Some((Some(other), None))) => {
+            *conversation == other
+        }
         (Resolved::Group { group_id, .. }, Some((None, Some(other)))) => *group_id == other,
         _ => false,
     };
