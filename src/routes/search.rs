@@ -5,7 +5,7 @@
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use parley_actors::model::{
-    AnyMessage, DeliveryStatus, GroupReach, Reaction, Search, SearchHit, SearchScope, Timestamp,
+    DeliveryStatus, GroupReach, KindedMessage, Reaction, Search, SearchScope, Timestamp,
 };
 use parley_actors::{validate, ChatError};
 use serde::{Deserialize, Serialize};
@@ -97,29 +97,24 @@ pub struct SearchResults<'a> {
 }
 
 impl<'a> SearchResult<'a> {
-    fn of(hit: &'a SearchHit) -> ApiResult<Self> {
-        let m: &AnyMessage = &hit.message;
-        match (&m.recipient, &m.status, m.group_id) {
-            (Some(recipient), Some(status), None) => {
-                let status = DeliveryStatus::parse(status).ok_or_else(|| {
-                    ChatError::internal_msg(format_args!("message {} has status {status:?}", m.id))
-                })?;
-                Ok(SearchResult::Private(PrivateSearchHit {
-                    id: m.id,
-                    content: &m.content,
-                    sender: &m.sender,
-                    recipient,
-                    timestamp: m.timestamp,
-                    status,
-                    reply_to: m.lifecycle.reply_to,
-                    edited_at: m.lifecycle.edited_at,
-                    reactions: &m.lifecycle.reactions,
-                    rank: hit.rank,
-                }))
-            }
-            (None, _, Some(group_id)) => Ok(SearchResult::Group(GroupSearchHit {
+    /// A found message, typed by kind as every other view of it is.
+    fn of(message: &'a KindedMessage, rank: f64) -> Self {
+        match message {
+            KindedMessage::Private(m) => SearchResult::Private(PrivateSearchHit {
                 id: m.id,
-                group_id,
+                content: &m.content,
+                sender: &m.sender,
+                recipient: &m.recipient,
+                timestamp: m.timestamp,
+                status: m.status,
+                reply_to: m.lifecycle.reply_to,
+                edited_at: m.lifecycle.edited_at,
+                reactions: &m.lifecycle.reactions,
+                rank,
+            }),
+            KindedMessage::Group(m) => SearchResult::Group(GroupSearchHit {
+                id: m.id,
+                group_id: m.group_id,
                 content: &m.content,
                 sender: &m.sender,
                 timestamp: m.timestamp,
@@ -127,13 +122,8 @@ impl<'a> SearchResult<'a> {
                 reply_to: m.lifecycle.reply_to,
                 edited_at: m.lifecycle.edited_at,
                 reactions: &m.lifecycle.reactions,
-                rank: hit.rank,
-            })),
-            _ => Err(ChatError::internal_msg(format_args!(
-                "message {} is neither private nor a group's",
-                m.id
-            ))
-            .into()),
+                rank,
+            }),
         }
     }
 }
@@ -277,10 +267,14 @@ pub async fn search(
         .await?;
     let more = hits.len() as i64 > limit;
     hits.truncate(limit as usize);
-    let results = hits
+    let found: Vec<(KindedMessage, f64)> = hits
+        .into_iter()
+        .map(|hit| (hit.message.into(), hit.rank))
+        .collect();
+    let results = found
         .iter()
-        .map(SearchResult::of)
-        .collect::<ApiResult<Vec<_>>>()?;
+        .map(|(message, rank)| SearchResult::of(message, *rank))
+        .collect();
     Ok(HttpResponse::Ok().json(SearchResults { results, more }))
 }
 
