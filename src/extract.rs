@@ -216,26 +216,6 @@ fn parse_cursor(cursor: &str) -> Option<ActivityPosition> {
     parts.next().is_none().then_some(position)
 }
 
-/// Runs `bytes` through [`parse_json`] as every JSON request body the API
-/// accepts. For the fuzzer (`tests/fuzz`), which checks that no input makes
-/// the parser panic; the results are dropped.
-#[doc(hidden)]
-pub fn parse_every_request_body(bytes: &[u8]) {
-    use crate::routes::{auth, devices, groups, messages};
-    let _ = parse_json::<auth::Registration>(bytes);
-    let _ = parse_json::<auth::Login>(bytes);
-    let _ = parse_json::<auth::PasswordChange>(bytes);
-    let _ = parse_json::<auth::AccountDeletion>(bytes);
-    let _ = parse_json::<messages::NewPrivateMessage>(bytes);
-    let _ = parse_json::<messages::MessageEdit>(bytes);
-    let _ = parse_json::<messages::NewReaction>(bytes);
-    let _ = parse_json::<groups::NewGroup>(bytes);
-    let _ = parse_json::<groups::NewGroupMessage>(bytes);
-    let _ = parse_json::<groups::NewMember>(bytes);
-    let _ = parse_json::<groups::NewRole>(bytes);
-    let _ = parse_json::<devices::NewDevice>(bytes);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,5 +10,8 @@ pub mod extract;
 pub mod middleware;
 pub mod openapi;
 pub mod routes;
+pub mod schema;
 pub mod startup;
+pub mod state;
 pub mod telemetry;
+pub mod token;

@@ -11,43 +11,18 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use actix_web::dev::Server;
-use std::net::IpAddr;
-
-use actix_web::{web, App, HttpRequest, HttpServer};
+use actix_web::{web, App, HttpServer};
 use parley_actors::limits::RateLimiter;
 use parley_actors::{Chat, ChatError};
 
-use crate::auth::{
-    password,
-    token::{self, Tokens},
-};
+use crate::auth::password;
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::middleware::HttpMetrics;
-use crate::{middleware, routes};
-
-/// What every handler can reach.
-pub struct AppState {
-    pub chat: Chat,
-    pub tokens: Tokens,
-    /// Where uploaded bytes are kept, one file per `file_id`.
-    pub files_dir: PathBuf,
-    pub max_upload_bytes: u64,
-    /// Logins and registrations per client address, when limited.
-    pub auth_limiter: Option<RateLimiter<IpAddr>>,
-}
-
-impl AppState {
-    /// Takes one login/registration from the client address's allowance.
-    pub fn check_auth_rate(&self, req: &HttpRequest) -> Result<(), ChatError> {
-        let (Some(limiter), Some(peer)) = (&self.auth_limiter, req.peer_addr()) else {
-            return Ok(());
-        };
-        limiter
-            .check(&peer.ip())
-            .map_err(|retry_after| ChatError::TooManyRequests { retry_after })
-    }
-}
+use crate::routes::docs::OpenApiDocument;
+use crate::state::AppState;
+use crate::token::{self, Tokens};
+use crate::{middleware, openapi, routes};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -114,13 +89,15 @@ impl Application {
                 }
             }
         });
-        let http_metrics = HttpMetrics::register(&chat.metrics.registry);
-        let chat_metrics = chat.metrics.clone();
+        let http_metrics = HttpMetrics::register(&chat.metrics().registry);
+        let chat_metrics = chat.metrics().clone();
+        let openapi_document = web::Data::new(OpenApiDocument(openapi::json()));
         let query_errors = web::QueryConfig::default()
             .error_handler(|err, _| ApiError(ChatError::invalid(format!("query: {err}"))).into());
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
+                .app_data(openapi_document.clone())
                 .app_data(query_errors.clone())
                 .wrap(middleware::CatchPanic)
                 .wrap(middleware::Observe::new(

@@ -13,10 +13,9 @@ use smallvec::SmallVec;
 
 use crate::cluster::{Broker, Change};
 use crate::error::{ChatError, ChatResult};
-use crate::hub::{SessionId, Socket};
+use crate::hub::{CloseReason, Disconnect, SessionId};
 use crate::model::{DeviceRecord, Timestamp, UserRef};
 use crate::persistence::{DeleteDevice, PersistenceActor, RegisterDevice, TouchDevice};
-use crate::session::{Disconnect, SessionActor};
 use crate::store::Store;
 
 pub struct DeviceRegistry {
@@ -26,7 +25,13 @@ pub struct DeviceRegistry {
     /// deleted; knows which have one elsewhere.
     broker: Arc<dyn Broker>,
     /// Device row id → the sockets bound to it on this node. Absent = none here.
-    connected: HashMap<i64, SmallVec<[Socket; 1]>>,
+    connected: HashMap<i64, SmallVec<[BoundSocket; 1]>>,
+}
+
+/// A socket bound to a device, as the registry closes it.
+struct BoundSocket {
+    session: SessionId,
+    close: Recipient<Disconnect>,
 }
 
 impl DeviceRegistry {
@@ -52,7 +57,7 @@ impl DeviceRegistry {
             return;
         };
         for socket in sockets {
-            socket.addr.do_send(Disconnect::device_removed());
+            socket.close.do_send(Disconnect(CloseReason::DeviceRemoved));
         }
         self.broker.device_here(device, false);
     }
@@ -68,8 +73,8 @@ impl DeviceRegistry {
         };
         sockets
             .swap_remove(at)
-            .addr
-            .do_send(Disconnect::device_removed());
+            .close
+            .do_send(Disconnect(CloseReason::DeviceRemoved));
         if sockets.is_empty() {
             self.connected.remove(&device);
             self.broker.device_here(device, false);
@@ -122,7 +127,8 @@ pub struct FindDevice {
 pub struct DeviceConnected {
     pub device: i64,
     pub session: SessionId,
-    pub addr: Addr<SessionActor>,
+    /// Closes the socket if the device is deleted.
+    pub close: Recipient<Disconnect>,
 }
 
 /// A socket bound to a device closed.
@@ -220,9 +226,9 @@ impl Handler<DeviceConnected> for DeviceRegistry {
     fn handle(&mut self, msg: DeviceConnected, ctx: &mut Self::Context) {
         let (device, session) = (msg.device, msg.session);
         let sockets = self.connected.entry(device).or_default();
-        sockets.push(Socket {
+        sockets.push(BoundSocket {
             session,
-            addr: msg.addr,
+            close: msg.close,
         });
         if sockets.len() == 1 {
             self.broker.device_here(device, true);

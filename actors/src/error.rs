@@ -153,3 +153,14 @@ impl From<actix::MailboxError> for ChatError {
 }
 
 pub type ChatResult<T> = Result<T, ChatError>;
+
+/// Sends a request to an actor and flattens the mailbox error into the reply.
+pub async fn ask<A, M, T>(actor: &actix::Addr<A>, msg: M) -> ChatResult<T>
+where
+    A: actix::Actor + actix::Handler<M>,
+    A::Context: actix::dev::ToEnvelope<A, M>,
+    M: actix::Message<Result = ChatResult<T>> + Send + 'static,
+    T: Send + 'static,
+{
+    actor.send(msg).await?
+}

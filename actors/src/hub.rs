@@ -1,26 +1,92 @@
-//! The hub: which sockets each user has open on this node. Sessions register
-//! and unregister themselves; every push reaches it through the delivery
-//! seam ([`crate::cluster::Broker`]), straight on one node or on its way
-//! back from the engine in a cluster. It is a plain concurrent map, not an
-//! actor, so a push costs no extra message hop.
+//! The hub: which sockets each user has open on this node, and the two
+//! messages a socket takes from the rest of the core ([`Push`] and
+//! [`Disconnect`]). Sessions register and unregister themselves; every push
+//! reaches it through the delivery seam ([`crate::cluster::Broker`]),
+//! straight on one node or on its way back from the engine in a cluster. It
+//! is a plain concurrent map, not an actor, so a push costs no extra message
+//! hop. It knows sockets only as [`Recipient`]s, never the session actor.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use actix::prelude::*;
+use bytestring::ByteString;
 use dashmap::DashMap;
 use smallvec::SmallVec;
 
-use crate::session::{Disconnect, Push, SessionActor};
+use crate::metrics::MessageKind;
 
 /// Identifies one open socket for the life of the process.
 pub type SessionId = u64;
 
-/// One open socket of a user.
+/// An encoded frame for one socket.
+#[derive(Message, Clone)]
+#[rtype(result = "()")]
+pub struct Push {
+    pub frame: ByteString,
+    /// Set when the frame carries a message.
+    pub message: Option<PushedMessage>,
+}
+
+/// What a socket needs to know about a message frame it is pushed.
+#[derive(Debug, Clone, Copy)]
+pub struct PushedMessage {
+    /// Lets a socket skip what a `sync` already replayed to it.
+    pub id: i64,
+    pub kind: MessageKind,
+    /// When the server accepted the message, for the delivery latency metric.
+    pub accepted_at: Instant,
+}
+
+impl Push {
+    pub fn message(message: PushedMessage, frame: ByteString) -> Self {
+        Push {
+            frame,
+            message: Some(message),
+        }
+    }
+
+    /// Any other frame: presence, receipts, typing, membership events.
+    pub fn event(frame: ByteString) -> Self {
+        Push {
+            frame,
+            message: None,
+        }
+    }
+}
+
+/// Why the server closes a socket; the session turns it into a close code
+/// and reason for the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The socket's outbound queue is full: the client does not read fast enough.
+    SlowConsumer,
+    /// The server is shutting down.
+    GoingAway,
+    /// The user deleted their account.
+    AccountDeleted,
+    /// The user changed their password: the token this socket was opened
+    /// with no longer works.
+    PasswordChanged,
+    /// The account could not be checked (the database failed); the client
+    /// may reconnect.
+    AccountUnknown,
+    /// The device this socket was bound to was deleted.
+    DeviceRemoved,
+}
+
+/// Close the socket, saying why.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct Disconnect(pub CloseReason);
+
+/// One open socket of a user, as the hub and the device registry reach it.
 #[derive(Clone)]
 pub struct Socket {
     pub session: SessionId,
-    pub addr: Addr<SessionActor>,
+    /// Takes pushes; its mailbox is bounded (see [`Hub::push`]).
+    pub push: Recipient<Push>,
+    pub close: Recipient<Disconnect>,
 }
 
 /// An online user: their sockets, and when their contacts were told so.
@@ -125,7 +191,7 @@ impl Hub {
             .iter()
             .filter(|entry| !entry.overflowed && Some(entry.socket.session) != except);
         for entry in receivers {
-            match entry.socket.addr.try_send(push.clone()) {
+            match entry.socket.push.try_send(push.clone()) {
                 Ok(()) => reached += 1,
                 Err(SendError::Full(_)) => overflowed.push(entry.socket.session),
                 // Already stopping; it unregisters itself.
@@ -153,25 +219,28 @@ impl Hub {
                     session = entry.socket.session,
                     "slow consumer; closing socket"
                 );
-                entry.socket.addr.do_send(Disconnect::slow_consumer());
+                entry
+                    .socket
+                    .close
+                    .do_send(Disconnect(CloseReason::SlowConsumer));
             }
         }
     }
 
     /// Tells every open socket of one user to close.
-    pub fn close_user(&self, user: i64, reason: fn() -> Disconnect) {
+    pub fn close_user(&self, user: i64, reason: CloseReason) {
         if let Some(online) = self.users.get(&user) {
             for entry in online.sockets.iter() {
-                entry.socket.addr.do_send(reason());
+                entry.socket.close.do_send(Disconnect(reason));
             }
         }
     }
 
     /// Tells every open socket to close (at shutdown).
-    pub fn close_all(&self, reason: fn() -> Disconnect) {
+    pub fn close_all(&self, reason: CloseReason) {
         for online in self.users.iter() {
             for entry in online.sockets.iter() {
-                entry.socket.addr.do_send(reason());
+                entry.socket.close.do_send(Disconnect(reason));
             }
         }
     }

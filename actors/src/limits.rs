@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 
+use crate::error::{ChatError, ChatResult};
+
 /// How fast a bucket refills and how much it holds.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Rate {
@@ -81,6 +83,33 @@ impl<K: Eq + Hash + Clone> RateLimiter<K> {
             let elapsed = now.saturating_duration_since(bucket.updated).as_secs_f64();
             bucket.tokens + elapsed * rate.per_second < rate.burst
         });
+    }
+}
+
+/// Each user's allowance of message sends and changes (REST and socket
+/// together); unlimited when no rate is set.
+pub struct SendAllowance(Option<RateLimiter<i64>>);
+
+impl SendAllowance {
+    pub fn new(rate: Option<Rate>) -> Self {
+        SendAllowance(rate.map(RateLimiter::new))
+    }
+
+    /// Takes one send from the user's allowance; 429 when it is spent.
+    pub fn take(&self, user: i64) -> ChatResult<()> {
+        match &self.0 {
+            Some(limiter) => limiter
+                .check(&user)
+                .map_err(|retry_after| ChatError::TooManyRequests { retry_after }),
+            None => Ok(()),
+        }
+    }
+
+    /// Forgets users whose allowance refilled completely.
+    pub fn forget_idle(&self) {
+        if let Some(limiter) = &self.0 {
+            limiter.forget_idle();
+        }
     }
 }
 

@@ -10,22 +10,20 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use actix_web::{web, HttpRequest, HttpResponse};
 use actix_web_actors::ws;
-use bytestring::ByteString;
 
+use crate::chat::Chat;
 use crate::devices::{DeviceConnected, DeviceDisconnected};
 use crate::error::{ChatError, ChatResult};
-use crate::hub::{SessionId, Socket};
-use crate::metrics::{MessageKind, Rejection};
+use crate::hub::{CloseReason, Disconnect, Push, SessionId, Socket};
+use crate::metrics::Rejection;
 use crate::model::{AnyMessage, DeliveryStatus, UserRef};
-use crate::persistence::{
-    Ack, MarkDelivered, MarkRead, NewMessage, Reply, StoreMessage, Stored, Target,
-};
+use crate::persistence::{Ack, MarkDelivered, MarkRead, Reply, Stored};
 use crate::protocol::{
     encode, error_frame, ClientFrame, Conversation, FrameError, MessageFrame, SendMessage,
     ServerFrame,
 };
-use crate::room::{PostMessage, Typing};
-use crate::{validate, Chat};
+use crate::room::Typing;
+use crate::validate;
 
 /// Completes the WebSocket handshake for an authenticated user and starts
 /// the session. `device` is the row id of the device the socket binds to;
@@ -38,8 +36,8 @@ pub fn serve(
     device: Option<i64>,
     token_generation: i64,
 ) -> ChatResult<HttpResponse> {
-    let max_frame_bytes = chat.settings.max_frame_bytes;
-    let id = chat.hub.next_session_id();
+    let max_frame_bytes = chat.settings().max_frame_bytes;
+    let id = chat.hub().next_session_id();
     // Logged inside the handshake's request span, this ties the request id
     // to the session id that the session's own log lines carry.
     tracing::info!(session = id, user = %user.username, device, "websocket opened");
@@ -83,129 +81,36 @@ pub const SYNC_MAX: usize = 5000;
 /// At most one typing notice per conversation per this interval.
 const TYPING_INTERVAL: Duration = Duration::from_secs(1);
 
-/// An encoded frame for this socket (from the hub).
-#[derive(Message, Clone)]
-#[rtype(result = "()")]
-pub struct Push {
-    pub frame: ByteString,
-    /// Set when the frame carries a message.
-    pub message: Option<PushedMessage>,
-}
-
-/// What a socket needs to know about a message frame it is pushed.
-#[derive(Debug, Clone, Copy)]
-pub struct PushedMessage {
-    /// Lets a socket skip what a `sync` already replayed to it.
-    pub id: i64,
-    pub kind: MessageKind,
-    /// When the server accepted the message, for the delivery latency metric.
-    pub accepted_at: Instant,
-}
-
-impl Push {
-    pub fn message(message: PushedMessage, frame: ByteString) -> Self {
-        Push {
-            frame,
-            message: Some(message),
-        }
-    }
-
-    /// Any other frame: presence, receipts, typing.
-    pub fn event(frame: ByteString) -> Self {
-        Push {
-            frame,
-            message: None,
-        }
-    }
-}
-
-/// Close the socket with a close code and reason.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Disconnect {
-    pub code: ws::CloseCode,
-    pub reason: &'static str,
-}
-
-impl Disconnect {
-    /// The socket's outbound queue is full: the client does not read fast enough.
-    pub fn slow_consumer() -> Self {
-        Disconnect {
-            code: ws::CloseCode::Policy,
-            reason: "too slow to read; reconnect and sync",
-        }
-    }
-
-    /// The server is shutting down.
-    pub fn going_away() -> Self {
-        Disconnect {
-            code: ws::CloseCode::Away,
-            reason: "server shutting down",
-        }
-    }
-
-    /// The user deleted their account.
-    pub fn account_deleted() -> Self {
-        Disconnect {
-            code: ws::CloseCode::Normal,
-            reason: "account deleted",
-        }
-    }
-
-    /// The user changed their password: the token this socket was opened
-    /// with no longer works.
-    pub fn password_changed() -> Self {
-        Disconnect {
-            code: ws::CloseCode::Normal,
-            reason: "password changed",
-        }
-    }
-
-    /// The account could not be checked (the database failed); the client
-    /// may reconnect.
-    pub fn account_unknown() -> Self {
-        Disconnect {
-            code: ws::CloseCode::Error,
-            reason: "cannot check the account; reconnect",
-        }
-    }
-
-    /// The device this socket was bound to was deleted.
-    pub fn device_removed() -> Self {
-        Disconnect {
-            code: ws::CloseCode::Normal,
-            reason: "device removed",
-        }
-    }
-}
-
 impl Actor for SessionActor {
     type Context = ws::WebsocketContext<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.set_mailbox_capacity(self.chat.settings.socket_queue);
+        let chat = &self.chat;
+        ctx.set_mailbox_capacity(chat.settings().socket_queue);
+        let me = ctx.address();
         let socket = Socket {
             session: self.id,
-            addr: ctx.address(),
+            push: me.clone().recipient(),
+            close: me.clone().recipient(),
         };
-        self.chat.metrics.open_sockets.inc();
+        chat.metrics().open_sockets.inc();
         let opened_at = Instant::now();
-        let first = self.chat.hub.register(self.user.id, socket);
+        let first = chat.hub().register(self.user.id, socket);
         if first {
-            self.chat.metrics.users_online.inc();
+            chat.metrics().users_online.inc();
         }
-        self.chat
-            .socket_opened(self.user.clone(), first, opened_at, ctx.address());
+        chat.presence()
+            .socket_opened(self.user.clone(), first, opened_at, me.clone().recipient());
         if let Some(device) = self.device {
-            self.chat.devices.do_send(DeviceConnected {
+            chat.devices().do_send(DeviceConnected {
                 device,
                 session: self.id,
-                addr: ctx.address(),
+                close: me.recipient(),
             });
         }
         let (interval, timeout) = (
-            self.chat.settings.heartbeat_interval,
-            self.chat.settings.client_timeout,
+            chat.settings().heartbeat_interval,
+            chat.settings().client_timeout,
         );
         ctx.run_interval(interval, move |session, ctx| {
             if session.last_heard.elapsed() > timeout {
@@ -223,14 +128,15 @@ impl Actor for SessionActor {
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
-        self.chat.metrics.open_sockets.dec();
-        if self.chat.hub.unregister(self.user.id, self.id) {
-            self.chat.metrics.users_online.dec();
-            self.chat.last_socket_closed(self.user.clone());
+        let chat = &self.chat;
+        chat.metrics().open_sockets.dec();
+        if chat.hub().unregister(self.user.id, self.id) {
+            chat.metrics().users_online.dec();
+            chat.presence().last_socket_closed(self.user.clone());
         }
         tracing::info!(session = self.id, user = %self.user.username, "websocket closed");
         if let Some(device) = self.device {
-            self.chat.devices.do_send(DeviceDisconnected {
+            chat.devices().do_send(DeviceDisconnected {
                 device,
                 session: self.id,
             });
@@ -250,21 +156,30 @@ impl SessionActor {
         ctx.wait(check.into_actor(self).map(|account, session, ctx| {
             let closing = match account {
                 Ok(Some(account)) if account.accepts(session.token_generation) => return,
-                Ok(Some(account)) if !account.deleted => Disconnect::password_changed(),
-                Ok(_) => Disconnect::account_deleted(),
+                Ok(Some(account)) if !account.deleted => CloseReason::PasswordChanged,
+                Ok(_) => CloseReason::AccountDeleted,
                 Err(error) => {
                     tracing::error!(session = session.id, ?error, "cannot recheck the account");
-                    Disconnect::account_unknown()
+                    CloseReason::AccountUnknown
                 }
             };
             session.close(closing, ctx);
         }));
     }
 
-    fn close(&mut self, closing: Disconnect, ctx: &mut ws::WebsocketContext<Self>) {
+    fn close(&mut self, reason: CloseReason, ctx: &mut ws::WebsocketContext<Self>) {
+        use ws::CloseCode::{Away, Error, Normal, Policy};
+        let (code, description) = match reason {
+            CloseReason::SlowConsumer => (Policy, "too slow to read; reconnect and sync"),
+            CloseReason::GoingAway => (Away, "server shutting down"),
+            CloseReason::AccountDeleted => (Normal, "account deleted"),
+            CloseReason::PasswordChanged => (Normal, "password changed"),
+            CloseReason::AccountUnknown => (Error, "cannot check the account; reconnect"),
+            CloseReason::DeviceRemoved => (Normal, "device removed"),
+        };
         ctx.close(Some(ws::CloseReason {
-            code: closing.code,
-            description: Some(closing.reason.into()),
+            code,
+            description: Some(description.into()),
         }));
         ctx.stop();
     }
@@ -279,7 +194,7 @@ impl Handler<Push> for SessionActor {
                 return;
             }
             self.chat
-                .metrics
+                .metrics()
                 .delivered(message.kind, message.accepted_at.elapsed());
         }
         ctx.text(msg.frame);
@@ -321,8 +236,8 @@ impl Handler<SendOutcome> for SessionActor {
 impl Handler<Disconnect> for SessionActor {
     type Result = ();
 
-    fn handle(&mut self, msg: Disconnect, ctx: &mut Self::Context) {
-        self.close(msg, ctx);
+    fn handle(&mut self, Disconnect(reason): Disconnect, ctx: &mut Self::Context) {
+        self.close(reason, ctx);
     }
 }
 
@@ -342,7 +257,7 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for SessionActor {
                 ctx.stop();
             }
             Err(ws::ProtocolError::Overflow) => {
-                let limit = self.chat.settings.max_frame_bytes;
+                let limit = self.chat.settings().max_frame_bytes;
                 let error = ChatError::TooLarge(format!("frame: larger than {limit} bytes"));
                 self.count_rejection(&error);
                 ctx.text(error_frame(&error, None));
@@ -376,70 +291,29 @@ impl SessionActor {
 
     fn count_rejection(&self, error: &ChatError) {
         if let Some(reason) = Rejection::for_status(error.status()) {
-            self.chat.metrics.rejected(reason);
+            self.chat.metrics().rejected(reason);
         }
-    }
-
-    fn check_send(&self, send: &SendMessage) -> ChatResult<()> {
-        validate::content(&send.content, self.chat.settings.max_content_chars)?;
-        validate::label("message_type", &send.message_type)?;
-        validate::label("content_type", &send.content_type)?;
-        if let Some(client_id) = &send.client_id {
-            validate::client_id(client_id)?;
-        }
-        self.chat.check_message_rate(self.user.id)?;
-        Ok(())
     }
 
     fn on_send(&mut self, send: SendMessage, ctx: &mut ws::WebsocketContext<Self>) {
-        if let Err(error) = self.check_send(&send) {
-            self.count_rejection(&error);
-            ctx.text(error_frame(&error, send.client_id.as_deref()));
-            return;
-        }
-        let accepted_at = Instant::now();
-        let reply = Self::ack_when_stored(ctx.address(), send.client_id.clone());
-        match send.to {
-            Conversation::User(recipient) => {
-                self.chat.persistence.do_send(StoreMessage {
-                    message: NewMessage {
-                        accepted_at,
-                        sender: self.user.clone(),
-                        to: Target::User(recipient),
-                        content: send.content,
-                        message_type: send.message_type,
-                        content_type: send.content_type,
-                        client_id: send.client_id,
-                        origin: Some(self.id),
-                        reply_to: send.reply_to,
-                    },
-                    reply,
-                });
+        let SendMessage { to, message } = send;
+        let client_id = message.client_id.clone();
+        let message = match self
+            .chat
+            .outgoing(self.user.clone(), message, Some(self.id))
+        {
+            Ok(message) => message,
+            Err(error) => {
+                self.count_rejection(&error);
+                ctx.text(error_frame(&error, client_id.as_deref()));
+                return;
             }
-            Conversation::Group(group_id) => {
-                let post = PostMessage {
-                    accepted_at,
-                    sender: self.user.clone(),
-                    content: send.content,
-                    message_type: send.message_type,
-                    content_type: send.content_type,
-                    client_id: send.client_id,
-                    origin: Some(self.id),
-                    reply_to: send.reply_to,
-                    reply,
-                };
-                if let Err(post) = self.chat.tell_running_room(group_id, post) {
-                    // Starting the room is async; hold later frames until the
-                    // post is queued so this socket's sends keep their order.
-                    let chat = self.chat.clone();
-                    let start = async move {
-                        if let Err((error, post)) = chat.tell_room(group_id, post).await {
-                            post.reply.send(Err(error));
-                        }
-                    };
-                    ctx.wait(start.into_actor(self));
-                }
-            }
+        };
+        let reply = Self::ack_when_stored(ctx.address(), client_id);
+        if let Some(queueing) = self.chat.send(to, message, reply) {
+            // Hold later frames until the message is queued, so this
+            // socket's sends keep their order.
+            ctx.wait(queueing.into_actor(self));
         }
     }
 
@@ -455,7 +329,7 @@ impl SessionActor {
     }
 
     fn on_read(&mut self, message_id: i64, ctx: &mut ws::WebsocketContext<Self>) {
-        let request = self.chat.persistence.send(MarkRead {
+        let request = self.chat.persistence().send(MarkRead {
             reader: self.user.clone(),
             message_id,
         });
@@ -504,11 +378,13 @@ impl SessionActor {
                         recipient: Some(&recipient.username),
                         group_id: None,
                     });
-                    chat.broker
+                    chat.broker()
                         .deliver(&[recipient.id], &Push::event(frame), None);
                     Ok(())
                 }
-                Conversation::Group(group_id) => chat.ask_room(group_id, Typing { sender }).await,
+                Conversation::Group(group_id) => {
+                    chat.rooms().ask(group_id, Typing { sender }).await
+                }
             }
         };
         ctx.spawn(relay.into_actor(self).map(|result, _, ctx| {
@@ -528,7 +404,7 @@ impl SessionActor {
     /// arrived is above `since` too and is replayed as the contract says;
     /// clients drop ids they already have.
     fn on_sync(&mut self, since: i64, ctx: &mut ws::WebsocketContext<Self>) {
-        let store = self.chat.store.clone();
+        let store = self.chat.store().clone();
         let user = self.user.id;
         let fetch = async move {
             let mut messages = Vec::new();
@@ -588,7 +464,7 @@ impl SessionActor {
             more: replay.more,
         }));
         if let (true, Some(up_to)) = (newly_delivered, replay.delivered_up_to) {
-            self.chat.persistence.do_send(MarkDelivered {
+            self.chat.persistence().do_send(MarkDelivered {
                 recipient: self.user.clone(),
                 after: since,
                 up_to,

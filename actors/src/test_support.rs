@@ -25,7 +25,7 @@ pub(crate) async fn fresh_chat_with(
 /// Creates a user (without a real password hash).
 pub(crate) async fn create_user(chat: &Chat, name: &str) -> UserRef {
     let user = chat
-        .persistence
+        .persistence()
         .send(CreateUser {
             username: name.into(),
             email: format!("{name}@example.com"),

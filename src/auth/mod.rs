@@ -1,8 +1,8 @@
-//! Who is calling: password hashing, access tokens, and the extractor that
-//! turns a bearer token into the caller's identity for HTTP handlers.
+//! Who is calling: password hashing, and the extractor that turns a bearer
+//! token (checked by [`crate::token`]) into the caller's identity for HTTP
+//! handlers.
 
 pub mod password;
-pub mod token;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -12,8 +12,8 @@ use parley_actors::model::UserRef;
 use parley_actors::ChatError;
 
 use crate::error::ApiError;
-use crate::startup::AppState;
-use token::VerifiedToken;
+use crate::state::AppState;
+use crate::token::{self, VerifiedToken};
 
 /// The authenticated caller, from `Authorization: Bearer <jwt>`.
 pub struct AuthUser(pub UserRef);
@@ -76,7 +76,7 @@ pub async fn authenticate(
         ChatError::Unauthenticated("authorization: missing bearer token".to_owned())
     })?;
     let verified = state.tokens.verify(token)?;
-    if state.chat.is_revoked(&verified.jti) {
+    if state.chat.caches().is_revoked(&verified.jti) {
         return Err(token::rejected().into());
     }
     match state.chat.account(verified.user.id).await? {

@@ -11,8 +11,8 @@ use utoipa::ToSchema;
 use crate::auth::{password, AuthToken, AuthUser};
 use crate::error::ApiResult;
 use crate::extract::Json;
-use crate::openapi::{self, User};
-use crate::startup::AppState;
+use crate::schema::{self, User};
+use crate::state::AppState;
 
 #[derive(Deserialize, ToSchema)]
 pub struct Registration {
@@ -44,12 +44,12 @@ pub struct Registration {
     request_body = Registration,
     responses(
         (status = 200, description = "The new account", body = User),
-        (status = 400, response = openapi::BadRequest),
-        (status = 409, response = openapi::Conflict),
-        (status = 413, response = openapi::PayloadTooLarge),
-        (status = 429, response = openapi::TooManyRequests),
-        (status = 500, response = openapi::InternalError),
-        (status = 503, response = openapi::Unavailable),
+        (status = 400, response = schema::BadRequest),
+        (status = 409, response = schema::Conflict),
+        (status = 413, response = schema::PayloadTooLarge),
+        (status = 429, response = schema::TooManyRequests),
+        (status = 500, response = schema::InternalError),
+        (status = 503, response = schema::Unavailable),
     )
 )]
 #[tracing::instrument(skip_all, fields(username = %body.username))]
@@ -64,7 +64,7 @@ pub async fn register(
     validate::password(&body.password)?;
     let password_hash = password::hash(body.password).await?;
     let user = ask(
-        &state.chat.persistence,
+        state.chat.persistence(),
         CreateUser {
             username: body.username,
             email: body.email,
@@ -89,7 +89,7 @@ pub struct Login {
 #[serde(deny_unknown_fields)]
 pub struct AccessToken {
     access_token: String,
-    #[schema(schema_with = openapi::bearer_token_type)]
+    #[schema(schema_with = schema::bearer_token_type)]
     token_type: &'static str,
 }
 
@@ -102,12 +102,12 @@ pub struct AccessToken {
     request_body = Login,
     responses(
         (status = 200, description = "A fresh access token", body = AccessToken),
-        (status = 400, response = openapi::BadRequest),
-        (status = 401, response = openapi::Unauthorized),
-        (status = 413, response = openapi::PayloadTooLarge),
-        (status = 429, response = openapi::TooManyRequests),
-        (status = 500, response = openapi::InternalError),
-        (status = 503, response = openapi::Unavailable),
+        (status = 400, response = schema::BadRequest),
+        (status = 401, response = schema::Unauthorized),
+        (status = 413, response = schema::PayloadTooLarge),
+        (status = 429, response = schema::TooManyRequests),
+        (status = 500, response = schema::InternalError),
+        (status = 503, response = schema::Unavailable),
     )
 )]
 #[tracing::instrument(skip_all, fields(username = %body.username))]
@@ -118,7 +118,7 @@ pub async fn login(
 ) -> ApiResult<HttpResponse> {
     state.check_auth_rate(&req)?;
     let credentials = if validate::username(&body.username).is_ok() {
-        state.chat.store.credentials(&body.username).await?
+        state.chat.store().credentials(&body.username).await?
     } else {
         None
     };
@@ -149,7 +149,7 @@ fn access_token(state: &AppState, user: &UserRef, generation: i64) -> ApiResult<
 
 /// Checks the caller's current password (on the hashing pool, like login).
 async fn confirm_password(state: &AppState, user: &UserRef, password: String) -> ApiResult<()> {
-    let credentials = state.chat.store.credentials(&user.username).await?;
+    let credentials = state.chat.store().credentials(&user.username).await?;
     let stored_hash = credentials
         .filter(|credentials| credentials.id == user.id)
         .map(|credentials| credentials.password_hash);
@@ -169,9 +169,9 @@ async fn confirm_password(state: &AppState, user: &UserRef, password: String) ->
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The account the token belongs to", body = User),
-        (status = 401, response = openapi::Unauthorized),
-        (status = 500, response = openapi::InternalError),
-        (status = 503, response = openapi::Unavailable),
+        (status = 401, response = schema::Unauthorized),
+        (status = 500, response = schema::InternalError),
+        (status = 503, response = schema::Unavailable),
     )
 )]
 #[tracing::instrument(skip_all, fields(user = %user.username))]
@@ -180,10 +180,10 @@ pub async fn me(state: web::Data<AppState>, AuthUser(user): AuthUser) -> ApiResu
     // answered like its tokens from now on.
     let account = state
         .chat
-        .store
+        .store()
         .user_record(user.id)
         .await?
-        .ok_or_else(crate::auth::token::rejected)?;
+        .ok_or_else(crate::token::rejected)?;
     Ok(HttpResponse::Ok().json(account))
 }
 
@@ -197,9 +197,9 @@ pub async fn me(state: web::Data<AppState>, AuthUser(user): AuthUser) -> ApiResu
     security(("bearer" = [])),
     responses(
         (status = 204, description = "The token no longer works"),
-        (status = 401, response = openapi::Unauthorized),
-        (status = 500, response = openapi::InternalError),
-        (status = 503, response = openapi::Unavailable),
+        (status = 401, response = schema::Unauthorized),
+        (status = 500, response = schema::InternalError),
+        (status = 503, response = schema::Unavailable),
     )
 )]
 #[tracing::instrument(skip_all, fields(user = %token.user.username))]
@@ -208,7 +208,7 @@ pub async fn logout(
     AuthToken(token): AuthToken,
 ) -> ApiResult<HttpResponse> {
     ask(
-        &state.chat.persistence,
+        state.chat.persistence(),
         RevokeToken {
             jti: token.jti,
             expires_at: token.expires_at,
@@ -236,12 +236,12 @@ pub struct PasswordChange {
     request_body = PasswordChange,
     responses(
         (status = 200, description = "A fresh access token; older tokens stop working", body = AccessToken),
-        (status = 400, response = openapi::BadRequest),
-        (status = 401, response = openapi::Unauthorized),
-        (status = 403, response = openapi::Forbidden),
-        (status = 413, response = openapi::PayloadTooLarge),
-        (status = 500, response = openapi::InternalError),
-        (status = 503, response = openapi::Unavailable),
+        (status = 400, response = schema::BadRequest),
+        (status = 401, response = schema::Unauthorized),
+        (status = 403, response = schema::Forbidden),
+        (status = 413, response = schema::PayloadTooLarge),
+        (status = 500, response = schema::InternalError),
+        (status = 503, response = schema::Unavailable),
     )
 )]
 #[tracing::instrument(skip_all, fields(user = %user.username))]
@@ -255,7 +255,7 @@ pub async fn change_password(
     confirm_password(&state, &user, body.current_password).await?;
     let password_hash = password::hash(body.new_password).await?;
     let generation = ask(
-        &state.chat.persistence,
+        state.chat.persistence(),
         ChangePassword {
             user: user.clone(),
             password_hash,
@@ -283,12 +283,12 @@ pub struct AccountDeletion {
     request_body = AccountDeletion,
     responses(
         (status = 204, description = "The account is gone; its tokens stop working"),
-        (status = 400, response = openapi::BadRequest),
-        (status = 401, response = openapi::Unauthorized),
-        (status = 403, response = openapi::Forbidden),
-        (status = 413, response = openapi::PayloadTooLarge),
-        (status = 500, response = openapi::InternalError),
-        (status = 503, response = openapi::Unavailable),
+        (status = 400, response = schema::BadRequest),
+        (status = 401, response = schema::Unauthorized),
+        (status = 403, response = schema::Forbidden),
+        (status = 413, response = schema::PayloadTooLarge),
+        (status = 500, response = schema::InternalError),
+        (status = 503, response = schema::Unavailable),
     )
 )]
 #[tracing::instrument(skip_all, fields(user = %user.username))]
@@ -298,6 +298,6 @@ pub async fn delete_account(
     Json(body): Json<AccountDeletion>,
 ) -> ApiResult<HttpResponse> {
     confirm_password(&state, &user, body.password).await?;
-    ask(&state.chat.persistence, DeleteAccount { user }).await?;
+    ask(state.chat.persistence(), DeleteAccount { user }).await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -12,10 +12,10 @@ use utoipa::ToSchema;
 use crate::auth::AuthUser;
 use crate::error::ApiResult;
 use crate::extract::{format_cursor, ConversationPaging};
-use crate::openapi;
 use crate::routes::groups::GroupMessageView;
 use crate::routes::messages::PrivateMessageView;
-use crate::startup::AppState;
+use crate::schema;
+use crate::state::AppState;
 
 /// One conversation of the list, told apart by `kind`. Its last message is
 /// shown as that conversation's history shows it.
@@ -56,7 +56,7 @@ pub struct GroupConversation<'a> {
     group_id: i64,
     name: &'a str,
     /// The caller's role.
-    #[schema(value_type = openapi::Role)]
+    #[schema(value_type = schema::Role)]
     role: &'a str,
     /// Null until someone writes in the group.
     #[schema(required = true)]
@@ -144,13 +144,13 @@ pub struct ConversationListView<'a> {
     operation_id = "list_conversations",
     tag = "conversations",
     security(("bearer" = [])),
-    params(openapi::ConversationPagingParams),
+    params(schema::ConversationPagingParams),
     responses(
         (status = 200, description = "One page of the caller's conversations", body = ConversationListView),
-        (status = 400, response = openapi::BadRequest),
-        (status = 401, response = openapi::Unauthorized),
-        (status = 500, response = openapi::InternalError),
-        (status = 503, response = openapi::Unavailable),
+        (status = 400, response = schema::BadRequest),
+        (status = 401, response = schema::Unauthorized),
+        (status = 500, response = schema::InternalError),
+        (status = 503, response = schema::Unavailable),
     )
 )]
 #[tracing::instrument(skip_all, fields(caller = %user.username))]
@@ -161,7 +161,7 @@ pub async fn list(
 ) -> ApiResult<HttpResponse> {
     let page = state
         .chat
-        .store
+        .store()
         .conversations(user.id, paging.before, paging.limit)
         .await?;
     let next_before = page

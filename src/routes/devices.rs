@@ -12,8 +12,8 @@ use utoipa::ToSchema;
 use crate::auth::AuthUser;
 use crate::error::ApiResult;
 use crate::extract::Json;
-use crate::openapi::{self, Device};
-use crate::startup::AppState;
+use crate::schema::{self, Device};
+use crate::state::AppState;
 
 #[derive(Deserialize, ToSchema)]
 pub struct NewDevice {
@@ -63,12 +63,12 @@ pub struct RegisteredDevice<'a> {
     request_body = NewDevice,
     responses(
         (status = 200, description = "The device", body = RegisteredDevice),
-        (status = 400, response = openapi::BadRequest),
-        (status = 401, response = openapi::Unauthorized),
-        (status = 409, response = openapi::Conflict),
-        (status = 413, response = openapi::PayloadTooLarge),
-        (status = 500, response = openapi::InternalError),
-        (status = 503, response = openapi::Unavailable),
+        (status = 400, response = schema::BadRequest),
+        (status = 401, response = schema::Unauthorized),
+        (status = 409, response = schema::Conflict),
+        (status = 413, response = schema::PayloadTooLarge),
+        (status = 500, response = schema::InternalError),
+        (status = 503, response = schema::Unavailable),
     )
 )]
 #[tracing::instrument(skip_all, fields(owner = %user.username))]
@@ -82,7 +82,7 @@ pub async fn register(
     validate::text("device_name", &body.device_name, validate::DEVICE_NAME_MAX)?;
     validate::label("device_type", &device_type)?;
     let device = ask(
-        &state.chat.devices,
+        state.chat.devices(),
         AddDevice(RegisterDevice {
             owner: user,
             device_id: body.device_id,
@@ -110,14 +110,14 @@ pub async fn register(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The caller's devices", body = [Device]),
-        (status = 401, response = openapi::Unauthorized),
-        (status = 500, response = openapi::InternalError),
-        (status = 503, response = openapi::Unavailable),
+        (status = 401, response = schema::Unauthorized),
+        (status = 500, response = schema::InternalError),
+        (status = 503, response = schema::Unavailable),
     )
 )]
 #[tracing::instrument(skip_all, fields(owner = %user.username))]
 pub async fn list(state: web::Data<AppState>, AuthUser(user): AuthUser) -> ApiResult<HttpResponse> {
-    let devices = ask(&state.chat.devices, ListDevices { owner: user.id }).await?;
+    let devices = ask(state.chat.devices(), ListDevices { owner: user.id }).await?;
     Ok(HttpResponse::Ok().json(devices))
 }
 
@@ -131,10 +131,10 @@ pub async fn list(state: web::Data<AppState>, AuthUser(user): AuthUser) -> ApiRe
     params(("device_id" = String, Path, description = "The device's `device_id`")),
     responses(
         (status = 204, description = "The device is gone"),
-        (status = 401, response = openapi::Unauthorized),
-        (status = 404, response = openapi::NotFound),
-        (status = 500, response = openapi::InternalError),
-        (status = 503, response = openapi::Unavailable),
+        (status = 401, response = schema::Unauthorized),
+        (status = 404, response = schema::NotFound),
+        (status = 500, response = schema::InternalError),
+        (status = 503, response = schema::Unavailable),
     )
 )]
 #[tracing::instrument(skip_all, fields(owner = %user.username))]
@@ -144,7 +144,7 @@ pub async fn remove(
     device_id: web::Path<String>,
 ) -> ApiResult<HttpResponse> {
     ask(
-        &state.chat.devices,
+        state.chat.devices(),
         RemoveDevice {
             owner: user,
             device_id: device_id.into_inner(),

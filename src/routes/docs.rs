@@ -1,7 +1,8 @@
 //! The API's own descriptions: `GET /openapi.json` (OpenAPI 3.1, generated
-//! from the handlers, see [`crate::openapi`]), `GET /asyncapi.json`
-//! (AsyncAPI 3.0 for `/ws/chat`, see [`crate::asyncapi`]) and Swagger UI at
-//! `/docs/`, served from files compiled into the binary.
+//! from the handlers by `crate::openapi`, which start-up hands to the app as
+//! an [`OpenApiDocument`]), `GET /asyncapi.json` (AsyncAPI 3.0 for
+//! `/ws/chat`, see [`crate::asyncapi`]) and Swagger UI at `/docs/`, served
+//! from files compiled into the binary.
 
 use std::sync::{Arc, LazyLock};
 
@@ -11,7 +12,11 @@ use parley_actors::ChatError;
 use utoipa_swagger_ui::Config;
 
 use crate::error::ApiResult;
-use crate::{asyncapi, openapi};
+use crate::{asyncapi, schema};
+
+/// The OpenAPI document as JSON. Built from every handler's description,
+/// this one's included, so it is made at start-up and handed to the app.
+pub struct OpenApiDocument(pub &'static str);
 
 /// The OpenAPI 3.1 description of every route.
 #[utoipa::path(
@@ -20,10 +25,10 @@ use crate::{asyncapi, openapi};
     tag = "api descriptions",
     responses((status = 200, description = "An OpenAPI 3.1 document", body = Object))
 )]
-pub async fn openapi_json() -> HttpResponse {
+pub async fn openapi_json(document: web::Data<OpenApiDocument>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type(mime::APPLICATION_JSON)
-        .body(openapi::json())
+        .body(document.0)
 }
 
 /// The AsyncAPI 3.0 description of the `/ws/chat` frames.
@@ -60,9 +65,9 @@ pub async fn swagger_ui_root() -> HttpResponse {
     tag = "api descriptions",
     params(("file" = String, Path, description = "An asset; empty for the page")),
     responses(
-        (status = 200, description = "The page or one of its assets", content_type = "*/*", body = openapi::Binary),
-        (status = 404, response = openapi::NotFound),
-        (status = 500, response = openapi::InternalError),
+        (status = 200, description = "The page or one of its assets", content_type = "*/*", body = schema::Binary),
+        (status = 404, response = schema::NotFound),
+        (status = 500, response = schema::InternalError),
     )
 )]
 pub async fn swagger_ui(file: web::Path<String>) -> ApiResult<HttpResponse> {

@@ -19,8 +19,8 @@ use utoipa::ToSchema;
 
 use crate::auth::AuthUser;
 use crate::error::{ApiError, ApiResult};
-use crate::openapi::{self, FileUpload};
-use crate::startup::AppState;
+use crate::schema::{self, FileUpload};
+use crate::state::AppState;
 
 #[derive(Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -50,11 +50,11 @@ pub struct UploadedFile<'a> {
     request_body(content = FileUpload, content_type = "multipart/form-data"),
     responses(
         (status = 200, description = "The stored file", body = UploadedFile),
-        (status = 400, response = openapi::BadRequest),
-        (status = 401, response = openapi::Unauthorized),
-        (status = 413, response = openapi::PayloadTooLarge),
-        (status = 500, response = openapi::InternalError),
-        (status = 503, response = openapi::Unavailable),
+        (status = 400, response = schema::BadRequest),
+        (status = 401, response = schema::Unauthorized),
+        (status = 413, response = schema::PayloadTooLarge),
+        (status = 500, response = schema::InternalError),
+        (status = 503, response = schema::Unavailable),
     )
 )]
 #[tracing::instrument(skip_all, fields(uploader = %user.username))]
@@ -83,7 +83,7 @@ pub async fn upload(
             size: size as i64,
             upload_time: Timestamp::now(),
         };
-        let stored = ask(&state.chat.persistence, StoreFile { file }).await;
+        let stored = ask(state.chat.persistence(), StoreFile { file }).await;
         let file = match stored {
             Ok(file) => file,
             Err(error) => {
@@ -174,12 +174,12 @@ fn bad_multipart(error: actix_multipart::MultipartError) -> ApiError {
     security(("bearer" = [])),
     params(("file_id" = String, Path, description = "The `file_id` from the upload")),
     responses(
-        (status = 200, description = "The bytes, as an attachment", content_type = "application/octet-stream", body = openapi::Binary,
+        (status = 200, description = "The bytes, as an attachment", content_type = "application/octet-stream", body = schema::Binary,
             headers(("Content-Disposition" = String, description = "`attachment; filename=\"…\"`"))),
-        (status = 401, response = openapi::Unauthorized),
-        (status = 404, response = openapi::NotFound),
-        (status = 500, response = openapi::InternalError),
-        (status = 503, response = openapi::Unavailable),
+        (status = 401, response = schema::Unauthorized),
+        (status = 404, response = schema::NotFound),
+        (status = 500, response = schema::InternalError),
+        (status = 503, response = schema::Unavailable),
     )
 )]
 #[tracing::instrument(skip_all, fields(caller = %user.username))]
@@ -190,11 +190,16 @@ pub async fn download(
     file_id: web::Path<String>,
 ) -> ApiResult<HttpResponse> {
     let hidden = || ChatError::not_found("file_id: no such file");
-    let record = state.chat.store.file(&file_id).await?.ok_or_else(hidden)?;
+    let record = state
+        .chat
+        .store()
+        .file(&file_id)
+        .await?
+        .ok_or_else(hidden)?;
     let allowed = record.uploader_id == user.id
         || state
             .chat
-            .store
+            .store()
             .file_visible_to(&record.file_id, user.id)
             .await?;
     if !allowed {

@@ -3,8 +3,9 @@
 
 use actix_web::{web, HttpResponse};
 use parley_actors::model::{GroupMessage, Reaction, Role, Timestamp, UserRef};
-use parley_actors::persistence::{CreateGroup, Reply, Stored};
-use parley_actors::room::{Add, ChangeRole, CheckMember, ListMembers, PostMessage, Remove};
+use parley_actors::persistence::{CreateGroup, Stored};
+use parley_actors::protocol::{Conversation, MessageFields};
+use parley_actors::room::{Add, ChangeRole, CheckMember, ListMembers, Remove};
 use parley_actors::{ask, validate, ChatError};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -12,9 +13,8 @@ use utoipa::ToSchema;
 use crate::auth::AuthUser;
 use crate::error::ApiResult;
 use crate::extract::{path_id, Json, Paging};
-use crate::openapi::{self, Group, GroupSummary, Member};
-use crate::routes::messages::message_types;
-use crate::startup::AppState;
+use crate::schema::{self, Group, GroupSummary, Member};
+use crate::state::AppState;
 
 #[derive(Deserialize, ToSchema)]
 pub struct NewGroup {
@@ -37,11 +37,11 @@ pub struct NewGroup {
     request_body = NewGroup,
     responses(
         (status = 200, description = "The new group", body = Group),
-        (status = 400, response = openapi::BadRequest),
-        (status = 401, response = openapi::Unauthorized),
-        (status = 413, response = openapi::PayloadTooLarge),
-        (status = 500, response = openapi::InternalError),
-        (status = 503, response = openapi::Unavailable),
+        (status = 400, response = schema::BadRequest),
+        (status = 401, response = schema::Unauthorized),
+        (status = 413, response = schema::PayloadTooLarge),
+        (status = 500, response = schema::InternalError),
+        (status = 503, response = schema::Unavailable),
     )
 )]
 #[tracing::instrument(skip_all, fields(creator = %user.username))]
@@ -53,7 +53,7 @@ pub async fn create(
     validate::group_name(&body.name)?;
     validate::text("description", &body.description, validate::DESCRIPTION_MAX)?;
     let group = ask(
-        &state.chat.persistence,
+        state.chat.persistence(),
         CreateGroup {
             creator: user,
             name: body.name,
@@ -87,7 +87,7 @@ pub struct GroupMessageView<'a> {
     deleted: bool,
     /// Present when anyone reacted.
     #[serde(skip_serializing_if = "<[Reaction]>::is_empty")]
-    #[schema(value_type = Vec<openapi::Reaction>)]
+    #[schema(value_type = Vec<schema::Reaction>)]
     reactions: &'a [Reaction],
 }
 
@@ -114,15 +114,15 @@ impl<'a> From<&'a GroupMessage> for GroupMessageView<'a> {
     operation_id = "group_messages",
     tag = "groups",
     security(("bearer" = [])),
-    params(openapi::GroupIdParam, openapi::PagingParams),
+    params(schema::GroupIdParam, schema::PagingParams),
     responses(
         (status = 200, description = "One page of the group's messages, ascending id", body = [GroupMessageView]),
-        (status = 400, response = openapi::BadRequest),
-        (status = 401, response = openapi::Unauthorized),
-        (status = 403, response = openapi::Forbidden),
-        (status = 404, response = openapi::NotFound),
-        (status = 500, response = openapi::InternalError),
-        (status = 503, response = openapi::Unavailable),
+        (status = 400, response = schema::BadRequest),
+        (status = 401, response = schema::Unauthorized),
+        (status = 403, response = schema::Forbidden),
+        (status = 404, response = schema::NotFound),
+        (status = 500, response = schema::InternalError),
+        (status = 503, response = schema::Unavailable),
     )
 )]
 #[tracing::instrument(skip_all, fields(caller = %user.username))]
@@ -134,8 +134,8 @@ pub async fn messages(
 ) -> ApiResult<HttpResponse> {
     let group_id = path_id("group_id", &group_id)?;
     let check = CheckMember { user: user.id };
-    state.chat.ask_room(group_id, check).await?;
-    let messages = state.chat.store.group_history(group_id, page).await?;
+    state.chat.rooms().ask(group_id, check).await?;
+    let messages = state.chat.store().group_history(group_id, page).await?;
     let views: Vec<GroupMessageView> = messages.iter().map(Into::into).collect();
     Ok(HttpResponse::Ok().json(views))
 }
@@ -150,14 +150,14 @@ pub async fn messages(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The caller's groups", body = [GroupSummary]),
-        (status = 401, response = openapi::Unauthorized),
-        (status = 500, response = openapi::InternalError),
-        (status = 503, response = openapi::Unavailable),
+        (status = 401, response = schema::Unauthorized),
+        (status = 500, response = schema::InternalError),
+        (status = 503, response = schema::Unavailable),
     )
 )]
 #[tracing::instrument(skip_all, fields(caller = %user.username))]
 pub async fn mine(state: web::Data<AppState>, AuthUser(user): AuthUser) -> ApiResult<HttpResponse> {
-    let groups = state.chat.store.groups_of(user.id).await?;
+    let groups = state.chat.store().groups_of(user.id).await?;
     Ok(HttpResponse::Ok().json(groups))
 }
 
@@ -210,7 +210,7 @@ pub struct PostedGroupMessage<'a> {
     deleted: bool,
     /// Present when anyone reacted.
     #[serde(skip_serializing_if = "<[Reaction]>::is_empty")]
-    #[schema(value_type = Vec<openapi::Reaction>)]
+    #[schema(value_type = Vec<schema::Reaction>)]
     reactions: &'a [Reaction],
 }
 
@@ -240,18 +240,18 @@ impl<'a> From<&'a GroupMessage> for PostedGroupMessage<'a> {
     operation_id = "post_group_message",
     tag = "groups",
     security(("bearer" = [])),
-    params(openapi::GroupIdParam),
+    params(schema::GroupIdParam),
     request_body = NewGroupMessage,
     responses(
         (status = 200, description = "The stored message", body = PostedGroupMessage),
-        (status = 400, response = openapi::BadRequest),
-        (status = 401, response = openapi::Unauthorized),
-        (status = 403, response = openapi::Forbidden),
-        (status = 404, response = openapi::NotFound),
-        (status = 413, response = openapi::PayloadTooLarge),
-        (status = 429, response = openapi::TooManyRequests),
-        (status = 500, response = openapi::InternalError),
-        (status = 503, response = openapi::Unavailable),
+        (status = 400, response = schema::BadRequest),
+        (status = 401, response = schema::Unauthorized),
+        (status = 403, response = schema::Forbidden),
+        (status = 404, response = schema::NotFound),
+        (status = 413, response = schema::PayloadTooLarge),
+        (status = 429, response = schema::TooManyRequests),
+        (status = 500, response = schema::InternalError),
+        (status = 503, response = schema::Unavailable),
     )
 )]
 #[tracing::instrument(skip_all, fields(sender = %user.username))]
@@ -262,25 +262,16 @@ pub async fn post_message(
     Json(body): Json<NewGroupMessage>,
 ) -> ApiResult<HttpResponse> {
     let group_id = path_id("group_id", &group_id)?;
-    validate::content(&body.content, state.chat.settings.max_content_chars)?;
-    let (message_type, content_type) = message_types(body.message_type, body.content_type)?;
-    state.chat.check_message_rate(user.id)?;
-    let (reply, stored) = Reply::channel();
-    let post = PostMessage {
-        accepted_at: std::time::Instant::now(),
-        sender: user,
+    let fields = MessageFields {
         content: body.content,
-        message_type,
-        content_type,
+        message_type: body.message_type,
+        content_type: body.content_type,
         client_id: None,
-        origin: None,
         reply_to: body.reply_to,
-        reply,
     };
-    if let Err((error, _)) = state.chat.tell_room(group_id, post).await {
-        return Err(error.into());
-    }
-    let stored = stored.await?;
+    let message = state.chat.outgoing(user, fields, None)?;
+    let to = Conversation::Group(group_id);
+    let stored = state.chat.send_and_wait(to, message).await?;
     let Stored::Group(m, _) = &stored else {
         return Err(ChatError::internal_msg("a group post stored something else").into());
     };
@@ -294,15 +285,15 @@ pub async fn post_message(
     operation_id = "group_members",
     tag = "groups",
     security(("bearer" = [])),
-    params(openapi::GroupIdParam),
+    params(schema::GroupIdParam),
     responses(
         (status = 200, description = "The members, oldest first", body = [Member]),
-        (status = 400, response = openapi::BadRequest),
-        (status = 401, response = openapi::Unauthorized),
-        (status = 403, response = openapi::Forbidden),
-        (status = 404, response = openapi::NotFound),
-        (status = 500, response = openapi::InternalError),
-        (status = 503, response = openapi::Unavailable),
+        (status = 400, response = schema::BadRequest),
+        (status = 401, response = schema::Unauthorized),
+        (status = 403, response = schema::Forbidden),
+        (status = 404, response = schema::NotFound),
+        (status = 500, response = schema::InternalError),
+        (status = 503, response = schema::Unavailable),
     )
 )]
 #[tracing::instrument(skip_all, fields(caller = %user.username))]
@@ -314,7 +305,8 @@ pub async fn members(
     let group_id = path_id("group_id", &group_id)?;
     let members = state
         .chat
-        .ask_room(group_id, ListMembers { by: user.id })
+        .rooms()
+        .ask(group_id, ListMembers { by: user.id })
         .await?;
     Ok(HttpResponse::Ok().json(members))
 }
@@ -337,7 +329,8 @@ async fn named_user(
 ) -> ApiResult<UserRef> {
     state
         .chat
-        .ask_room(group_id, CheckMember { user: caller })
+        .rooms()
+        .ask(group_id, CheckMember { user: caller })
         .await?;
     Ok(state
         .chat
@@ -352,18 +345,18 @@ async fn named_user(
     path = "/groups/{group_id}/members",
     tag = "groups",
     security(("bearer" = [])),
-    params(openapi::GroupIdParam),
+    params(schema::GroupIdParam),
     request_body = NewMember,
     responses(
         (status = 200, description = "The new member", body = Member),
-        (status = 400, response = openapi::BadRequest),
-        (status = 401, response = openapi::Unauthorized),
-        (status = 403, response = openapi::Forbidden),
-        (status = 404, response = openapi::NotFound),
-        (status = 409, response = openapi::Conflict),
-        (status = 413, response = openapi::PayloadTooLarge),
-        (status = 500, response = openapi::InternalError),
-        (status = 503, response = openapi::Unavailable),
+        (status = 400, response = schema::BadRequest),
+        (status = 401, response = schema::Unauthorized),
+        (status = 403, response = schema::Forbidden),
+        (status = 404, response = schema::NotFound),
+        (status = 409, response = schema::Conflict),
+        (status = 413, response = schema::PayloadTooLarge),
+        (status = 500, response = schema::InternalError),
+        (status = 503, response = schema::Unavailable),
     )
 )]
 #[tracing::instrument(skip_all, fields(caller = %user.username))]
@@ -377,7 +370,8 @@ pub async fn add_member(
     let new_member = named_user(&state, group_id, user.id, &body.username).await?;
     let member = state
         .chat
-        .ask_room(
+        .rooms()
+        .ask(
             group_id,
             Add {
                 by: user.id,
@@ -396,16 +390,16 @@ pub async fn add_member(
     path = "/groups/{group_id}/members/{username}",
     tag = "groups",
     security(("bearer" = [])),
-    params(openapi::GroupIdParam, ("username" = String, Path, description = "The member to remove")),
+    params(schema::GroupIdParam, ("username" = String, Path, description = "The member to remove")),
     responses(
         (status = 204, description = "The member is removed"),
-        (status = 400, response = openapi::BadRequest),
-        (status = 401, response = openapi::Unauthorized),
-        (status = 403, response = openapi::Forbidden),
-        (status = 404, response = openapi::NotFound),
-        (status = 409, response = openapi::Conflict),
-        (status = 500, response = openapi::InternalError),
-        (status = 503, response = openapi::Unavailable),
+        (status = 400, response = schema::BadRequest),
+        (status = 401, response = schema::Unauthorized),
+        (status = 403, response = schema::Forbidden),
+        (status = 404, response = schema::NotFound),
+        (status = 409, response = schema::Conflict),
+        (status = 500, response = schema::InternalError),
+        (status = 503, response = schema::Unavailable),
     )
 )]
 #[tracing::instrument(skip_all, fields(caller = %user.username))]
@@ -419,7 +413,8 @@ pub async fn remove_member(
     let member = named_user(&state, group_id, user.id, &username).await?;
     state
         .chat
-        .ask_room(
+        .rooms()
+        .ask(
             group_id,
             Remove {
                 by: user.id,
@@ -433,7 +428,7 @@ pub async fn remove_member(
 #[derive(Deserialize, ToSchema)]
 pub struct NewRole {
     /// Making someone `owner` turns the old owner into an `admin`.
-    #[schema(value_type = openapi::Role)]
+    #[schema(value_type = schema::Role)]
     role: String,
 }
 
@@ -443,18 +438,18 @@ pub struct NewRole {
     path = "/groups/{group_id}/members/{username}",
     tag = "groups",
     security(("bearer" = [])),
-    params(openapi::GroupIdParam, ("username" = String, Path, description = "The member whose role changes")),
+    params(schema::GroupIdParam, ("username" = String, Path, description = "The member whose role changes")),
     request_body = NewRole,
     responses(
         (status = 200, description = "The member with the new role", body = Member),
-        (status = 400, response = openapi::BadRequest),
-        (status = 401, response = openapi::Unauthorized),
-        (status = 403, response = openapi::Forbidden),
-        (status = 404, response = openapi::NotFound),
-        (status = 409, response = openapi::Conflict),
-        (status = 413, response = openapi::PayloadTooLarge),
-        (status = 500, response = openapi::InternalError),
-        (status = 503, response = openapi::Unavailable),
+        (status = 400, response = schema::BadRequest),
+        (status = 401, response = schema::Unauthorized),
+        (status = 403, response = schema::Forbidden),
+        (status = 404, response = schema::NotFound),
+        (status = 409, response = schema::Conflict),
+        (status = 413, response = schema::PayloadTooLarge),
+        (status = 500, response = schema::InternalError),
+        (status = 503, response = schema::Unavailable),
     )
 )]
 #[tracing::instrument(skip_all, fields(caller = %user.username))]
@@ -471,7 +466,8 @@ pub async fn change_role(
     let member = named_user(&state, group_id, user.id, &username).await?;
     let member = state
         .chat
-        .ask_room(
+        .rooms()
+        .ask(
             group_id,
             ChangeRole {
                 by: user.id,

@@ -6,12 +6,8 @@ use actix_web::{web, HttpResponse};
 use parley_actors::model::{
     DeliveryStatus, KindedMessage, PrivateMessage, Reaction, Timestamp, UserRef,
 };
-use parley_actors::persistence::{
-    ChangeMessage, MarkRead, MessageChange, NewChange, NewMessage, Reply, StoreMessage, Stored,
-    Target,
-};
-use parley_actors::protocol::{DEFAULT_CONTENT_TYPE, DEFAULT_MESSAGE_TYPE};
-use parley_actors::room::ChangePost;
+use parley_actors::persistence::{MarkRead, MessageChange, Stored};
+use parley_actors::protocol::{Conversation, MessageFields};
 use parley_actors::{ask, validate, ChatError};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -19,9 +15,9 @@ use utoipa::ToSchema;
 use crate::auth::AuthUser;
 use crate::error::ApiResult;
 use crate::extract::{path_id, Json, Paging};
-use crate::openapi;
 use crate::routes::groups::PostedGroupMessage;
-use crate::startup::AppState;
+use crate::schema;
+use crate::state::AppState;
 
 #[derive(Deserialize, ToSchema)]
 pub struct NewPrivateMessage {
@@ -62,7 +58,7 @@ pub struct PrivateMessageView<'a> {
     recipient: &'a str,
     #[schema(value_type = String, format = DateTime)]
     timestamp: Timestamp,
-    #[schema(value_type = openapi::DeliveryStatus)]
+    #[schema(value_type = schema::DeliveryStatus)]
     status: DeliveryStatus,
     /// The message of this conversation it answers.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -76,7 +72,7 @@ pub struct PrivateMessageView<'a> {
     deleted: bool,
     /// Present when anyone reacted.
     #[serde(skip_serializing_if = "<[Reaction]>::is_empty")]
-    #[schema(value_type = Vec<openapi::Reaction>)]
+    #[schema(value_type = Vec<schema::Reaction>)]
     reactions: &'a [Reaction],
 }
 
@@ -98,18 +94,6 @@ impl<'a> From<&'a PrivateMessage> for PrivateMessageView<'a> {
     }
 }
 
-/// Message and content types: defaulted when absent, checked when given.
-pub fn message_types(
-    message_type: Option<String>,
-    content_type: Option<String>,
-) -> ApiResult<(String, String)> {
-    let message_type = message_type.unwrap_or_else(|| DEFAULT_MESSAGE_TYPE.to_owned());
-    let content_type = content_type.unwrap_or_else(|| DEFAULT_CONTENT_TYPE.to_owned());
-    validate::label("message_type", &message_type)?;
-    validate::label("content_type", &content_type)?;
-    Ok((message_type, content_type))
-}
-
 /// Sends a private message. It reaches every socket of the recipient and of
 /// the sender; `status` is `delivered` if a recipient socket got it.
 #[utoipa::path(
@@ -120,13 +104,13 @@ pub fn message_types(
     request_body = NewPrivateMessage,
     responses(
         (status = 200, description = "The stored message", body = PrivateMessageView),
-        (status = 400, response = openapi::BadRequest),
-        (status = 401, response = openapi::Unauthorized),
-        (status = 404, response = openapi::NotFound),
-        (status = 413, response = openapi::PayloadTooLarge),
-        (status = 429, response = openapi::TooManyRequests),
-        (status = 500, response = openapi::InternalError),
-        (status = 503, response = openapi::Unavailable),
+        (status = 400, response = schema::BadRequest),
+        (status = 401, response = schema::Unauthorized),
+        (status = 404, response = schema::NotFound),
+        (status = 413, response = schema::PayloadTooLarge),
+        (status = 429, response = schema::TooManyRequests),
+        (status = 500, response = schema::InternalError),
+        (status = 503, response = schema::Unavailable),
     )
 )]
 #[tracing::instrument(skip_all, fields(sender = %user.username))]
@@ -135,25 +119,16 @@ pub async fn send_private(
     AuthUser(user): AuthUser,
     Json(body): Json<NewPrivateMessage>,
 ) -> ApiResult<HttpResponse> {
-    validate::content(&body.content, state.chat.settings.max_content_chars)?;
-    let (message_type, content_type) = message_types(body.message_type, body.content_type)?;
-    state.chat.check_message_rate(user.id)?;
-    let (reply, stored) = Reply::channel();
-    state.chat.persistence.do_send(StoreMessage {
-        message: NewMessage {
-            accepted_at: std::time::Instant::now(),
-            sender: user,
-            to: Target::User(body.recipient),
-            content: body.content,
-            message_type,
-            content_type,
-            client_id: None,
-            origin: None,
-            reply_to: body.reply_to,
-        },
-        reply,
-    });
-    let stored = stored.await?;
+    let fields = MessageFields {
+        content: body.content,
+        message_type: body.message_type,
+        content_type: body.content_type,
+        client_id: None,
+        reply_to: body.reply_to,
+    };
+    let message = state.chat.outgoing(user, fields, None)?;
+    let to = Conversation::User(body.recipient);
+    let stored = state.chat.send_and_wait(to, message).await?;
     match &stored {
         Stored::Private(message) => Ok(HttpResponse::Ok().json(PrivateMessageView::from(message))),
         _ => Err(ChatError::internal_msg("a private send stored something else").into()),
@@ -170,15 +145,15 @@ pub async fn send_private(
     security(("bearer" = [])),
     params(
         ("username" = String, Path, description = "The other party (case-insensitive)"),
-        openapi::PagingParams,
+        schema::PagingParams,
     ),
     responses(
         (status = 200, description = "One page of the conversation, ascending id", body = [PrivateMessageView]),
-        (status = 400, response = openapi::BadRequest),
-        (status = 401, response = openapi::Unauthorized),
-        (status = 404, response = openapi::NotFound),
-        (status = 500, response = openapi::InternalError),
-        (status = 503, response = openapi::Unavailable),
+        (status = 400, response = schema::BadRequest),
+        (status = 401, response = schema::Unauthorized),
+        (status = 404, response = schema::NotFound),
+        (status = 500, response = schema::InternalError),
+        (status = 503, response = schema::Unavailable),
     )
 )]
 #[tracing::instrument(skip_all, fields(caller = %user.username))]
@@ -195,7 +170,7 @@ pub async fn private_history(
         .ok_or_else(|| ChatError::not_found("username: no such user"))?;
     let messages = state
         .chat
-        .store
+        .store()
         .private_history(&user, &other, page)
         .await?;
     let views: Vec<PrivateMessageView> = messages.iter().map(Into::into).collect();
@@ -207,7 +182,7 @@ pub async fn private_history(
 pub struct ReadReceipt {
     id: i64,
     /// Always `read`.
-    #[schema(value_type = openapi::DeliveryStatus)]
+    #[schema(value_type = schema::DeliveryStatus)]
     status: DeliveryStatus,
 }
 
@@ -222,12 +197,12 @@ pub struct ReadReceipt {
     params(("message_id" = i64, Path, minimum = 1, description = "A private or group message id")),
     responses(
         (status = 200, description = "The message is read", body = ReadReceipt),
-        (status = 400, response = openapi::BadRequest),
-        (status = 401, response = openapi::Unauthorized),
-        (status = 403, response = openapi::Forbidden),
-        (status = 404, response = openapi::NotFound),
-        (status = 500, response = openapi::InternalError),
-        (status = 503, response = openapi::Unavailable),
+        (status = 400, response = schema::BadRequest),
+        (status = 401, response = schema::Unauthorized),
+        (status = 403, response = schema::Forbidden),
+        (status = 404, response = schema::NotFound),
+        (status = 500, response = schema::InternalError),
+        (status = 503, response = schema::Unavailable),
     )
 )]
 #[tracing::instrument(skip_all, fields(reader = %user.username))]
@@ -238,7 +213,7 @@ pub async fn mark_read(
 ) -> ApiResult<HttpResponse> {
     let message_id = path_id("message_id", &message_id)?;
     ask(
-        &state.chat.persistence,
+        state.chat.persistence(),
         MarkRead {
             reader: user,
             message_id,
@@ -288,47 +263,16 @@ pub struct NewReaction {
     emoji: String,
 }
 
-/// Applies a change to a message the caller can see: a group message goes
-/// through its group's room (members only), a private one straight to the
-/// writer, which checks whose message it is.
+/// Applies a change to a message the caller can see and answers with its
+/// new state.
 async fn change(
     state: &AppState,
     by: UserRef,
     message_id: i64,
     change: MessageChange,
 ) -> ApiResult<HttpResponse> {
-    state.chat.check_message_rate(by.id)?;
-    let hidden = || ChatError::not_found("message_id: no such message in your conversations");
-    let parties = state
-        .chat
-        .store
-        .message_parties(message_id)
-        .await?
-        .ok_or_else(hidden)?;
-    let (reply, changed) = Reply::channel();
-    match parties.group_id {
-        Some(group_id) => {
-            let post = ChangePost {
-                by,
-                message_id,
-                change,
-                reply,
-            };
-            if let Err((error, post)) = state.chat.tell_room(group_id, post).await {
-                post.reply.send(Err(error));
-            }
-        }
-        None => state.chat.persistence.do_send(ChangeMessage {
-            change: NewChange {
-                by,
-                message_id,
-                change,
-                group: None,
-            },
-            reply,
-        }),
-    }
-    let message = KindedMessage::from(changed.await?);
+    let changed = state.chat.change(by, message_id, change).await?;
+    let message = KindedMessage::from(changed);
     Ok(HttpResponse::Ok().json(MessageView::from(&message)))
 }
 
@@ -345,15 +289,15 @@ async fn change(
     request_body = MessageEdit,
     responses(
         (status = 200, description = "The edited message", body = MessageView),
-        (status = 400, response = openapi::BadRequest),
-        (status = 401, response = openapi::Unauthorized),
-        (status = 403, response = openapi::Forbidden),
-        (status = 404, response = openapi::NotFound),
-        (status = 409, response = openapi::Conflict),
-        (status = 413, response = openapi::PayloadTooLarge),
-        (status = 429, response = openapi::TooManyRequests),
-        (status = 500, response = openapi::InternalError),
-        (status = 503, response = openapi::Unavailable),
+        (status = 400, response = schema::BadRequest),
+        (status = 401, response = schema::Unauthorized),
+        (status = 403, response = schema::Forbidden),
+        (status = 404, response = schema::NotFound),
+        (status = 409, response = schema::Conflict),
+        (status = 413, response = schema::PayloadTooLarge),
+        (status = 429, response = schema::TooManyRequests),
+        (status = 500, response = schema::InternalError),
+        (status = 503, response = schema::Unavailable),
     )
 )]
 #[tracing::instrument(skip_all, fields(caller = %user.username))]
@@ -364,7 +308,7 @@ pub async fn edit(
     Json(body): Json<MessageEdit>,
 ) -> ApiResult<HttpResponse> {
     let message_id = path_id("message_id", &message_id)?;
-    validate::content(&body.content, state.chat.settings.max_content_chars)?;
+    validate::content(&body.content, state.chat.settings().max_content_chars)?;
     change(&state, user, message_id, MessageChange::Edit(body.content)).await
 }
 
@@ -382,13 +326,13 @@ pub async fn edit(
     params(("message_id" = i64, Path, minimum = 1, description = "A private or group message id")),
     responses(
         (status = 200, description = "The tombstone", body = MessageView),
-        (status = 400, response = openapi::BadRequest),
-        (status = 401, response = openapi::Unauthorized),
-        (status = 403, response = openapi::Forbidden),
-        (status = 404, response = openapi::NotFound),
-        (status = 429, response = openapi::TooManyRequests),
-        (status = 500, response = openapi::InternalError),
-        (status = 503, response = openapi::Unavailable),
+        (status = 400, response = schema::BadRequest),
+        (status = 401, response = schema::Unauthorized),
+        (status = 403, response = schema::Forbidden),
+        (status = 404, response = schema::NotFound),
+        (status = 429, response = schema::TooManyRequests),
+        (status = 500, response = schema::InternalError),
+        (status = 503, response = schema::Unavailable),
     )
 )]
 #[tracing::instrument(skip_all, fields(caller = %user.username))]
@@ -414,14 +358,14 @@ pub async fn delete(
     request_body = NewReaction,
     responses(
         (status = 200, description = "The message with its reactions", body = MessageView),
-        (status = 400, response = openapi::BadRequest),
-        (status = 401, response = openapi::Unauthorized),
-        (status = 404, response = openapi::NotFound),
-        (status = 409, response = openapi::Conflict),
-        (status = 413, response = openapi::PayloadTooLarge),
-        (status = 429, response = openapi::TooManyRequests),
-        (status = 500, response = openapi::InternalError),
-        (status = 503, response = openapi::Unavailable),
+        (status = 400, response = schema::BadRequest),
+        (status = 401, response = schema::Unauthorized),
+        (status = 404, response = schema::NotFound),
+        (status = 409, response = schema::Conflict),
+        (status = 413, response = schema::PayloadTooLarge),
+        (status = 429, response = schema::TooManyRequests),
+        (status = 500, response = schema::InternalError),
+        (status = 503, response = schema::Unavailable),
     )
 )]
 #[tracing::instrument(skip_all, fields(caller = %user.username))]
@@ -454,13 +398,13 @@ pub async fn react(
     params(("message_id" = i64, Path, minimum = 1, description = "A private or group message id")),
     responses(
         (status = 200, description = "The message with its reactions", body = MessageView),
-        (status = 400, response = openapi::BadRequest),
-        (status = 401, response = openapi::Unauthorized),
-        (status = 404, response = openapi::NotFound),
-        (status = 409, response = openapi::Conflict),
-        (status = 429, response = openapi::TooManyRequests),
-        (status = 500, response = openapi::InternalError),
-        (status = 503, response = openapi::Unavailable),
+        (status = 400, response = schema::BadRequest),
+        (status = 401, response = schema::Unauthorized),
+        (status = 404, response = schema::NotFound),
+        (status = 409, response = schema::Conflict),
+        (status = 429, response = schema::TooManyRequests),
+        (status = 500, response = schema::InternalError),
+        (status = 503, response = schema::Unavailable),
     )
 )]
 #[tracing::instrument(skip_all, fields(caller = %user.username))]

@@ -3,7 +3,7 @@
 //! `/asyncapi.json`, Swagger UI at `/docs/`). Handlers validate input, ask
 //! the actors (or read the store), and map the answer to the response; none
 //! of them writes to the database. Each handler carries its OpenAPI
-//! description (`#[utoipa::path]`), collected in [`crate::openapi`].
+//! description (`#[utoipa::path]`), collected by `crate::openapi`.
 
 pub mod auth;
 pub mod client;
@@ -22,6 +22,7 @@ use actix_web::{web, HttpResponse};
 use parley_actors::ChatError;
 
 use crate::error::ApiError;
+use crate::extract::parse_json;
 
 /// Declares every route once: [`configure`] registers them and [`ROUTES`]
 /// lists them (the OpenAPI tests compare that list with `/openapi.json`).
@@ -94,6 +95,25 @@ fn resource(path: &str, allow: &'static str) -> actix_web::Resource {
     web::resource(path).default_service(web::to(move || async move {
         Err::<HttpResponse, _>(ApiError(ChatError::MethodNotAllowed(allow)))
     }))
+}
+
+/// Runs `bytes` through [`parse_json`] as every JSON request body the API
+/// accepts. For the fuzzer (`tests/fuzz`), which checks that no input makes
+/// the parser panic; the results are dropped.
+#[doc(hidden)]
+pub fn parse_every_request_body(bytes: &[u8]) {
+    let _ = parse_json::<auth::Registration>(bytes);
+    let _ = parse_json::<auth::Login>(bytes);
+    let _ = parse_json::<auth::PasswordChange>(bytes);
+    let _ = parse_json::<auth::AccountDeletion>(bytes);
+    let _ = parse_json::<messages::NewPrivateMessage>(bytes);
+    let _ = parse_json::<messages::MessageEdit>(bytes);
+    let _ = parse_json::<messages::NewReaction>(bytes);
+    let _ = parse_json::<groups::NewGroup>(bytes);
+    let _ = parse_json::<groups::NewGroupMessage>(bytes);
+    let _ = parse_json::<groups::NewMember>(bytes);
+    let _ = parse_json::<groups::NewRole>(bytes);
+    let _ = parse_json::<devices::NewDevice>(bytes);
 }
 
 /// Any path no route matches.

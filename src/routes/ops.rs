@@ -13,8 +13,8 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::error::ApiResult;
-use crate::openapi;
-use crate::startup::AppState;
+use crate::schema;
+use crate::state::AppState;
 
 /// How long readiness waits for each dependency.
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
@@ -46,15 +46,15 @@ pub async fn healthz() -> HttpResponse {
     tag = "operations",
     responses(
         (status = 200, description = "Ready to serve", body = Health),
-        (status = 503, response = openapi::Unavailable),
+        (status = 503, response = schema::Unavailable),
     )
 )]
 pub async fn readyz(state: web::Data<AppState>) -> ApiResult<HttpResponse> {
     let not_ready = |what: &str| ChatError::Unavailable(format!("{what} is not answering").into());
-    tokio::time::timeout(READY_TIMEOUT, state.chat.store.ping())
+    tokio::time::timeout(READY_TIMEOUT, state.chat.store().ping())
         .await
         .map_err(|_| not_ready("the database"))??;
-    tokio::time::timeout(READY_TIMEOUT, state.chat.persistence.send(Ping))
+    tokio::time::timeout(READY_TIMEOUT, state.chat.persistence().send(Ping))
         .await
         .map_err(|_| not_ready("the persistence actor"))?
         .map_err(|_| not_ready("the persistence actor"))?;
@@ -69,13 +69,13 @@ pub async fn readyz(state: web::Data<AppState>) -> ApiResult<HttpResponse> {
     responses(
         (status = 200, description = "Prometheus text exposition format 0.0.4",
          content_type = "text/plain", body = String),
-        (status = 500, response = openapi::InternalError),
+        (status = 500, response = schema::InternalError),
     )
 )]
 pub async fn metrics(state: web::Data<AppState>) -> ApiResult<HttpResponse> {
     let mut text = Vec::new();
     TextEncoder::new()
-        .encode(&state.chat.metrics.registry.gather(), &mut text)
+        .encode(&state.chat.metrics().registry.gather(), &mut text)
         .map_err(ChatError::internal)?;
     Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")

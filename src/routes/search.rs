@@ -14,8 +14,8 @@ use utoipa::ToSchema;
 use crate::auth::AuthUser;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::path_id;
-use crate::openapi;
-use crate::startup::AppState;
+use crate::schema;
+use crate::state::AppState;
 
 /// Results per page when `limit` is not given.
 pub const DEFAULT_LIMIT: i64 = 20;
@@ -35,7 +35,7 @@ pub struct PrivateSearchHit<'a> {
     recipient: &'a str,
     #[schema(value_type = String, format = DateTime)]
     timestamp: Timestamp,
-    #[schema(value_type = openapi::DeliveryStatus)]
+    #[schema(value_type = schema::DeliveryStatus)]
     status: DeliveryStatus,
     /// The message of its conversation it answers.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -46,7 +46,7 @@ pub struct PrivateSearchHit<'a> {
     edited_at: Option<Timestamp>,
     /// Present when anyone reacted.
     #[serde(skip_serializing_if = "<[Reaction]>::is_empty")]
-    #[schema(value_type = Vec<openapi::Reaction>)]
+    #[schema(value_type = Vec<schema::Reaction>)]
     reactions: &'a [Reaction],
     /// Relevance, higher is better; comparable within one search only.
     rank: f64,
@@ -73,7 +73,7 @@ pub struct GroupSearchHit<'a> {
     edited_at: Option<Timestamp>,
     /// Present when anyone reacted.
     #[serde(skip_serializing_if = "<[Reaction]>::is_empty")]
-    #[schema(value_type = Vec<openapi::Reaction>)]
+    #[schema(value_type = Vec<schema::Reaction>)]
     reactions: &'a [Reaction],
     /// Relevance, higher is better; comparable within one search only.
     rank: f64,
@@ -204,15 +204,15 @@ fn parse(query: &str) -> Result<SearchRequest, ApiError> {
     operation_id = "search_messages",
     tag = "messages",
     security(("bearer" = [])),
-    params(openapi::SearchParams),
+    params(schema::SearchParams),
     responses(
         (status = 200, description = "One page of results, best match first", body = SearchResults),
-        (status = 400, response = openapi::BadRequest),
-        (status = 401, response = openapi::Unauthorized),
-        (status = 403, response = openapi::Forbidden),
-        (status = 404, response = openapi::NotFound),
-        (status = 500, response = openapi::InternalError),
-        (status = 503, response = openapi::Unavailable),
+        (status = 400, response = schema::BadRequest),
+        (status = 401, response = schema::Unauthorized),
+        (status = 403, response = schema::Forbidden),
+        (status = 404, response = schema::NotFound),
+        (status = 500, response = schema::InternalError),
+        (status = 503, response = schema::Unavailable),
     )
 )]
 #[tracing::instrument(skip_all, fields(caller = %user.username))]
@@ -236,7 +236,7 @@ pub async fn search(
             user_hi: user.id.max(other.id),
         }
     } else if let Some(group_id) = wanted.group_id {
-        let up_to = match state.chat.store.group_reach(group_id, user.id).await? {
+        let up_to = match state.chat.store().group_reach(group_id, user.id).await? {
             GroupReach::Whole => None,
             GroupReach::UpTo(id) => Some(id),
             GroupReach::Outsider => {
@@ -255,7 +255,7 @@ pub async fn search(
     let limit = wanted.limit;
     let mut hits = state
         .chat
-        .store
+        .store()
         .search(&Search {
             words: wanted.words,
             scope,

@@ -9,8 +9,8 @@ use serde::Deserialize;
 
 use crate::auth::authenticate;
 use crate::error::ApiResult;
-use crate::openapi;
-use crate::startup::AppState;
+use crate::schema;
+use crate::state::AppState;
 
 #[derive(Deserialize)]
 pub struct SocketQuery {
@@ -29,11 +29,11 @@ pub struct SocketQuery {
     params(("device_id" = Option<String>, Query, description = "Binds the socket to one of the caller's registered devices")),
     responses(
         (status = 101, description = "Switching to the WebSocket protocol (see /asyncapi.json)"),
-        (status = 400, response = openapi::BadRequest),
-        (status = 401, response = openapi::Unauthorized),
-        (status = 404, response = openapi::NotFound),
-        (status = 500, response = openapi::InternalError),
-        (status = 503, response = openapi::Unavailable),
+        (status = 400, response = schema::BadRequest),
+        (status = 401, response = schema::Unauthorized),
+        (status = 404, response = schema::NotFound),
+        (status = 500, response = schema::InternalError),
+        (status = 503, response = schema::Unavailable),
     )
 )]
 pub async fn chat(
@@ -47,7 +47,7 @@ pub async fn chat(
     let device = match &query.device_id {
         Some(device_id) => Some(
             ask(
-                &state.chat.devices,
+                state.chat.devices(),
                 FindDevice {
                     owner: user.id,
                     device_id: device_id.clone(),

@@ -217,7 +217,7 @@ api_test!(
             owner: alice.id,
             device_id: device_id.to_string(),
         };
-        let phone = ask(&chat.devices, find("phone"))
+        let phone = ask(chat.devices(), find("phone"))
             .await
             .expect("alice's phone");
         // ...the device is removed (no socket is bound to it yet)...
@@ -233,7 +233,7 @@ api_test!(
                 .await,
         )
         .await;
-        let phone = ask(&chat.devices, find("phone"))
+        let phone = ask(chat.devices(), find("phone"))
             .await
             .expect("alice's phone");
         let mut bound = LateSocket::open(chat, &alice, Some(phone), generation);
@@ -394,7 +394,7 @@ api_test!(
         // The room accepts the post and hands it to the writer, whose commit
         // then waits while the room has been idle for twelve idle periods.
         let lock = MessageWriteLock::take(&app).await;
-        let rooms_running = || chat_of(&app).metrics.rooms_running.get();
+        let rooms_running = || chat_of(&app).metrics().rooms_running.get();
         let (posted, ()) = tokio::join!(app.send_group_text(&alice, group, "held"), async {
             tokio::time::sleep(COMMIT_HELD_FOR / 2).await;
             // Meanwhile the group is used again: by the same room.

@@ -17,10 +17,9 @@ use std::time::Instant;
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
-use crate::hub::{Hub, SessionId};
-use crate::model::{AccountState, UserRef};
+use crate::hub::{CloseReason, Hub, Push, SessionId};
+use crate::model::{AccountState, DeliveryStatus, UserRef};
 use crate::protocol::Presence;
-use crate::session::{Disconnect, Push};
 
 /// Why every socket of a user is closed on every node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,10 +30,10 @@ pub enum CloseCause {
 }
 
 impl CloseCause {
-    pub fn disconnect(self) -> fn() -> Disconnect {
+    pub fn reason(self) -> CloseReason {
         match self {
-            CloseCause::PasswordChanged => Disconnect::password_changed,
-            CloseCause::AccountDeleted => Disconnect::account_deleted,
+            CloseCause::PasswordChanged => CloseReason::PasswordChanged,
+            CloseCause::AccountDeleted => CloseReason::AccountDeleted,
         }
     }
 }
@@ -102,6 +101,21 @@ pub trait Broker: Send + Sync + 'static {
     fn flush(&self) -> BoxFuture<'static, ()>;
 }
 
+/// A message's delivery status when it is stored: `delivered` if a push now
+/// would reach a socket of one of its `recipients` (anyone's but the
+/// sender's), else `sent`. The one place this is decided, for private and
+/// group messages alike.
+pub fn delivery_status(
+    broker: &dyn Broker,
+    mut recipients: impl Iterator<Item = i64>,
+) -> DeliveryStatus {
+    if recipients.any(|user| broker.is_reachable(user)) {
+        DeliveryStatus::Delivered
+    } else {
+        DeliveryStatus::Sent
+    }
+}
+
 /// A single node: every push goes straight into this process's hub.
 pub struct LocalBroker {
     hub: Arc<Hub>,
@@ -121,7 +135,7 @@ impl Broker for LocalBroker {
     }
 
     fn close_user(&self, user: i64, cause: CloseCause) {
-        self.hub.close_user(user, cause.disconnect());
+        self.hub.close_user(user, cause.reason());
     }
 
     fn share(&self, _: Change) {}

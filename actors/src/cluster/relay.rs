@@ -6,7 +6,9 @@
 //! `persistence`). Presence is a view every node keeps from the events:
 //! which nodes hold a socket of each user, and which nodes are alive
 //! (heartbeats); a node silent for the client timeout is dropped with its
-//! users. Started by [`crate::Chat::start`] with `--cluster`.
+//! users. What the other nodes change reaches the rest of this node
+//! through [`NodeEvents`], which the chat core implements. Started with the
+//! chat core when it runs with `--cluster`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -20,14 +22,10 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::wire::{self, Envelope, Event, NodeId, WireMessage};
 use super::{Broker, Change, CloseCause, EngineUrl};
-use crate::devices::DeviceRemovedElsewhere;
 use crate::error::{ChatError, ChatResult};
-use crate::hub::{Hub, SessionId};
+use crate::hub::{Hub, Push, SessionId};
 use crate::model::{AccountState, UserRef};
 use crate::protocol::Presence;
-use crate::room::Reload;
-use crate::session::Push;
-use crate::Chat;
 
 /// The longest the writer waits for its pushes to reach the engine before
 /// it lets the next commit go (the engine is then down: pushes are lost and
@@ -58,6 +56,33 @@ pub trait Engine: Send + Sync + 'static {
     /// Hears the subject until the process ends, reconnecting by itself,
     /// and hands every event (in the engine's order) to `inbox`.
     fn listen(self: Arc<Self>, inbox: mpsc::UnboundedSender<Inbound>) -> BoxFuture<'static, ()>;
+}
+
+/// What this node does with what the cluster tells it: the caches, rooms,
+/// devices and presence above the broker react through this, so the broker
+/// names none of them.
+pub trait NodeEvents: Send + Sync + 'static {
+    /// Another node changed an account (password, deletion).
+    fn account_changed(&self, user: i64, state: AccountState);
+    /// Another node revoked a token (logout) until `expires_at` (Unix seconds).
+    fn token_revoked(&self, jti: String, expires_at: i64);
+    /// Another node deleted the account with this lookup key.
+    fn name_forgotten(&self, key: &str);
+    /// Another node changed a group's members or roles.
+    fn group_changed(&self, group_id: i64);
+    /// Another node deleted a device: its sockets here close.
+    fn device_removed(&self, device: i64);
+    /// The user came online or went offline in the cluster as a whole:
+    /// their contacts hear it.
+    fn presence_changed(&self, user: UserRef, presence: Presence);
+}
+
+/// How the listener keeps time: the heartbeat it sends, and how long a
+/// silent node is waited for before its users count as offline.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    pub heartbeat: Duration,
+    pub node_timeout: Duration,
 }
 
 /// The subject (Redis channel, NATS subject) every node of a cluster shares.
@@ -309,7 +334,7 @@ impl Broker for ClusterBroker {
     }
 
     fn close_user(&self, user: i64, cause: CloseCause) {
-        self.hub.close_user(user, cause.disconnect());
+        self.hub.close_user(user, cause.reason());
         self.publish(Event::Close { user, cause }, None);
     }
 
@@ -402,29 +427,29 @@ impl Broker for ClusterBroker {
 impl Listener {
     /// Applies what the engine says, and beats the heart, for as long as the
     /// process runs.
-    pub fn run(self, chat: Chat) {
+    pub fn run(self, node: Arc<dyn NodeEvents>, timing: Timing) {
         let Listener { broker, mut inbox } = self;
         let heart = broker.clone();
-        let beat_chat = chat.clone();
+        let beat_node = node.clone();
         actix::spawn(async move {
             while let Some(inbound) = inbox.recv().await {
-                apply(&broker, &chat, inbound);
+                apply(&broker, &*node, inbound);
             }
         });
         actix::spawn(async move {
-            let mut every = tokio::time::interval(beat_chat.settings.heartbeat_interval);
+            let mut every = tokio::time::interval(timing.heartbeat);
             loop {
                 every.tick().await;
                 heart.publish(Event::Alive, None);
-                sweep(&heart, &beat_chat);
+                sweep(&heart, &*beat_node, timing.node_timeout);
             }
         });
     }
 }
 
-fn apply(broker: &ClusterBroker, chat: &Chat, inbound: Inbound) {
+fn apply(broker: &ClusterBroker, node: &dyn NodeEvents, inbound: Inbound) {
     let bytes = match inbound {
-        Inbound::Connected => return rejoin(broker, chat),
+        Inbound::Connected => return rejoin(broker, node),
         Inbound::Disconnected => {
             tracing::warn!("lost the cluster engine; live pushes pause until it is back");
             let mut liveness = broker.liveness.lock().unwrap_or_else(|e| e.into_inner());
@@ -449,7 +474,7 @@ fn apply(broker: &ClusterBroker, chat: &Chat, inbound: Inbound) {
             }
         }
         Event::Close { user, cause } if !mine => {
-            broker.hub.close_user(user, cause.disconnect());
+            broker.hub.close_user(user, cause.reason());
         }
         Event::Account {
             user,
@@ -460,16 +485,11 @@ fn apply(broker: &ClusterBroker, chat: &Chat, inbound: Inbound) {
                 token_generation,
                 deleted,
             };
-            chat.directory.accounts.insert(user, state);
+            node.account_changed(user, state);
         }
-        Event::Revoked { jti, expires_at } if !mine => {
-            chat.directory.revoked_tokens.insert(jti, expires_at);
-        }
-        Event::ForgetName { key } if !mine => chat.directory.forget_user(&key),
-        Event::Group { group_id } if !mine => {
-            // A room not running reads the members when it starts.
-            let _ = chat.tell_running_room(group_id, Reload);
-        }
+        Event::Revoked { jti, expires_at } if !mine => node.token_revoked(jti, expires_at),
+        Event::ForgetName { key } if !mine => node.name_forgotten(&key),
+        Event::Group { group_id } if !mine => node.group_changed(group_id),
         Event::Presence {
             user,
             username,
@@ -477,7 +497,7 @@ fn apply(broker: &ClusterBroker, chat: &Chat, inbound: Inbound) {
         } => {
             let transition = broker.view.set(user, &username, from, online);
             if mine {
-                announce(chat, user, username.into(), transition);
+                announce(node, user, username.into(), transition);
             }
         }
         Event::Roster { users, devices } if !mine => {
@@ -493,7 +513,7 @@ fn apply(broker: &ClusterBroker, chat: &Chat, inbound: Inbound) {
         }
         Event::DeviceRemoved { device } if !mine => {
             broker.devices_elsewhere.remove(&device);
-            chat.devices.do_send(DeviceRemovedElsewhere { device });
+            node.device_removed(device);
         }
         Event::Hello if !mine => broker.publish_roster(),
         Event::Marker { marker } if mine => {
@@ -508,7 +528,7 @@ fn apply(broker: &ClusterBroker, chat: &Chat, inbound: Inbound) {
 /// Subscribed again: this node's own part of the view is set from its
 /// sockets (events of its own may have been lost meanwhile), and it asks
 /// the others for theirs.
-fn rejoin(broker: &ClusterBroker, chat: &Chat) {
+fn rejoin(broker: &ClusterBroker, node: &dyn NodeEvents) {
     {
         let mut liveness = broker.liveness.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
@@ -522,7 +542,7 @@ fn rejoin(broker: &ClusterBroker, chat: &Chat) {
     for user in &held {
         if !broker.here.contains_key(&user.id) {
             let transition = broker.view.set(user.id, &user.username, broker.me, false);
-            announce(chat, user.id, user.username.clone(), transition);
+            announce(node, user.id, user.username.clone(), transition);
         }
     }
     let here: Vec<(i64, Arc<str>)> = broker
@@ -532,16 +552,15 @@ fn rejoin(broker: &ClusterBroker, chat: &Chat) {
         .collect();
     for (user, username) in here {
         let transition = broker.view.set(user, &username, broker.me, true);
-        announce(chat, user, username, transition);
+        announce(node, user, username, transition);
     }
     broker.publish(Event::Hello, None);
     broker.publish_roster();
 }
 
-/// Drops nodes not heard for the client timeout, with their users; the
-/// lowest live node tells those users' contacts they are offline.
-fn sweep(broker: &ClusterBroker, chat: &Chat) {
-    let timeout = chat.settings.client_timeout;
+/// Drops nodes not heard for `timeout`, with their users; the lowest live
+/// node tells those users' contacts they are offline.
+fn sweep(broker: &ClusterBroker, node: &dyn NodeEvents, timeout: Duration) {
     let (dead, announcer) = {
         let mut liveness = broker.liveness.lock().unwrap_or_else(|e| e.into_inner());
         let hearing = liveness
@@ -560,29 +579,29 @@ fn sweep(broker: &ClusterBroker, chat: &Chat) {
         });
         (dead, broker.announces_for_the_dead(&liveness))
     };
-    for node in dead {
-        broker.forget_devices_of(node);
-        let gone = broker.view.drop_node(node);
+    for silent in dead {
+        broker.forget_devices_of(silent);
+        let gone = broker.view.drop_node(silent);
         tracing::warn!(
-            node,
+            node = silent,
             users = gone.len(),
             "a node went silent; its users are offline"
         );
         if announcer {
             for user in gone {
-                announce(chat, user.id, user.username, Transition::WentOffline);
+                announce(node, user.id, user.username, Transition::WentOffline);
             }
         }
     }
 }
 
-fn announce(chat: &Chat, user: i64, username: Arc<str>, transition: Transition) {
+fn announce(node: &dyn NodeEvents, user: i64, username: Arc<str>, transition: Transition) {
     let presence = match transition {
         Transition::Unchanged => return,
         Transition::CameOnline => Presence::Online,
         Transition::WentOffline => Presence::Offline,
     };
-    chat.announce_later(UserRef { id: user, username }, presence);
+    node.presence_changed(UserRef { id: user, username }, presence);
 }
 
 async fn publish_loop(

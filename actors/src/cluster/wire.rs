@@ -10,8 +10,8 @@ use bytestring::ByteString;
 use serde::{Deserialize, Serialize};
 
 use super::CloseCause;
+use crate::hub::{Push, PushedMessage};
 use crate::metrics::MessageKind;
-use crate::session::{Push, PushedMessage};
 
 /// Identifies one running node (random at start).
 pub type NodeId = u64;

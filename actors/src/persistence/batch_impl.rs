@@ -13,12 +13,12 @@ use crate::model::{
     Reaction, Role, Timestamp, UserRef,
 };
 use crate::persistence::{
-    Ack, GroupRoute, MarkRead, MessageChange, NewChange, NewMessage, Shared, Stored, Target, Write,
+    Ack, FanOut, FanOutTo, GroupRoute, MarkRead, MessageChange, NewChange, NewMessage, Outgoing,
+    Shared, Stored, Target, Write,
 };
 use crate::protocol::{encode, MessageFrame, ServerFrame};
-use crate::room::FanOut;
 use crate::metrics::MessageKind;
-use crate::session::{Push, PushedMessage};
+use crate::hub::{Push, PushedMessage};
 
 type Pool = sqlx::Pool<q::Db>;
 
@@ -35,7 +35,7 @@ enum Effect {
         status: DeliveryStatus,
     },
     DeliverGroup {
-        room: crate::room::RoomTicket,
+        room: FanOutTo,
         members: std::sync::Arc<[i64]>,
         fan_out: FanOut,
     },
@@ -141,10 +141,10 @@ fn run_effects(effects: Vec<Effect>, shared: &Shared) -> Vec<Missed> {
     for effect in effects {
         match effect {
             Effect::CacheUser(key, user) => {
-                shared.directory.users.insert(key, user);
+                shared.caches.remember_user(key, user);
             }
             Effect::CacheConversation(pair, id) => {
-                shared.directory.conversations.insert(pair, id);
+                shared.caches.remember_conversation(pair, id);
             }
             Effect::DeliverPrivate {
                 push,
@@ -171,7 +171,7 @@ fn run_effects(effects: Vec<Effect>, shared: &Shared) -> Vec<Missed> {
                 }
             }
             Effect::Push { users, frame } => {
-                shared.broker.deliver(&users, &crate::session::Push::event(frame), None)
+                shared.broker.deliver(&users, &Push::event(frame), None)
             }
             Effect::GroupChange { group, frame } => {
                 let push = Push::event(frame);
@@ -182,16 +182,16 @@ fn run_effects(effects: Vec<Effect>, shared: &Shared) -> Vec<Missed> {
                 }
             }
             Effect::CacheAccount(user, state) => {
-                shared.directory.accounts.insert(user, state);
+                shared.caches.set_account(user, state);
                 shared.broker.share(Change::Account(user, state));
             }
             Effect::Revoke(jti, expires_at) => {
-                shared.directory.revoked_tokens.insert(jti.clone(), expires_at);
+                shared.caches.revoke(jti.clone(), expires_at);
                 shared.broker.share(Change::Revoked { jti, expires_at });
             }
             Effect::ForgetName(user) => {
                 let key = crate::validate::lookup_key(&user.username);
-                shared.directory.forget_user(&key);
+                shared.caches.forget_user(&key);
                 shared.broker.share(Change::ForgetName(key));
             }
             Effect::CloseSockets(user, cause) => shared.broker.close_user(user, cause),
@@ -611,7 +611,7 @@ enum Resolved {
     },
     Group {
         group_id: i64,
-        room: crate::room::RoomTicket,
+        room: FanOutTo,
         members: std::sync::Arc<[i64]>,
         status: DeliveryStatus,
     },
@@ -633,7 +633,7 @@ async fn store_messages(
             continue;
         };
         let checked = match resolve(conn, &p.msg, now, shared, effects).await? {
-            Ok(target) => check_reply(conn, p.msg.reply_to, &target).await?.map(|()| target),
+            Ok(target) => check_reply(conn, p.msg.message.reply_to, &target).await?.map(|()| target),
             Err(refusal) => Err(refusal),
         };
         match checked {
@@ -650,7 +650,7 @@ async fn store_messages(
         .iter()
         .zip(first_id..)
         .filter_map(|((index, target), id)| match &run[*index] {
-            Write::StoreMessage(p) => Some(message_row(&p.msg, target, id, now)),
+            Write::StoreMessage(p) => Some(message_row(&p.msg.message, target, id, now)),
             _ => None,
         })
         .collect();
@@ -662,12 +662,12 @@ async fn store_messages(
             continue;
         };
         let result = if inserted.binary_search(&id).is_ok() {
-            for file_id in crate::validate::mentioned_file_ids(&p.msg.content) {
+            for file_id in crate::validate::mentioned_file_ids(&p.msg.message.content) {
                 q::insert_file_ref(conn, file_id, id).await?;
             }
-            Ok(stored(&p.msg, target, id, now, effects))
+            Ok(stored(&p.msg.message, target, id, now, effects))
         } else {
-            duplicate(conn, &p.msg).await?
+            duplicate(conn, &p.msg.message).await?
         };
         p.result = Some(result);
     }
@@ -706,23 +706,19 @@ async fn resolve(
     shared: &Shared,
     effects: &mut Vec<Effect>,
 ) -> Result<ChatResult<Resolved>, sqlx::Error> {
-    let sender = &m.sender;
+    let sender = &m.message.sender;
     let name = match &m.to {
         Target::Group {
             group_id,
             room,
             members,
-            anyone_online,
+            status,
         } => {
             return Ok(Ok(Resolved::Group {
                 group_id: *group_id,
                 room: room.clone(),
                 members: members.clone(),
-                status: if *anyone_online {
-                    DeliveryStatus::Delivered
-                } else {
-                    DeliveryStatus::Sent
-                },
+                status: *status,
             }))
         }
         Target::User(name) => name,
@@ -732,7 +728,7 @@ async fn resolve(
         return Ok(Err(no_such_user()));
     }
     let key = crate::validate::lookup_key(name);
-    let cached = shared.directory.users.get(&key).map(|user| user.clone());
+    let cached = shared.caches.cached_user(&key);
     let recipient = match cached {
         Some(user) => user,
         None => match q::user_by_key(&mut *conn, &key).await? {
@@ -753,7 +749,7 @@ async fn resolve(
         )));
     }
     let pair = (sender.id.min(recipient.id), sender.id.max(recipient.id));
-    let cached = shared.directory.conversations.get(&pair).map(|id| *id);
+    let cached = shared.caches.conversation(pair);
     let conversation = match cached {
         Some(id) => id,
         None => {
@@ -762,11 +758,7 @@ async fn resolve(
             id
         }
     };
-    let status = if shared.broker.is_reachable(recipient.id) {
-        DeliveryStatus::Delivered
-    } else {
-        DeliveryStatus::Sent
-    };
+    let status = crate::cluster::delivery_status(&*shared.broker, std::iter::once(recipient.id));
     Ok(Ok(Resolved::Private {
         recipient,
         conversation,
@@ -774,7 +766,7 @@ async fn resolve(
     }))
 }
 
-fn message_row<'a>(m: &'a NewMessage, target: &Resolved, id: i64, now: Timestamp) -> q::MessageRow<'a> {
+fn message_row<'a>(m: &'a Outgoing, target: &Resolved, id: i64, now: Timestamp) -> q::MessageRow<'a> {
     let (conversation_id, recipient_id, group_id, status) = match target {
         Resolved::Private {
             recipient,
@@ -805,7 +797,7 @@ fn message_row<'a>(m: &'a NewMessage, target: &Resolved, id: i64, now: Timestamp
 
 /// The stored message, with its delivery queued for after COMMIT.
 fn stored(
-    m: &NewMessage,
+    m: &Outgoing,
     target: Resolved,
     id: i64,
     now: Timestamp,
@@ -887,7 +879,7 @@ fn stored(
 }
 
 /// The reply to a resend: the first message stored under this `client_id`.
-async fn duplicate(conn: &mut q::Conn, m: &NewMessage) -> Result<ChatResult<Stored>, sqlx::Error> {
+async fn duplicate(conn: &mut q::Conn, m: &Outgoing) -> Result<ChatResult<Stored>, sqlx::Error> {
     let client_id = m.client_id.as_deref().unwrap_or_default();
     let (id, created_at, status) = q::message_by_client_id(conn, m.sender.id, client_id).await?;
     let status = status

@@ -11,76 +11,33 @@
 
 mod batch;
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use actix::prelude::*;
-use dashmap::DashMap;
 use futures_util::FutureExt;
 use tokio::sync::oneshot;
 
+use crate::caches::Caches;
 use crate::cluster::Broker;
 use crate::error::{ChatError, ChatResult};
-use crate::hub::SessionId;
+use crate::hub::{Push, SessionId};
 use crate::metrics::Metrics;
 use crate::model::{
-    AccountState, AnyMessage, DeliveryStatus, DeviceRecord, FileRecord, GroupMessage, GroupRecord,
+    AnyMessage, DeliveryStatus, DeviceRecord, FileRecord, GroupMessage, GroupRecord,
     PrivateMessage, Role, Timestamp, UserRecord, UserRef,
 };
-use crate::room::RoomTicket;
+use crate::protocol::{MessageFields, DEFAULT_CONTENT_TYPE, DEFAULT_MESSAGE_TYPE};
 use crate::store::{Pool, Store};
+use crate::validate;
 
 /// Most writes committed in one transaction.
 pub const MAX_BATCH: usize = 1024;
 
-/// Caches of facts the writer established, filled only after the
-/// transaction that established them committed, so a rolled-back batch
-/// never leaves a trace; reads fill `users` and `accounts` too.
-#[derive(Default)]
-pub struct Directory {
-    /// Lower-cased username → user (users are never renamed; deleted
-    /// accounts are removed, only through `forget_user`).
-    pub(crate) users: DashMap<String, UserRef>,
-    /// How many names were removed from `users`: a name read from the
-    /// database is cached only if none was removed while it was read, as
-    /// the read may predate that account's deletion.
-    names_forgotten: AtomicU64,
-    /// (lower user id, higher user id) → conversation id.
-    pub conversations: DashMap<(i64, i64), i64>,
-    /// user id → what token checks need (filled on first check).
-    pub accounts: DashMap<i64, AccountState>,
-    /// jti → expiry (Unix seconds) of tokens revoked by logout.
-    pub revoked_tokens: DashMap<String, i64>,
-}
-
-impl Directory {
-    /// A mark to pass to [`Directory::remember_user`], taken before the read.
-    pub(crate) fn names_forgotten(&self) -> u64 {
-        self.names_forgotten.load(Ordering::SeqCst)
-    }
-
-    /// Caches a user read from the database, unless a name was forgotten
-    /// since `mark` was taken.
-    pub(crate) fn remember_user(&self, key: String, user: UserRef, mark: u64) {
-        // Checked under the entry's lock: a removal that has not counted
-        // itself yet takes this lock after us and removes what we insert.
-        let entry = self.users.entry(key);
-        if self.names_forgotten() == mark {
-            entry.or_insert(user);
-        }
-    }
-
-    /// Forgets a deleted account's name (once the deletion committed).
-    pub(crate) fn forget_user(&self, key: &str) {
-        self.names_forgotten.fetch_add(1, Ordering::SeqCst);
-        self.users.remove(key);
-    }
-}
-
 /// What a write needs from the rest of the system, during and after its transaction.
 pub(crate) struct Shared {
     pub broker: Arc<dyn Broker>,
-    pub directory: Arc<Directory>,
+    pub caches: Arc<Caches>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -106,6 +63,59 @@ pub struct CreateGroup {
     pub description: String,
 }
 
+/// A message someone sends, checked and with its defaults filled in. Built
+/// only by [`Outgoing::check`], whether it came over REST or a socket.
+#[derive(Debug)]
+pub struct Outgoing {
+    /// When the server accepted it (for the delivery latency metric).
+    pub accepted_at: Instant,
+    pub sender: UserRef,
+    pub content: String,
+    pub message_type: String,
+    pub content_type: String,
+    /// The sender's idempotency key: a second message with the same key is not
+    /// stored again; the reply then names the first one.
+    pub client_id: Option<String>,
+    /// The socket it came from, which gets the ack instead of the message frame.
+    pub origin: Option<SessionId>,
+    /// The message of the same conversation this one answers.
+    pub reply_to: Option<i64>,
+}
+
+impl Outgoing {
+    /// Checks what a sender wrote (content length, labels, `client_id`) and
+    /// fills in the default message and content types.
+    pub(crate) fn check(
+        sender: UserRef,
+        fields: MessageFields,
+        origin: Option<SessionId>,
+        max_content_chars: usize,
+    ) -> ChatResult<Outgoing> {
+        let message_type = fields
+            .message_type
+            .unwrap_or_else(|| DEFAULT_MESSAGE_TYPE.to_owned());
+        let content_type = fields
+            .content_type
+            .unwrap_or_else(|| DEFAULT_CONTENT_TYPE.to_owned());
+        validate::content(&fields.content, max_content_chars)?;
+        validate::label("message_type", &message_type)?;
+        validate::label("content_type", &content_type)?;
+        if let Some(client_id) = &fields.client_id {
+            validate::client_id(client_id)?;
+        }
+        Ok(Outgoing {
+            accepted_at: Instant::now(),
+            sender,
+            content: fields.content,
+            message_type,
+            content_type,
+            client_id: fields.client_id,
+            origin,
+            reply_to: fields.reply_to,
+        })
+    }
+}
+
 /// Where a message goes.
 pub enum Target {
     /// A private message to the user with this name (any case).
@@ -113,13 +123,50 @@ pub enum Target {
     /// A group message, already checked by the group's room, which fans it out.
     Group {
         group_id: i64,
-        room: RoomTicket,
+        room: FanOutTo,
         /// The members when the room accepted it: a cluster delivers to them
         /// from the writer (on one node the room fans out).
         members: Arc<[i64]>,
-        /// Whether another member had a socket open when the room accepted it.
-        anyone_online: bool,
+        /// As [`crate::cluster::delivery_status`] decided when the room
+        /// accepted it.
+        status: DeliveryStatus,
     },
+}
+
+/// A committed group message, or a group message's new state, to push to
+/// every member's sockets: handed back to the group's room in commit order.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct FanOut {
+    /// The frame, encoded once for all recipients.
+    pub push: Push,
+    /// The sender's socket that already got an ack.
+    pub origin: Option<SessionId>,
+}
+
+/// The room a group write came from, carried with it through the writer
+/// until its fan-out is queued back there (or the write is refused, or
+/// stored as a resend, or delivered by a cluster's writer). `outstanding`
+/// is the room's own count of such returns still to come: while one is
+/// out, the room does not stop.
+#[derive(Clone)]
+pub struct FanOutTo {
+    room: Recipient<FanOut>,
+    _outstanding: Arc<()>,
+}
+
+impl FanOutTo {
+    pub fn new(room: Recipient<FanOut>, outstanding: Arc<()>) -> Self {
+        FanOutTo {
+            room,
+            _outstanding: outstanding,
+        }
+    }
+
+    /// Queues a committed message's fan-out at the room it came from.
+    pub fn fan_out(self, fan_out: FanOut) {
+        self.room.do_send(fan_out);
+    }
 }
 
 /// Where the outcome of a write goes once its transaction committed (or
@@ -177,22 +224,10 @@ pub struct StoreMessage {
     pub reply: Reply<Stored>,
 }
 
-/// A message to store.
+/// A message to store, and where it goes.
 pub struct NewMessage {
-    /// When the server accepted it (for the delivery latency metric).
-    pub accepted_at: std::time::Instant,
-    pub sender: UserRef,
+    pub message: Outgoing,
     pub to: Target,
-    pub content: String,
-    pub message_type: String,
-    pub content_type: String,
-    /// The sender's idempotency key: a second message with the same key is not
-    /// stored again; the reply then names the first one.
-    pub client_id: Option<String>,
-    /// The socket it came from, which gets the ack instead of the message frame.
-    pub origin: Option<SessionId>,
-    /// The message of the same conversation this one answers.
-    pub reply_to: Option<i64>,
 }
 
 /// A stored message as its sender learns of it.
@@ -267,7 +302,7 @@ pub enum MessageChange {
 pub struct GroupRoute {
     pub group_id: i64,
     /// The room the change came through, which fans its new state out.
-    pub room: RoomTicket,
+    pub room: FanOutTo,
     /// The members when the room passed it on (a cluster's writer delivers to them).
     pub members: Arc<[i64]>,
 }
@@ -571,14 +606,14 @@ impl PersistenceActor {
     pub fn new(
         store: &Store,
         broker: Arc<dyn Broker>,
-        directory: Arc<Directory>,
+        caches: Arc<Caches>,
         metrics: Arc<Metrics>,
     ) -> Self {
         PersistenceActor {
             pool: store.write.clone(),
             shared: Arc::new(Shared {
                 broker,
-                directory,
+                caches,
                 metrics,
             }),
             queue: Vec::new(),
@@ -706,28 +741,33 @@ impl PersistenceActor {
 }
 
 #[cfg(test)]
-mod directory_tests {
+mod outgoing_tests {
     use super::*;
+    use crate::protocol::{ClientFrame, Conversation, SendMessage};
 
     #[test]
-    fn a_name_read_while_an_account_was_deleted_is_not_cached() {
-        let directory = Directory::default();
+    fn a_private_send_defaults_its_types() {
+        let frame =
+            ClientFrame::parse(r#"{"type":"message","recipient":"bob","content":"hi"}"#).unwrap();
+        let ClientFrame::Message(SendMessage { to, message }) = frame else {
+            panic!("a message frame");
+        };
+        assert_eq!(to, Conversation::User("bob".into()));
         let alice = UserRef {
             id: 1,
             username: "alice".into(),
         };
-        let mark = directory.names_forgotten();
-        // Some account is deleted while alice's row is being read: the read
-        // may have seen the deleted account, so it is not cached.
-        directory.forget_user("bob");
-        directory.remember_user("alice".into(), alice.clone(), mark);
-        assert!(directory.users.get("alice").is_none());
-
-        let mark = directory.names_forgotten();
-        directory.remember_user("alice".into(), alice, mark);
-        assert_eq!(directory.users.get("alice").map(|user| user.id), Some(1));
-        directory.forget_user("alice");
-        assert!(directory.users.get("alice").is_none());
+        let message = Outgoing::check(alice, message, None, 8192).expect("a valid message");
+        assert_eq!(
+            (
+                message.content.as_str(),
+                message.message_type.as_str(),
+                message.content_type.as_str(),
+                message.client_id,
+                message.reply_to
+            ),
+            ("hi", "text", "text/plain", None, None)
+        );
     }
 }
 
@@ -761,17 +801,15 @@ mod tests {
     }
 
     fn store(sender: &UserRef, content: &str, reply: Reply<Stored>) -> StoreMessage {
+        let fields = MessageFields {
+            content: content.into(),
+            ..MessageFields::default()
+        };
+        let message = Outgoing::check(sender.clone(), fields, None, 8192).expect("a valid message");
         StoreMessage {
             message: NewMessage {
-                accepted_at: std::time::Instant::now(),
-                sender: sender.clone(),
+                message,
                 to: Target::User("bob".into()),
-                content: content.into(),
-                message_type: "text".into(),
-                content_type: "text/plain".into(),
-                client_id: None,
-                origin: None,
-                reply_to: None,
             },
             reply,
         }
@@ -799,14 +837,14 @@ mod tests {
         // The first write keeps the writer busy, so the next two are queued
         // and committed together: the panicking reply, then a socket's.
         let (first, _) = Reply::channel();
-        chat.persistence.do_send(store(alice, "first", first));
-        chat.persistence.do_send(store(
+        chat.persistence().do_send(store(alice, "first", first));
+        chat.persistence().do_send(store(
             alice,
             "panics",
             Reply::new(|_| panic!("a reply that panics inside the batch")),
         ));
         let (socket_reply, socket_outcome) = oneshot::channel();
-        chat.persistence.do_send(store(
+        chat.persistence().do_send(store(
             alice,
             "batched with the panic",
             Reply::new(move |result| {
@@ -814,7 +852,7 @@ mod tests {
             }),
         ));
         // Returns once those batches are over, whichever way they ended.
-        chat.persistence
+        chat.persistence()
             .send(Flush)
             .await
             .expect("the writer is alive");
@@ -832,7 +870,7 @@ mod tests {
         );
 
         let (reply, outcome) = Reply::channel();
-        chat.persistence
+        chat.persistence()
             .do_send(store(alice, "after the panic", reply));
         let stored = outcome
             .await
@@ -842,7 +880,7 @@ mod tests {
         };
         assert_eq!(message.content, "after the panic");
         let history = chat
-            .store
+            .store()
             .private_history(
                 &users[0],
                 &users[1],

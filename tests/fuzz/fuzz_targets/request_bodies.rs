@@ -5,5 +5,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    parley::extract::parse_every_request_body(data);
+    parley::routes::parse_every_request_body(data);
 });

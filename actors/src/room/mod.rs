@@ -1,10 +1,14 @@
 //! A room actor per group: the authority on who is in the group, and the
 //! fan-out of the group's messages to every open socket of every member.
-//! Started on first use by [`Chat::ask_room`] or [`Chat::tell_room`],
-//! stopped after a while idle. HTTP handlers and sessions ask it to check
-//! membership and to post (always through the registry at the bottom of
-//! this file); the persistence actor hands it each committed message to fan
-//! out.
+//! Started on first use through the [`RoomRegistry`], stopped after a while
+//! idle. HTTP handlers and sessions ask it to check membership and to post
+//! (always through the registry); the persistence actor hands it each
+//! committed message to fan out ([`FanOut`]).
+
+mod registry;
+
+pub(crate) use registry::RoomDeps;
+pub use registry::RoomRegistry;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,20 +16,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use dashmap::mapref::entry::Entry;
 use serde::Serialize;
 
+use crate::cluster::delivery_status;
 use crate::error::{ChatError, ChatResult};
-use crate::hub::SessionId;
+use crate::hub::Push;
 use crate::model::{AnyMessage, Role, Timestamp, UserRef};
 use crate::persistence::{
-    AddMember, ChangeMessage, GroupRoute, MessageChange, NewChange, NewMessage, RemoveMember,
-    Reply, SetRoles, StoreMessage, Stored, Target,
+    AddMember, ChangeMessage, FanOut, FanOutTo, GroupRoute, MessageChange, NewChange, NewMessage,
+    Outgoing, RemoveMember, Reply, SetRoles, StoreMessage, Stored, Target,
 };
 use crate::protocol::{encode, ServerFrame};
-use crate::session::Push;
 use crate::store::MemberRow;
-use crate::Chat;
 
 /// How often a room checks whether it is idle: twice per `room_idle`,
 /// within these bounds.
@@ -64,32 +66,17 @@ pub struct RoomActor {
     /// The keys of `members`, shared with each post (a cluster's writer
     /// delivers to them); rebuilt when the members change.
     member_ids: Arc<[i64]>,
-    chat: Chat,
+    /// The registry this room runs in, and what rooms need of the core.
+    registry: RoomRegistry,
     last_active: Instant,
-    /// Shared with this room's registry entry (see [`RoomSlot::queued`]).
+    /// Shared with this room's registry entry (see `RoomSlot::queued`).
     queued: Arc<AtomicU64>,
-    /// One clone in every [`RoomTicket`] this room gave out: a room with
-    /// posts whose fan-out is still to come is not idle.
+    /// One clone in every [`FanOutTo`] this room gave out: a room with
+    /// posts whose fan-out is still to come is not idle. While one is out
+    /// the room stays in the registry, so a group never has a second room
+    /// running beside one with fan-outs still to do.
     tickets: Arc<()>,
     idle_check: Option<SpawnHandle>,
-}
-
-/// The room a post came from, carried with it through the writer until its
-/// fan-out is queued back at the room (or the post is refused, or stored
-/// as a resend, or delivered by a cluster's writer). While one is out the
-/// room stays in the registry, so a group never has a second room running
-/// beside one with fan-outs still to do.
-#[derive(Clone)]
-pub struct RoomTicket {
-    room: Addr<RoomActor>,
-    _outstanding: Arc<()>,
-}
-
-impl RoomTicket {
-    /// Queues a committed message's fan-out at the room it came from.
-    pub fn fan_out(self, fan_out: FanOut) {
-        self.room.do_send(fan_out);
-    }
 }
 
 // ---- Messages -------------------------------------------------------------
@@ -106,18 +93,7 @@ pub struct CheckMember {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct PostMessage {
-    /// When the server accepted it (for the delivery latency metric).
-    pub accepted_at: Instant,
-    pub sender: UserRef,
-    pub content: String,
-    pub message_type: String,
-    pub content_type: String,
-    /// The sender's idempotency key, if any.
-    pub client_id: Option<String>,
-    /// The socket it came from (gets the ack instead of the message).
-    pub origin: Option<SessionId>,
-    /// The message of this group it answers.
-    pub reply_to: Option<i64>,
+    pub message: Outgoing,
     pub reply: Reply<Stored>,
 }
 
@@ -181,26 +157,20 @@ pub struct Typing {
 #[rtype(result = "()")]
 pub struct Reload;
 
-/// A committed group message to push to every member's sockets; sent by the
-/// persistence actor in id order.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct FanOut {
-    /// The `message` frame, encoded once for all recipients.
-    pub push: Push,
-    /// The sender's socket that already got an ack.
-    pub origin: Option<SessionId>,
-}
-
 // ---- Actor ------------------------------------------------------------------
 
 impl RoomActor {
-    fn new(group_id: i64, rows: Vec<MemberRow>, chat: Chat, queued: Arc<AtomicU64>) -> Self {
+    fn new(
+        group_id: i64,
+        rows: Vec<MemberRow>,
+        registry: RoomRegistry,
+        queued: Arc<AtomicU64>,
+    ) -> Self {
         let mut room = RoomActor {
             group_id,
             members: HashMap::new(),
             member_ids: Arc::from([]),
-            chat,
+            registry,
             last_active: Instant::now(),
             queued,
             tickets: Arc::new(()),
@@ -234,16 +204,13 @@ impl RoomActor {
     /// what is already queued here (a post behind the last member's leave,
     /// say) and the writer has handed back every fan-out it owes.
     fn retire(&mut self, ctx: &mut Context<Self>) {
-        let me = ctx.address();
-        self.chat
-            .rooms
-            .remove_if(&self.group_id, |_, slot| slot.addr == me);
+        self.registry.leave(self.group_id, &ctx.address(), None);
         self.stop_when_drained(ctx);
     }
 
     /// Nothing can queue here any more (the registry entry is gone): with
     /// its idle check cancelled, actix stops the room when its mailbox is
-    /// empty and the last address of it (a [`RoomTicket`]) is dropped.
+    /// empty and the last address of it (in a [`FanOutTo`]) is dropped.
     fn stop_when_drained(&mut self, ctx: &mut Context<Self>) {
         if let Some(idle_check) = self.idle_check.take() {
             ctx.cancel_future(idle_check);
@@ -251,7 +218,7 @@ impl RoomActor {
     }
 
     fn is_idle(&self) -> bool {
-        self.last_active.elapsed() >= self.chat.settings.room_idle
+        self.last_active.elapsed() >= self.registry.deps().room_idle
             && Arc::strong_count(&self.tickets) == 1
     }
 
@@ -259,11 +226,9 @@ impl RoomActor {
         self.last_active = Instant::now();
     }
 
-    fn ticket(&self, ctx: &Context<Self>) -> RoomTicket {
-        RoomTicket {
-            room: ctx.address(),
-            _outstanding: self.tickets.clone(),
-        }
+    /// Where the writer hands back a write of this room once committed.
+    fn ticket(&self, ctx: &Context<Self>) -> FanOutTo {
+        FanOutTo::new(ctx.address().recipient(), self.tickets.clone())
     }
 
     /// A member's name (empty for a user who is not one, which the checks
@@ -279,7 +244,7 @@ impl RoomActor {
     fn announce(&self, frame: &ServerFrame<'_>, leaver: Option<i64>) {
         let users: Vec<i64> = self.member_ids.iter().copied().chain(leaver).collect();
         let push = Push::event(encode(frame));
-        self.chat.broker.deliver(&users, &push, None);
+        self.registry.deps().broker.deliver(&users, &push, None);
     }
 
     fn require_member(&self, user: i64) -> ChatResult<Role> {
@@ -324,8 +289,9 @@ impl Actor for RoomActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        self.chat.metrics.rooms_running.inc();
-        let every = (self.chat.settings.room_idle / 2).clamp(IDLE_CHECK.0, IDLE_CHECK.1);
+        let deps = self.registry.deps();
+        deps.metrics.rooms_running.inc();
+        let every = (deps.room_idle / 2).clamp(IDLE_CHECK.0, IDLE_CHECK.1);
         let idle_check = ctx.run_interval(every, |room, ctx| {
             if room.is_idle() {
                 let queued = room.queued.load(Ordering::Relaxed);
@@ -336,7 +302,7 @@ impl Actor for RoomActor {
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
-        self.chat.metrics.rooms_running.dec();
+        self.registry.deps().metrics.rooms_running.dec();
     }
 }
 
@@ -344,7 +310,7 @@ impl Actor for RoomActor {
 #[derive(Message)]
 #[rtype(result = "()")]
 struct Retire {
-    /// [`RoomSlot::queued`] when the check began.
+    /// `RoomSlot::queued` when the check began.
     queued: u64,
 }
 
@@ -360,11 +326,10 @@ impl Handler<Retire> for RoomActor {
         if !self.is_idle() {
             return;
         }
-        let me = ctx.address();
-        let left = self.chat.rooms.remove_if(&self.group_id, |_, slot| {
-            slot.addr == me && slot.queued.load(Ordering::Relaxed) == msg.queued
-        });
-        if left.is_some() {
+        if self
+            .registry
+            .leave(self.group_id, &ctx.address(), Some(msg.queued))
+        {
             self.stop_when_drained(ctx);
         }
     }
@@ -384,33 +349,28 @@ impl Handler<PostMessage> for RoomActor {
 
     fn handle(&mut self, msg: PostMessage, ctx: &mut Self::Context) {
         self.touch();
-        if let Err(error) = self.require_member(msg.sender.id) {
+        let sender = msg.message.sender.id;
+        if let Err(error) = self.require_member(sender) {
             msg.reply.send(Err(error));
             return;
         }
-        let broker = &self.chat.broker;
-        let sender = msg.sender.id;
-        let anyone_online = self
-            .members
-            .keys()
-            .any(|&user| user != sender && broker.is_reachable(user));
+        let deps = self.registry.deps();
+        let others = self
+            .member_ids
+            .iter()
+            .copied()
+            .filter(|&user| user != sender);
+        let status = delivery_status(&*deps.broker, others);
         // Queued now, in the order posts reach the room.
-        self.chat.persistence.do_send(StoreMessage {
+        deps.persistence.do_send(StoreMessage {
             message: NewMessage {
-                accepted_at: msg.accepted_at,
-                sender: msg.sender,
+                message: msg.message,
                 to: Target::Group {
                     group_id: self.group_id,
                     room: self.ticket(ctx),
                     members: self.member_ids.clone(),
-                    anyone_online,
+                    status,
                 },
-                content: msg.content,
-                message_type: msg.message_type,
-                content_type: msg.content_type,
-                client_id: msg.client_id,
-                origin: msg.origin,
-                reply_to: msg.reply_to,
             },
             reply: msg.reply,
         });
@@ -430,7 +390,7 @@ impl Handler<ChangePost> for RoomActor {
         }
         // Queued behind the group's earlier posts, so its new state reaches
         // every socket after the message itself.
-        self.chat.persistence.do_send(ChangeMessage {
+        self.registry.deps().persistence.do_send(ChangeMessage {
             change: NewChange {
                 by: msg.by,
                 message_id: msg.message_id,
@@ -480,7 +440,7 @@ impl Handler<Add> for RoomActor {
             false => Ok(()),
         });
         let request = allowed.map(|()| {
-            self.chat.persistence.send(AddMember {
+            self.registry.deps().persistence.send(AddMember {
                 group_id: self.group_id,
                 user: msg.user.clone(),
                 role: Role::Member,
@@ -520,7 +480,7 @@ impl Handler<Remove> for RoomActor {
     fn handle(&mut self, msg: Remove, _: &mut Self::Context) -> Self::Result {
         self.touch();
         let request = self.check_removal(msg.by, msg.user).map(|()| {
-            self.chat.persistence.send(RemoveMember {
+            self.registry.deps().persistence.send(RemoveMember {
                 group_id: self.group_id,
                 user: msg.user,
             })
@@ -575,7 +535,7 @@ impl Handler<ChangeRole> for RoomActor {
                 group_id: self.group_id,
                 changes: changes.clone(),
             };
-            (changes, self.chat.persistence.send(write))
+            (changes, self.registry.deps().persistence.send(write))
         });
         AtomicResponse::new(Box::pin(
             async move {
@@ -624,7 +584,7 @@ impl Handler<Typing> for RoomActor {
             .copied()
             .filter(|&user| user != msg.sender.id)
             .collect();
-        self.chat.broker.deliver(&others, &push, None);
+        self.registry.deps().broker.deliver(&others, &push, None);
         Ok(())
     }
 }
@@ -635,7 +595,7 @@ impl Handler<Reload> for RoomActor {
     type Result = AtomicResponse<Self, ()>;
 
     fn handle(&mut self, _: Reload, _: &mut Self::Context) -> Self::Result {
-        let store = self.chat.store.clone();
+        let store = self.registry.deps().store.clone();
         let group_id = self.group_id;
         AtomicResponse::new(Box::pin(
             async move { store.group_members(group_id).await }
@@ -658,163 +618,22 @@ impl Handler<FanOut> for RoomActor {
     type Result = ();
 
     fn handle(&mut self, msg: FanOut, _: &mut Self::Context) {
-        for &user in self.members.keys() {
-            self.chat.hub.push(user, &msg.push, msg.origin);
-        }
-    }
-}
-
-// ---- Registry ---------------------------------------------------------------
-
-/// A running room as the registry keeps it.
-pub(crate) struct RoomSlot {
-    addr: Addr<RoomActor>,
-    /// How many messages were queued at the room through this entry. Each
-    /// is counted after it is queued, both under the entry's read lock; the
-    /// room compares the count across an idle check (see [`Retire`]).
-    queued: Arc<AtomicU64>,
-}
-
-impl RoomSlot {
-    fn start(group_id: i64, members: Vec<MemberRow>, chat: &Chat) -> Self {
-        let queued = Arc::new(AtomicU64::new(0));
-        let room = RoomActor::new(group_id, members, chat.clone(), queued.clone());
-        RoomSlot {
-            addr: room.start_unbounded(),
-            queued,
-        }
-    }
-
-    /// Queues a message by `enqueue` (which, the mailbox being unbounded,
-    /// has queued it on return) and counts it.
-    fn queue<M, R>(&self, msg: M, enqueue: impl FnOnce(&Addr<RoomActor>, M) -> R) -> R {
-        let queued = enqueue(&self.addr, msg);
-        self.queued.fetch_add(1, Ordering::Relaxed);
-        queued
-    }
-}
-
-/// Queues `msg` for its answer. (A message whose answer nobody awaits any
-/// more is skipped by actix: messages sent for no answer use `do_send`.)
-fn for_answer<M>(room: &Addr<RoomActor>, msg: M) -> Request<RoomActor, M>
-where
-    M: Message + Send + 'static,
-    M::Result: Send,
-    RoomActor: Handler<M>,
-{
-    room.send(msg)
-}
-
-fn without_answer<M>(room: &Addr<RoomActor>, msg: M)
-where
-    M: Message + Send + 'static,
-    M::Result: Send,
-    RoomActor: Handler<M>,
-{
-    room.do_send(msg);
-}
-
-impl Chat {
-    /// Asks the group's room, starting it (its members loaded) on first
-    /// use, and waits for the answer; 404 if the group does not exist.
-    pub async fn ask_room<M, T>(&self, group_id: i64, msg: M) -> ChatResult<T>
-    where
-        M: Message<Result = ChatResult<T>> + Send + 'static,
-        T: Send + 'static,
-        RoomActor: Handler<M>,
-    {
-        match self.queue_at_room(group_id, msg, for_answer).await {
-            Ok(answer) => answer.await?,
-            Err((error, _)) => Err(error),
-        }
-    }
-
-    /// Queues `msg` at the group's room like [`Chat::ask_room`], answered
-    /// some other way (a post's [`Reply`]); gives it back with the error if
-    /// the group does not exist.
-    pub async fn tell_room<M>(&self, group_id: i64, msg: M) -> Result<(), (ChatError, M)>
-    where
-        M: Message + Send + 'static,
-        M::Result: Send,
-        RoomActor: Handler<M>,
-    {
-        self.queue_at_room(group_id, msg, without_answer).await
-    }
-
-    /// Queues `msg` at the group's room if it is running; gives it back if not.
-    pub fn tell_running_room<M>(&self, group_id: i64, msg: M) -> Result<(), M>
-    where
-        M: Message + Send + 'static,
-        M::Result: Send,
-        RoomActor: Handler<M>,
-    {
-        self.queue_at_running_room(group_id, msg, without_answer)
-    }
-
-    /// Every message reaches a room through here, queued while the registry
-    /// entry is held: what lets an idle room leave knowing nothing more
-    /// will reach it (see [`Retire`]).
-    async fn queue_at_room<M, R>(
-        &self,
-        group_id: i64,
-        msg: M,
-        enqueue: fn(&Addr<RoomActor>, M) -> R,
-    ) -> Result<R, (ChatError, M)> {
-        let msg = match self.queue_at_running_room(group_id, msg, enqueue) {
-            Ok(queued) => return Ok(queued),
-            Err(msg) => msg,
-        };
-        let members = match self.store.group_members(group_id).await {
-            Ok(members) => members,
-            Err(error) => return Err((error, msg)),
-        };
-        // Every group has at least its owner, so no members means no group.
-        if members.is_empty() {
-            return Err((ChatError::not_found("group_id: no such group"), msg));
-        }
-        let slot = match self.rooms.entry(group_id) {
-            Entry::Occupied(entry) if entry.get().addr.connected() => entry.into_ref(),
-            Entry::Occupied(mut entry) => {
-                entry.insert(RoomSlot::start(group_id, members, self));
-                entry.into_ref()
-            }
-            Entry::Vacant(entry) => entry.insert(RoomSlot::start(group_id, members, self)),
-        };
-        Ok(slot.queue(msg, enqueue))
-    }
-
-    fn queue_at_running_room<M, R>(
-        &self,
-        group_id: i64,
-        msg: M,
-        enqueue: impl FnOnce(&Addr<RoomActor>, M) -> R,
-    ) -> Result<R, M> {
-        match self.rooms.get(&group_id) {
-            Some(slot) if slot.addr.connected() => Ok(slot.queue(msg, enqueue)),
-            _ => Err(msg),
-        }
-    }
-}
-
-impl RoomActor {
-    /// Starts with an unbounded mailbox so posts are never held back and reordered.
-    fn start_unbounded(self) -> Addr<Self> {
-        Self::create(|ctx| {
-            ctx.set_mailbox_capacity(0);
-            self
-        })
+        let broker = &self.registry.deps().broker;
+        broker.deliver(&self.member_ids, &msg.push, msg.origin);
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::registry::for_answer;
     use super::*;
+    use crate::chat::{Chat, ChatSettings};
     use crate::persistence::CreateGroup;
+    use crate::protocol::MessageFields;
     use crate::test_support::{create_user, fresh_chat, fresh_chat_with};
-    use crate::ChatSettings;
 
     async fn create_group(chat: &Chat, owner: &UserRef) -> i64 {
-        chat.persistence
+        chat.persistence()
             .send(CreateGroup {
                 creator: owner.clone(),
                 name: "g".into(),
@@ -836,22 +655,24 @@ mod tests {
         let alice = create_user(&chat, "alice").await;
         let group = create_group(&chat, &alice).await;
         let check = || CheckMember { user: alice.id };
-        chat.ask_room(group, check())
+        chat.rooms()
+            .ask(group, check())
             .await
             .expect("alice is a member");
-        assert_eq!(chat.metrics.rooms_running.get(), 1);
+        assert_eq!(chat.metrics().rooms_running.get(), 1);
 
         let deadline = Instant::now() + Duration::from_secs(5);
-        while chat.metrics.rooms_running.get() > 0 {
+        while chat.metrics().rooms_running.get() > 0 {
             assert!(Instant::now() < deadline, "the idle room never stopped");
             actix::clock::sleep(Duration::from_millis(10)).await;
         }
-        assert!(!chat.rooms.contains_key(&group), "it left the registry");
+        assert!(!chat.rooms().is_running(group), "it left the registry");
 
-        chat.ask_room(group, check())
+        chat.rooms()
+            .ask(group, check())
             .await
             .expect("alice is a member");
-        assert_eq!(chat.metrics.rooms_running.get(), 1, "one room again");
+        assert_eq!(chat.metrics().rooms_running.get(), 1, "one room again");
         drop(chat);
         let _ = std::fs::remove_dir_all(dir);
     }
@@ -868,22 +689,21 @@ mod tests {
             by: alice.id,
             user: alice.id,
         };
-        let Ok(leave) = chat.queue_at_room(group, leave, for_answer).await else {
+        let Ok(leave) = chat.rooms().queue(group, leave, for_answer).await else {
             panic!("the room starts");
         };
         let (reply, outcome) = Reply::channel();
-        let post = PostMessage {
-            accepted_at: Instant::now(),
-            sender: alice.clone(),
+        let fields = MessageFields {
             content: "posted while leaving".into(),
-            message_type: "text".into(),
-            content_type: "text/plain".into(),
             client_id: Some("c1".into()),
-            origin: None,
-            reply_to: None,
-            reply,
+            ..MessageFields::default()
         };
-        assert!(chat.tell_running_room(group, post).is_ok(), "the room runs");
+        let message = Outgoing::check(alice.clone(), fields, None, 8192).expect("a valid message");
+        let post = PostMessage { message, reply };
+        assert!(
+            chat.rooms().tell_running(group, post).is_ok(),
+            "the room runs"
+        );
         leave
             .await
             .expect("the room answers")
@@ -895,7 +715,9 @@ mod tests {
         );
         assert!(
             matches!(
-                chat.ask_room(group, CheckMember { user: alice.id }).await,
+                chat.rooms()
+                    .ask(group, CheckMember { user: alice.id })
+                    .await,
                 Err(ChatError::NotFound(_))
             ),
             "the group is gone"
