@@ -18,10 +18,9 @@ use crate::store::Store;
 
 /// Presence look-ups (a user's contacts, read when their first socket opens
 /// or their last closes) that may use the read pool at once. In a connect
-/// storm the rest wait here, in order and without a deadline, instead of all
-/// queueing for a pooled connection, where they crowded out requests and
-/// timed out after the pool's 2 s acquire timeout (1,546 of 19,000 on
-/// Postgres).
+/// storm the rest wait here, in order and without a deadline: queued for a
+/// pooled connection instead, they would crowd out requests and fail the
+/// pool's acquire timeout.
 const PRESENCE_LOOKUPS: usize = 4;
 
 /// A handle to presence; cheap to clone.
