@@ -2,11 +2,15 @@
 //! `batch_impl` file is included into a module per backend.
 
 pub(crate) mod sqlite {
-    use crate::store::sqlite as q;
+    #[allow(non_camel_case_types)]
+    type q = crate::store::Queries<sqlx::Sqlite>;
+    type Db = sqlx::Sqlite;
     include!("batch_impl.rs");
 }
 
 pub(crate) mod postgres {
-    use crate::store::postgres as q;
+    #[allow(non_camel_case_types)]
+    type q = crate::store::Queries<sqlx::Postgres>;
+    type Db = sqlx::Postgres;
     include!("batch_impl.rs");
 }

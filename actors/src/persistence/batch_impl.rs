@@ -1,4 +1,4 @@
-// Runs a batch of writes in one transaction against the backend `q` (see
+// Runs a batch of writes in one transaction against the backend `Db` (see
 // batch.rs). Domain refusals (unknown recipient, foreign device) become that
 // write's error and do not disturb the batch; a database error aborts the
 // batch, which is then retried one write per transaction.
@@ -19,8 +19,10 @@ use crate::protocol::{encode, MessageFrame, ServerFrame};
 use crate::room::FanOut;
 use crate::metrics::MessageKind;
 use crate::session::{Push, PushedMessage};
+use crate::store::MessageRow;
 
-type Pool = sqlx::Pool<q::Db>;
+type Pool = sqlx::Pool<Db>;
+type Conn = <Db as sqlx::Database>::Connection;
 
 /// What to do once the transaction has committed, in the order the writes ran.
 enum Effect {
@@ -245,7 +247,7 @@ fn stored_private(writes: &mut [Write], id: i64) -> Option<&mut PrivateMessage> 
 
 /// Applies one write, or a run of message stores.
 async fn apply(
-    conn: &mut q::Conn,
+    conn: &mut Conn,
     writes: &mut [Write],
     shared: &Shared,
     effects: &mut Vec<Effect>,
@@ -416,7 +418,7 @@ fn receipt(
 }
 
 async fn mark_read(
-    conn: &mut q::Conn,
+    conn: &mut Conn,
     m: &MarkRead,
     now: Timestamp,
     effects: &mut Vec<Effect>,
@@ -455,7 +457,7 @@ async fn mark_read(
 /// change that changes nothing (deleting a tombstone, the same reaction
 /// again) is answered with the message as it is, and pushes nothing.
 async fn change_message(
-    conn: &mut q::Conn,
+    conn: &mut Conn,
     m: &NewChange,
     now: Timestamp,
     effects: &mut Vec<Effect>,
@@ -560,7 +562,7 @@ async fn change_message(
 /// owner anyone's, an admin a plain member's (or a former member's), as
 /// with removing members.
 async fn may_moderate(
-    conn: &mut q::Conn,
+    conn: &mut Conn,
     role: Option<Role>,
     group_id: Option<i64>,
     sender: i64,
@@ -621,7 +623,7 @@ enum Resolved {
 /// write's error), reserves ids for the rest in one statement, inserts them
 /// in a few multi-row statements, and answers each write in id order.
 async fn store_messages(
-    conn: &mut q::Conn,
+    conn: &mut Conn,
     run: &mut [Write],
     now: Timestamp,
     shared: &Shared,
@@ -646,7 +648,7 @@ async fn store_messages(
     }
     let count = accepted.len() as i64;
     let first_id = q::reserve_message_ids(conn, count).await? - count + 1;
-    let rows: Vec<q::MessageRow> = accepted
+    let rows: Vec<MessageRow> = accepted
         .iter()
         .zip(first_id..)
         .filter_map(|((index, target), id)| match &run[*index] {
@@ -676,7 +678,7 @@ async fn store_messages(
 
 /// A reply must answer a message of the same conversation.
 async fn check_reply(
-    conn: &mut q::Conn,
+    conn: &mut Conn,
     reply_to: Option<i64>,
     target: &Resolved,
 ) -> Result<ChatResult<()>, sqlx::Error> {
@@ -700,7 +702,7 @@ async fn check_reply(
 /// Finds the recipient (and the conversation) or takes the group the room
 /// checked; refuses an unknown recipient (404) or oneself (400).
 async fn resolve(
-    conn: &mut q::Conn,
+    conn: &mut Conn,
     m: &NewMessage,
     now: Timestamp,
     shared: &Shared,
@@ -774,7 +776,7 @@ async fn resolve(
     }))
 }
 
-fn message_row<'a>(m: &'a NewMessage, target: &Resolved, id: i64, now: Timestamp) -> q::MessageRow<'a> {
+fn message_row<'a>(m: &'a NewMessage, target: &Resolved, id: i64, now: Timestamp) -> MessageRow<'a> {
     let (conversation_id, recipient_id, group_id, status) = match target {
         Resolved::Private {
             recipient,
@@ -787,7 +789,7 @@ fn message_row<'a>(m: &'a NewMessage, target: &Resolved, id: i64, now: Timestamp
             group_id, status, ..
         } => (None, None, Some(*group_id), Some(status.as_str())),
     };
-    q::MessageRow {
+    MessageRow {
         id,
         sender_id: m.sender.id,
         conversation_id,
@@ -887,7 +889,7 @@ fn stored(
 }
 
 /// The reply to a resend: the first message stored under this `client_id`.
-async fn duplicate(conn: &mut q::Conn, m: &NewMessage) -> Result<ChatResult<Stored>, sqlx::Error> {
+async fn duplicate(conn: &mut Conn, m: &NewMessage) -> Result<ChatResult<Stored>, sqlx::Error> {
     let client_id = m.client_id.as_deref().unwrap_or_default();
     let (id, created_at, status) = q::message_by_client_id(conn, m.sender.id, client_id).await?;
     let status = status
