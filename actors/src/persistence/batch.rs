@@ -11,6 +11,7 @@ use sqlx::{ColumnIndex, Connection, Decode, Encode, Executor, IntoArguments, Poo
 
 use crate::cluster::{Change, CloseCause};
 use crate::error::{ChatError, ChatResult};
+use crate::metrics::MessageKind;
 use crate::model::{
     AccountState, AnyMessage, DeliveryStatus, GroupMessage, GroupRecord, Lifecycle, PrivateMessage,
     Reaction, Role, Timestamp, UserRef,
@@ -20,7 +21,6 @@ use crate::persistence::{
 };
 use crate::protocol::{encode, MessageFrame, ServerFrame};
 use crate::room::FanOut;
-use crate::metrics::MessageKind;
 use crate::session::{Push, PushedMessage};
 use crate::store::{Backend, MessageRow, Queries};
 
@@ -57,7 +57,10 @@ enum Effect {
     },
     /// A group message's new state, for every member's sockets (through the
     /// room, behind the group's messages committed before it).
-    GroupChange { group: GroupRoute, frame: ByteString },
+    GroupChange {
+        group: GroupRoute,
+        frame: ByteString,
+    },
 }
 
 /// A private message stored as `delivered` whose push no socket of its
@@ -112,19 +115,34 @@ where
             Err(error) if ChatError::from_ref(&error).is_unavailable() => {
                 // The database is unreachable: retrying write by write would
                 // only make each writer wait again. Fail them all now (503).
-                tracing::warn!(%error, writes = writes.len(), "database unavailable; failing the batch");
+                tracing::warn!(
+                    %error,
+                    writes = writes.len(),
+                    "database unavailable; failing the batch"
+                );
                 for write in writes {
                     write.fail(ChatError::Unavailable(error.to_string().into()));
                 }
             }
             Err(error) => {
                 if writes.len() > 1 {
-                    tracing::debug!(%error, writes = writes.len(), "batch failed; retrying its writes one by one");
+                    tracing::debug!(
+                        %error,
+                        writes = writes.len(),
+                        "batch failed; retrying its writes one by one"
+                    );
                 }
                 for mut write in writes {
                     write.reset();
                     let mut effects = Vec::new();
-                    match Self::apply_all(pool, std::slice::from_mut(&mut write), shared, &mut effects).await {
+                    match Self::apply_all(
+                        pool,
+                        std::slice::from_mut(&mut write),
+                        shared,
+                        &mut effects,
+                    )
+                    .await
+                    {
                         Ok(()) => Self::finish(pool, vec![write], effects, shared).await,
                         Err(error) => {
                             let error = ChatError::from(error);
@@ -163,7 +181,12 @@ where
     }
 
     /// Carries out the effects of a committed batch, then answers its writes.
-    async fn finish(pool: &Pool<DB>, mut writes: Vec<Write>, effects: Vec<Effect>, shared: &Shared) {
+    async fn finish(
+        pool: &Pool<DB>,
+        mut writes: Vec<Write>,
+        effects: Vec<Effect>,
+        shared: &Shared,
+    ) {
         let missed = Self::run_effects(effects, shared);
         if !missed.is_empty() {
             Self::undeliver(pool, &mut writes, missed, shared).await;
@@ -194,21 +217,33 @@ where
                     if status != DeliveryStatus::Delivered || shared.broker.is_clustered() {
                         shared.broker.deliver(&[recipient, sender], &push, origin);
                     } else if shared.broker.deliver_to(recipient, &push, origin) == Some(false) {
-                        missed.push(Missed { push, sender, origin });
+                        missed.push(Missed {
+                            push,
+                            sender,
+                            origin,
+                        });
                     } else {
                         shared.broker.deliver(&[sender], &push, origin);
                     }
                 }
-                Effect::DeliverGroup { room, members, fan_out } => {
+                Effect::DeliverGroup {
+                    room,
+                    members,
+                    fan_out,
+                } => {
                     shared.metrics.accepted(MessageKind::Group);
                     if shared.broker.is_clustered() {
-                        shared.broker.deliver(&members, &fan_out.push, fan_out.origin);
+                        shared
+                            .broker
+                            .deliver(&members, &fan_out.push, fan_out.origin);
                     } else {
                         room.fan_out(fan_out);
                     }
                 }
                 Effect::Push { users, frame } => {
-                    shared.broker.deliver(&users, &crate::session::Push::event(frame), None)
+                    shared
+                        .broker
+                        .deliver(&users, &crate::session::Push::event(frame), None)
                 }
                 Effect::GroupChange { group, frame } => {
                     let push = Push::event(frame);
@@ -223,7 +258,10 @@ where
                     shared.broker.share(Change::Account(user, state));
                 }
                 Effect::Revoke(jti, expires_at) => {
-                    shared.directory.revoked_tokens.insert(jti.clone(), expires_at);
+                    shared
+                        .directory
+                        .revoked_tokens
+                        .insert(jti.clone(), expires_at);
                     shared.broker.share(Change::Revoked { jti, expires_at });
                 }
                 Effect::ForgetName(user) => {
@@ -242,7 +280,12 @@ where
     /// can be answered or mark them read: the writer runs one batch at a time)
     /// and in their acks, and then gives the sender's other sockets their copy.
     /// If the update fails the rows stay `delivered`, and so do the acks.
-    async fn undeliver(pool: &Pool<DB>, writes: &mut [Write], missed: Vec<Missed>, shared: &Shared) {
+    async fn undeliver(
+        pool: &Pool<DB>,
+        writes: &mut [Write],
+        missed: Vec<Missed>,
+        shared: &Shared,
+    ) {
         let ids: Vec<i64> = missed
             .iter()
             .filter_map(|m| m.push.message.map(|pushed| pushed.id))
@@ -260,7 +303,9 @@ where
             origin,
         } in missed
         {
-            let message = push.message.and_then(|pushed| Self::stored_private(writes, pushed.id));
+            let message = push
+                .message
+                .and_then(|pushed| Self::stored_private(writes, pushed.id));
             if let (Ok(()), Some(message)) = (&corrected, message) {
                 message.status = DeliveryStatus::Sent;
                 push.frame = encode(&ServerFrame::Message((&*message).into()));
@@ -294,7 +339,9 @@ where
         match write {
             Write::CreateUser(p) => {
                 let m = &p.msg;
-                let user = Queries::<DB>::insert_user(conn, &m.username, &m.email, &m.password_hash, now).await?;
+                let user =
+                    Queries::<DB>::insert_user(conn, &m.username, &m.email, &m.password_hash, now)
+                        .await?;
                 effects.push(Effect::CacheUser(
                     crate::validate::lookup_key(&user.username),
                     UserRef {
@@ -306,7 +353,9 @@ where
             }
             Write::CreateGroup(p) => {
                 let m = &p.msg;
-                let id = Queries::<DB>::insert_group(conn, &m.name, &m.description, m.creator.id, now).await?;
+                let id =
+                    Queries::<DB>::insert_group(conn, &m.name, &m.description, m.creator.id, now)
+                        .await?;
                 p.result = Some(Ok(GroupRecord {
                     id,
                     name: m.name.clone(),
@@ -320,7 +369,15 @@ where
             }
             Write::RegisterDevice(p) => {
                 let m = &p.msg;
-                let device = Queries::<DB>::upsert_device(conn, m.owner.id, &m.device_id, &m.device_name, &m.device_type, now).await?;
+                let device = Queries::<DB>::upsert_device(
+                    conn,
+                    m.owner.id,
+                    &m.device_id,
+                    &m.device_name,
+                    &m.device_type,
+                    now,
+                )
+                .await?;
                 p.result = Some(device.ok_or_else(|| {
                     ChatError::conflict("device_id: already registered by another user")
                 }));
@@ -331,7 +388,8 @@ where
                     true => Queries::<DB>::delete_device(conn, p.msg.owner.id, device_id).await?,
                     false => None,
                 };
-                p.result = Some(deleted.ok_or_else(|| ChatError::not_found("device_id: no such device")));
+                p.result =
+                    Some(deleted.ok_or_else(|| ChatError::not_found("device_id: no such device")));
             }
             Write::TouchDevice(p) => {
                 let exists = Queries::<DB>::touch_device(conn, p.msg.at, p.msg.device).await?;
@@ -343,18 +401,23 @@ where
             }
             Write::AddMember(p) => {
                 let m = &p.msg;
-                let added = Queries::<DB>::insert_member(conn, m.group_id, m.user.id, m.role.as_str(), now).await?;
+                let added =
+                    Queries::<DB>::insert_member(conn, m.group_id, m.user.id, m.role.as_str(), now)
+                        .await?;
                 if added {
                     effects.push(Effect::GroupChanged(m.group_id));
                 }
                 p.result = Some(if added {
                     Ok(now)
                 } else {
-                    Err(ChatError::conflict("username: already a member of this group"))
+                    Err(ChatError::conflict(
+                        "username: already a member of this group",
+                    ))
                 });
             }
             Write::RemoveMember(p) => {
-                let removed = Queries::<DB>::delete_member(conn, p.msg.group_id, p.msg.user).await?;
+                let removed =
+                    Queries::<DB>::delete_member(conn, p.msg.group_id, p.msg.user).await?;
                 if removed {
                     effects.push(Effect::GroupChanged(p.msg.group_id));
                 }
@@ -373,10 +436,17 @@ where
             }
             Write::MarkDelivered(p) => {
                 let m = &p.msg;
-                let changed = Queries::<DB>::mark_delivered(conn, m.recipient.id, m.after, m.up_to).await?;
+                let changed =
+                    Queries::<DB>::mark_delivered(conn, m.recipient.id, m.after, m.up_to).await?;
                 for &(message_id, sender) in &changed {
                     let to = smallvec::smallvec![sender];
-                    effects.push(Self::receipt(to, message_id, &m.recipient, DeliveryStatus::Delivered, now));
+                    effects.push(Self::receipt(
+                        to,
+                        message_id,
+                        &m.recipient,
+                        DeliveryStatus::Delivered,
+                        now,
+                    ));
                 }
                 p.result = Some(Ok(changed.len()));
             }
@@ -401,16 +471,14 @@ where
             }
             Write::ChangePassword(p) => {
                 let user = p.msg.user.id;
-                let token_generation = Queries::<DB>::change_password(conn, &p.msg.password_hash, user).await?;
+                let token_generation =
+                    Queries::<DB>::change_password(conn, &p.msg.password_hash, user).await?;
                 let state = AccountState {
                     token_generation,
                     deleted: false,
                 };
                 effects.push(Effect::CacheAccount(user, state));
-                effects.push(Effect::CloseSockets(
-                    user,
-                    CloseCause::PasswordChanged,
-                ));
+                effects.push(Effect::CloseSockets(user, CloseCause::PasswordChanged));
                 p.result = Some(Ok(token_generation));
             }
             Write::DeleteAccount(p) => {
@@ -422,10 +490,7 @@ where
                     };
                     effects.push(Effect::CacheAccount(user.id, state));
                     effects.push(Effect::ForgetName(user.clone()));
-                    effects.push(Effect::CloseSockets(
-                        user.id,
-                        CloseCause::AccountDeleted,
-                    ));
+                    effects.push(Effect::CloseSockets(user.id, CloseCause::AccountDeleted));
                 }
                 p.result = Some(Ok(()));
             }
@@ -482,7 +547,13 @@ where
             Queries::<DB>::mark_read(conn, m.message_id).await?;
             // The reader's other devices learn it too, to clear their unread marks.
             let to = smallvec::smallvec![sender, reader];
-            effects.push(Self::receipt(to, m.message_id, &m.reader, DeliveryStatus::Read, now));
+            effects.push(Self::receipt(
+                to,
+                m.message_id,
+                &m.reader,
+                DeliveryStatus::Read,
+                now,
+            ));
         }
         Ok(Ok(()))
     }
@@ -572,16 +643,23 @@ where
                         }
                     };
                     let change_id = Queries::<DB>::reserve_message_ids(conn, 1).await?;
-                    Queries::<DB>::set_reactions(conn, json.as_deref(), change_id, m.message_id).await?;
+                    Queries::<DB>::set_reactions(conn, json.as_deref(), change_id, m.message_id)
+                        .await?;
                     Some(change_id)
                 }
             }
         };
-        let row = Queries::<DB>::any_message(&mut *conn, m.message_id).await?.ok_or(sqlx::Error::RowNotFound)?;
-        let message = row.into_message().map_err(|err| sqlx::Error::Decode(Box::new(err)))?;
+        let row = Queries::<DB>::any_message(&mut *conn, m.message_id)
+            .await?
+            .ok_or(sqlx::Error::RowNotFound)?;
+        let message = row
+            .into_message()
+            .map_err(|err| sqlx::Error::Decode(Box::new(err)))?;
         if change_id.is_some() {
             let status = message.status.as_deref().and_then(DeliveryStatus::parse);
-            let frame = encode(&ServerFrame::MessageUpdated(MessageFrame::of(&message, status)));
+            let frame = encode(&ServerFrame::MessageUpdated(MessageFrame::of(
+                &message, status,
+            )));
             match m.group.clone() {
                 Some(group) => effects.push(Effect::GroupChange { group, frame }),
                 None => effects.push(Effect::Push {
@@ -606,7 +684,10 @@ where
             (Some(Role::Owner), _) => true,
             (Some(Role::Admin), Some(group_id)) => {
                 let sender_role = Queries::<DB>::member_role(conn, group_id, sender).await?;
-                matches!(sender_role.as_deref().and_then(Role::parse), None | Some(Role::Member))
+                matches!(
+                    sender_role.as_deref().and_then(Role::parse),
+                    None | Some(Role::Member)
+                )
             }
             _ => false,
         })
@@ -655,7 +736,9 @@ where
                 continue;
             };
             let checked = match Self::resolve(conn, &p.msg, now, shared, effects).await? {
-                Ok(target) => Self::check_reply(conn, p.msg.reply_to, &target).await?.map(|()| target),
+                Ok(target) => Self::check_reply(conn, p.msg.reply_to, &target)
+                    .await?
+                    .map(|()| target),
                 Err(refusal) => Err(refusal),
             };
             match checked {
@@ -715,7 +798,9 @@ where
         };
         Ok(match same {
             true => Ok(()),
-            false => Err(ChatError::not_found("reply_to: no such message in this conversation")),
+            false => Err(ChatError::not_found(
+                "reply_to: no such message in this conversation",
+            )),
         })
     }
 
@@ -796,13 +881,23 @@ where
         }))
     }
 
-    fn message_row<'a>(m: &'a NewMessage, target: &Resolved, id: i64, now: Timestamp) -> MessageRow<'a> {
+    fn message_row<'a>(
+        m: &'a NewMessage,
+        target: &Resolved,
+        id: i64,
+        now: Timestamp,
+    ) -> MessageRow<'a> {
         let (conversation_id, recipient_id, group_id, status) = match target {
             Resolved::Private {
                 recipient,
                 conversation,
                 status,
-            } => (Some(*conversation), Some(recipient.id), None, Some(status.as_str())),
+            } => (
+                Some(*conversation),
+                Some(recipient.id),
+                None,
+                Some(status.as_str()),
+            ),
             // A group row keeps its ack's status only so that a resend of its
             // `client_id` is answered as the first send was; no view reads it.
             Resolved::Group {
@@ -835,9 +930,7 @@ where
     ) -> Stored {
         match target {
             Resolved::Private {
-                recipient,
-                status,
-                ..
+                recipient, status, ..
             } => {
                 let message = PrivateMessage {
                     id,
@@ -909,9 +1002,13 @@ where
     }
 
     /// The reply to a resend: the first message stored under this `client_id`.
-    async fn duplicate(conn: &mut DB::Connection, m: &NewMessage) -> Result<ChatResult<Stored>, sqlx::Error> {
+    async fn duplicate(
+        conn: &mut DB::Connection,
+        m: &NewMessage,
+    ) -> Result<ChatResult<Stored>, sqlx::Error> {
         let client_id = m.client_id.as_deref().unwrap_or_default();
-        let (id, created_at, status) = Queries::<DB>::message_by_client_id(conn, m.sender.id, client_id).await?;
+        let (id, created_at, status) =
+            Queries::<DB>::message_by_client_id(conn, m.sender.id, client_id).await?;
         let status = status
             .as_deref()
             .and_then(DeliveryStatus::parse)
