@@ -25,7 +25,8 @@ pub(crate) struct Queries<DB>(PhantomData<DB>);
 
 /// The bounds say what sqlx must offer on `DB` for these queries (all of it
 /// is offered by SQLite and Postgres); Rust does not carry a trait's
-/// where-clauses to where the trait is used, so they are stated here.
+/// where-clauses to where the trait is used, so they are stated here, and
+/// again on the writer's `Batch`, the only generic caller.
 impl<DB: Backend> Queries<DB>
 where
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
