@@ -656,7 +656,7 @@ impl PersistenceActor {
         let commit = async move {
             let run = async {
                 match pool {
-                    Pool::Sqlite(pool) => batch::sqlite::run(&pool, writes, &shared).await,
+                    Pool::Sqlite(pool) => batch::Batch::run(&pool, writes, &shared).await,
                     Pool::Postgres(pool) if ordered => {
                         // Other nodes commit too: one message commit at a
                         // time in the cluster, each with its pushes on the
@@ -665,13 +665,13 @@ impl PersistenceActor {
                         // stored them. Other writes (presence stamps,
                         // accounts, receipts) need no such order.
                         let locked = cluster_lock(&pool).await;
-                        batch::postgres::run(&pool, writes, &shared).await;
+                        batch::Batch::run(&pool, writes, &shared).await;
                         shared.broker.flush().await;
                         if locked {
                             cluster_unlock(&pool).await;
                         }
                     }
-                    Pool::Postgres(pool) => batch::postgres::run(&pool, writes, &shared).await,
+                    Pool::Postgres(pool) => batch::Batch::run(&pool, writes, &shared).await,
                 }
             };
             // A panic while committing fails this batch (its writers get a

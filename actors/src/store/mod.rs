@@ -2,9 +2,9 @@
 //! embedded migrations, and the queries. Reads go through [`Store`] from
 //! anywhere; writes only from the persistence actor, inside its transactions.
 //!
-//! Every query is written once, in `queries.rs`, and compiled twice — once
-//! per backend — by including that file in the `sqlite` and `postgres`
-//! modules below, each of which names its own `Db`.
+//! Every query is written once, in `queries.rs`, generic over the
+//! [`Backend`], whose implementations for SQLite and Postgres hold what the
+//! two dialects spell differently.
 
 use std::path::Path;
 use std::str::FromStr;
@@ -22,46 +22,92 @@ use crate::model::{
     UserRecord, UserRef,
 };
 
-pub(crate) mod sqlite {
-    pub type Db = sqlx::Sqlite;
+mod queries;
+
+pub(crate) use queries::{MessageRow, Queries, Statements};
+
+/// A database Parley runs on: sqlx's driver for it, and what Parley's SQL
+/// says differently there. The queries and the writer's transaction are
+/// written once, generic over it.
+pub(crate) trait Backend: sqlx::Database {
+    /// Whether the multi-row INSERT binds its parameters in order (`?`)
+    /// rather than by number (`$n`).
+    const POSITIONAL_PLACEHOLDERS: bool;
+    /// How a history page is packed into one JSON text (`history_statements`):
+    /// the function making an array of values, the aggregate making an array
+    /// of rows, and what turns the aggregate into text.
+    const JSON_ARRAY: &'static str;
+    const JSON_ARRAY_AGG: &'static str;
+    const JSON_AS_TEXT: &'static str;
+    /// What `message_for_change` appends to its SELECT to lock the row.
+    const ROW_LOCK: &'static str;
+    /// Full-text search (`search_statements`): what joins the index to
+    /// `messages m`, the match of the words (`$1`), the rank (higher is
+    /// better) and how the words are written for the match.
+    const SEARCH_FROM: &'static str;
+    const SEARCH_MATCH: &'static str;
+    const SEARCH_RANK: &'static str;
+    const SEARCH_SYNTAX: SearchSyntax;
+
+    /// The statements built at first use, one set per backend (a `static`
+    /// inside a generic function would be shared by both backends).
+    fn statements() -> &'static Statements;
+
+    /// How many rows a statement changed (sqlx gives each backend's result
+    /// this method, but no trait has it).
+    fn rows_affected(done: &Self::QueryResult) -> u64;
+}
+
+impl Backend for sqlx::Sqlite {
     /// SQLite looks up a numbered parameter's name by a linear scan, so a
     /// statement with thousands of `$n` costs quadratic time to bind; `?`
     /// placeholders bind in order at no such cost.
     const POSITIONAL_PLACEHOLDERS: bool = true;
-    /// How a history page is packed into one JSON text (`history_statements`).
-    const JSON_ARRAY: &str = "json_array";
-    const JSON_ARRAY_AGG: &str = "json_group_array";
-    const JSON_AS_TEXT: &str = "";
+    const JSON_ARRAY: &'static str = "json_array";
+    const JSON_ARRAY_AGG: &'static str = "json_group_array";
+    const JSON_AS_TEXT: &'static str = "";
     /// The writer is the only connection that writes: no row lock needed.
-    const ROW_LOCK: &str = "";
-    /// Full-text search (`search_statements`): the FTS5 index joined to
-    /// `messages m`, the match of the words (`$1`, FTS5 syntax) and the rank,
-    /// higher is better (`bm25` is lower for better matches).
-    const SEARCH_FROM: &str = "messages_fts JOIN messages m ON m.id = messages_fts.rowid";
-    const SEARCH_MATCH: &str = "messages_fts MATCH $1";
-    const SEARCH_RANK: &str = "-bm25(messages_fts)";
-    const SEARCH_SYNTAX: super::SearchSyntax = super::SearchSyntax::Fts5;
-    include!("queries.rs");
+    const ROW_LOCK: &'static str = "";
+    /// The FTS5 index joined to `messages m`, the match of the words in FTS5
+    /// syntax, and the rank (`bm25` is lower for better matches).
+    const SEARCH_FROM: &'static str = "messages_fts JOIN messages m ON m.id = messages_fts.rowid";
+    const SEARCH_MATCH: &'static str = "messages_fts MATCH $1";
+    const SEARCH_RANK: &'static str = "-bm25(messages_fts)";
+    const SEARCH_SYNTAX: SearchSyntax = SearchSyntax::Fts5;
+
+    fn statements() -> &'static Statements {
+        static STATEMENTS: Statements = Statements::new();
+        &STATEMENTS
+    }
+
+    fn rows_affected(done: &sqlx::sqlite::SqliteQueryResult) -> u64 {
+        done.rows_affected()
+    }
 }
 
-pub(crate) mod postgres {
-    pub type Db = sqlx::Postgres;
+impl Backend for sqlx::Postgres {
     const POSITIONAL_PLACEHOLDERS: bool = false;
-    /// How a history page is packed into one JSON text (`history_statements`).
-    const JSON_ARRAY: &str = "json_build_array";
-    const JSON_ARRAY_AGG: &str = "json_agg";
-    const JSON_AS_TEXT: &str = "::text";
+    const JSON_ARRAY: &'static str = "json_build_array";
+    const JSON_ARRAY_AGG: &'static str = "json_agg";
+    const JSON_AS_TEXT: &'static str = "::text";
     /// Each node of a cluster has a writer: a change locks its message's row.
-    const ROW_LOCK: &str = " FOR UPDATE";
-    /// Full-text search (`search_statements`): `messages m` with the words
-    /// (`$1`) as a tsquery of the same 'simple' configuration the stored
-    /// `search_vector` uses, the match, and the rank (normalised by the
-    /// message's length, as bm25 is on SQLite).
-    const SEARCH_FROM: &str = "messages m CROSS JOIN plainto_tsquery('simple', $1) AS tsq";
-    const SEARCH_MATCH: &str = "m.search_vector @@ tsq";
-    const SEARCH_RANK: &str = "ts_rank(m.search_vector, tsq, 1)::float8";
-    const SEARCH_SYNTAX: super::SearchSyntax = super::SearchSyntax::PlainWords;
-    include!("queries.rs");
+    const ROW_LOCK: &'static str = " FOR UPDATE";
+    /// `messages m` with the words (`$1`) as a tsquery of the same 'simple'
+    /// configuration the stored `search_vector` uses, the match, and the rank
+    /// (normalised by the message's length, as bm25 is on SQLite).
+    const SEARCH_FROM: &'static str = "messages m CROSS JOIN plainto_tsquery('simple', $1) AS tsq";
+    const SEARCH_MATCH: &'static str = "m.search_vector @@ tsq";
+    const SEARCH_RANK: &'static str = "ts_rank(m.search_vector, tsq, 1)::float8";
+    const SEARCH_SYNTAX: SearchSyntax = SearchSyntax::PlainWords;
+
+    fn statements() -> &'static Statements {
+        static STATEMENTS: Statements = Statements::new();
+        &STATEMENTS
+    }
+
+    fn rows_affected(done: &sqlx::postgres::PgQueryResult) -> u64 {
+        done.rows_affected()
+    }
 }
 
 /// How a search's words are handed to the backend's full-text match.
@@ -92,16 +138,16 @@ impl Pool {
 }
 
 /// Runs the same expression against whichever backend a [`Pool`] holds; `$q`
-/// names the backend's query module and `$pool` its pool inside `$body`.
+/// names the backend's [`Queries`] and `$pool` its pool inside `$body`.
 macro_rules! on_backend {
     ($pool_enum:expr, |$q:ident, $pool:ident| $body:expr) => {
         match $pool_enum {
             $crate::store::Pool::Sqlite($pool) => {
-                use $crate::store::sqlite as $q;
+                type $q = $crate::store::Queries<sqlx::Sqlite>;
                 $body
             }
             $crate::store::Pool::Postgres($pool) => {
-                use $crate::store::postgres as $q;
+                type $q = $crate::store::Queries<sqlx::Postgres>;
                 $body
             }
         }
@@ -323,9 +369,10 @@ impl Store {
             .pragma("temp_store", "memory")
             .pragma("mmap_size", "268435456");
         // No `journal_size_limit`: shrinking the WAL file is an ftruncate the
-        // writer makes when it restarts the WAL, and on ext4 that stalled a
-        // commit for 90-160 ms. The file keeps its largest size (about
-        // WRITER_CHECKPOINT_FRAMES pages) until the store is closed.
+        // writer makes when it restarts the WAL, inside a commit that every
+        // queued message then waits for, and a large truncate can take the
+        // file system tens of milliseconds. The file keeps its largest size
+        // (about WRITER_CHECKPOINT_FRAMES pages) until the store is closed.
         if let Some(dir) = Path::new(options.get_filename()).parent() {
             if !dir.as_os_str().is_empty() {
                 std::fs::create_dir_all(dir).map_err(ChatError::internal)?;
@@ -433,7 +480,7 @@ impl Store {
 
     /// Whether the database answers a trivial query.
     pub async fn ping(&self) -> ChatResult<()> {
-        on_backend!(&self.read, |q, pool| q::ping(pool).await)?;
+        on_backend!(&self.read, |Q, pool| Q::ping(pool).await)?;
         Ok(())
     }
 
@@ -442,7 +489,7 @@ impl Store {
             return Ok(None);
         }
         let key = crate::validate::lookup_key(username);
-        let row = on_backend!(&self.read, |q, pool| q::user_by_key(pool, &key).await)?;
+        let row = on_backend!(&self.read, |Q, pool| Q::user_by_key(pool, &key).await)?;
         Ok(row.map(|(id, username)| UserRef {
             id,
             username: username.into(),
@@ -451,7 +498,7 @@ impl Store {
 
     /// An account as registration returned it; `None` once it is deleted.
     pub async fn user_record(&self, id: i64) -> ChatResult<Option<UserRecord>> {
-        Ok(on_backend!(&self.read, |q, pool| q::user_record(pool, id).await)?)
+        Ok(on_backend!(&self.read, |Q, pool| Q::user_record(pool, id).await)?)
     }
 
     pub async fn credentials(&self, username: &str) -> ChatResult<Option<Credentials>> {
@@ -459,7 +506,7 @@ impl Store {
             return Ok(None);
         }
         let key = crate::validate::lookup_key(username);
-        Ok(on_backend!(&self.read, |q, pool| q::credentials(
+        Ok(on_backend!(&self.read, |Q, pool| Q::credentials(
             pool, &key
         )
         .await)?)
@@ -473,8 +520,8 @@ impl Store {
         page: Page,
     ) -> ChatResult<Vec<PrivateMessage>> {
         let (lo, hi) = (a.id.min(b.id), a.id.max(b.id));
-        let rows = on_backend!(&self.read, |q, pool| {
-            q::private_history(pool, lo, hi, page).await
+        let rows = on_backend!(&self.read, |Q, pool| {
+            Q::private_history(pool, lo, hi, page).await
         })?;
         let (sent_by_a, sent_by_b) = (
             (a.username.to_string(), b.username.to_string()),
@@ -515,15 +562,15 @@ impl Store {
     }
 
     pub async fn group_members(&self, group_id: i64) -> ChatResult<Vec<MemberRow>> {
-        Ok(on_backend!(&self.read, |q, pool| {
-            q::group_members(pool, group_id).await
+        Ok(on_backend!(&self.read, |Q, pool| {
+            Q::group_members(pool, group_id).await
         })?)
     }
 
     /// A page of a group's messages, ascending id.
     pub async fn group_history(&self, group_id: i64, page: Page) -> ChatResult<Vec<GroupMessage>> {
-        let rows = on_backend!(&self.read, |q, pool| {
-            q::group_history(pool, group_id, page).await
+        let rows = on_backend!(&self.read, |Q, pool| {
+            Q::group_history(pool, group_id, page).await
         })?;
         rows.into_iter()
             .map(|row| {
@@ -548,15 +595,15 @@ impl Store {
     }
 
     pub async fn devices(&self, owner: i64) -> ChatResult<Vec<DeviceRecord>> {
-        Ok(on_backend!(&self.read, |q, pool| q::devices(pool, owner).await)?)
+        Ok(on_backend!(&self.read, |Q, pool| Q::devices(pool, owner).await)?)
     }
 
     pub async fn device(&self, owner: i64, device_id: &str) -> ChatResult<Option<DeviceRecord>> {
         if !crate::validate::storable(device_id) {
             return Ok(None);
         }
-        Ok(on_backend!(&self.read, |q, pool| {
-            q::device(pool, owner, device_id).await
+        Ok(on_backend!(&self.read, |Q, pool| {
+            Q::device(pool, owner, device_id).await
         })?)
     }
 
@@ -565,12 +612,12 @@ impl Store {
         if !crate::validate::is_file_id(file_id) {
             return Ok(None);
         }
-        Ok(on_backend!(&self.read, |q, pool| q::file(pool, file_id).await)?)
+        Ok(on_backend!(&self.read, |Q, pool| Q::file(pool, file_id).await)?)
     }
 
     /// The caller's groups with their role and unread count.
     pub async fn groups_of(&self, user: i64) -> ChatResult<Vec<GroupSummary>> {
-        Ok(on_backend!(&self.read, |q, pool| q::groups_of(pool, user).await)?)
+        Ok(on_backend!(&self.read, |Q, pool| Q::groups_of(pool, user).await)?)
     }
 
     /// A page of `user`'s private conversations and groups with a position
@@ -582,8 +629,8 @@ impl Store {
         limit: i64,
     ) -> ChatResult<ConversationPage> {
         // One row more than the page tells whether another page follows.
-        let rows = on_backend!(&self.read, |q, pool| {
-            q::conversations(pool, user, before, limit + 1).await
+        let rows = on_backend!(&self.read, |Q, pool| {
+            Q::conversations(pool, user, before, limit + 1).await
         })?;
         let more = rows.len() as i64 > limit;
         let conversations = rows
@@ -604,8 +651,8 @@ impl Store {
         after: i64,
         limit: i64,
     ) -> ChatResult<Vec<AnyMessage>> {
-        let rows = on_backend!(&self.read, |q, pool| {
-            q::visible_since(pool, user, after, limit).await
+        let rows = on_backend!(&self.read, |Q, pool| {
+            Q::visible_since(pool, user, after, limit).await
         })?;
         rows.into_iter().map(AnyRow::into_message).collect()
     }
@@ -619,8 +666,8 @@ impl Store {
         since: i64,
         limit: i64,
     ) -> ChatResult<Vec<AnyMessage>> {
-        let rows = on_backend!(&self.read, |q, pool| {
-            q::changed_since(pool, user, since, limit).await
+        let rows = on_backend!(&self.read, |Q, pool| {
+            Q::changed_since(pool, user, since, limit).await
         })?;
         rows.into_iter().map(AnyRow::into_message).collect()
     }
@@ -628,7 +675,7 @@ impl Store {
     /// Who a message is between: its sender, and its recipient or group;
     /// `None` if there is no such message.
     pub async fn message_parties(&self, id: i64) -> ChatResult<Option<MessageParties>> {
-        let row = on_backend!(&self.read, |q, pool| q::message_parties(pool, id).await)?;
+        let row = on_backend!(&self.read, |Q, pool| Q::message_parties(pool, id).await)?;
         Ok(row.map(|(sender, recipient, group_id, _)| MessageParties {
             sender,
             recipient,
@@ -638,7 +685,7 @@ impl Store {
 
     /// One slice of the messages matching a search, best first (ties: newest first).
     pub async fn search(&self, search: &Search) -> ChatResult<Vec<SearchHit>> {
-        let rows = on_backend!(&self.read, |q, pool| q::search(pool, search).await)?;
+        let rows = on_backend!(&self.read, |Q, pool| Q::search(pool, search).await)?;
         rows.into_iter()
             .map(|row| {
                 Ok(SearchHit {
@@ -651,8 +698,8 @@ impl Store {
 
     /// How much of a group's history `user` may search.
     pub async fn group_reach(&self, group_id: i64, user: i64) -> ChatResult<GroupReach> {
-        let (member, last_visible, has_members) = on_backend!(&self.read, |q, pool| {
-            q::group_reach(pool, group_id, user).await
+        let (member, last_visible, has_members) = on_backend!(&self.read, |Q, pool| {
+            Q::group_reach(pool, group_id, user).await
         })?;
         Ok(match (member, last_visible) {
             (true, _) => GroupReach::Whole,
@@ -664,7 +711,7 @@ impl Store {
 
     /// A user's token generation and whether the account is deleted.
     pub async fn account(&self, user: i64) -> ChatResult<Option<AccountState>> {
-        let row = on_backend!(&self.read, |q, pool| q::account(pool, user).await)?;
+        let row = on_backend!(&self.read, |Q, pool| Q::account(pool, user).await)?;
         Ok(row.map(|(token_generation, deleted_at)| AccountState {
             token_generation,
             deleted: deleted_at.is_some(),
@@ -673,23 +720,23 @@ impl Store {
 
     /// Tokens revoked by logout that have not expired: (jti, expiry in Unix seconds).
     pub async fn revoked_tokens(&self, now_secs: i64) -> ChatResult<Vec<(String, i64)>> {
-        Ok(on_backend!(&self.read, |q, pool| {
-            q::revoked_tokens(pool, now_secs).await
+        Ok(on_backend!(&self.read, |Q, pool| {
+            Q::revoked_tokens(pool, now_secs).await
         })?)
     }
 
     /// Whether `user` can see a message that mentions the file.
     pub async fn file_visible_to(&self, file_id: &str, user: i64) -> ChatResult<bool> {
-        Ok(on_backend!(&self.read, |q, pool| {
-            q::file_visible_to(pool, file_id, user).await
+        Ok(on_backend!(&self.read, |Q, pool| {
+            Q::file_visible_to(pool, file_id, user).await
         })?)
     }
 
     /// Users who share a private conversation with `user`, or a group of at
     /// most `group_limit` members (presence in larger groups is not pushed).
     pub async fn contacts(&self, user: i64, group_limit: i64) -> ChatResult<Vec<UserRef>> {
-        let rows = on_backend!(&self.read, |q, pool| {
-            q::contacts(pool, user, group_limit).await
+        let rows = on_backend!(&self.read, |Q, pool| {
+            Q::contacts(pool, user, group_limit).await
         })?;
         Ok(rows
             .into_iter()
@@ -791,6 +838,8 @@ pub(crate) fn fresh_test_database(test: &str) -> (std::path::PathBuf, String) {
 mod tests {
     use super::*;
 
+    type Sqlite = Queries<sqlx::Sqlite>;
+
     /// A new SQLite store in a directory of its own: the directory, the
     /// database's URL and the store.
     async fn fresh_store(test: &str) -> (std::path::PathBuf, String, Store) {
@@ -816,16 +865,16 @@ mod tests {
             .await
             .expect("the writer");
         let now = Timestamp::now();
-        let alice = sqlite::insert_user(&mut conn, "alice", "a@example.com", "hash", now)
+        let alice = Sqlite::insert_user(&mut conn, "alice", "a@example.com", "hash", now)
             .await
             .expect("alice");
-        let bob = sqlite::insert_user(&mut conn, "bob", "b@example.com", "hash", now)
+        let bob = Sqlite::insert_user(&mut conn, "bob", "b@example.com", "hash", now)
             .await
             .expect("bob");
-        let conversation = sqlite::conversation_id(&mut conn, alice.id, bob.id, now)
+        let conversation = Sqlite::conversation_id(&mut conn, alice.id, bob.id, now)
             .await
             .expect("their conversation");
-        let row = |id: i64, client_id: &'static str| sqlite::MessageRow {
+        let row = |id: i64, client_id: &'static str| MessageRow {
             id,
             sender_id: alice.id,
             conversation_id: Some(conversation),
@@ -841,13 +890,13 @@ mod tests {
         };
 
         let first = [row(1, "a"), row(2, "b"), row(3, "c")];
-        let stored = sqlite::insert_messages(&mut conn, &first)
+        let stored = Sqlite::insert_messages(&mut conn, &first)
             .await
             .expect("store the first three");
         assert_eq!(stored, [1, 2, 3]);
         // One chunk of four whose second and fourth rows resend "b" and "a".
         let second = [row(4, "d"), row(5, "b"), row(6, "e"), row(7, "a")];
-        let stored = sqlite::insert_messages(&mut conn, &second)
+        let stored = Sqlite::insert_messages(&mut conn, &second)
             .await
             .expect("store the new ones");
         assert_eq!(stored, [4, 6], "the resends are not stored again");
