@@ -96,6 +96,16 @@ pub struct Config {
     #[arg(long, env = "PARLEY_ROOM_IDLE", default_value = "5m", value_parser = parse_duration)]
     pub room_idle: Duration,
 
+    /// Memory for the newest messages of active conversations and groups,
+    /// in MiB: history pages within them are answered without the
+    /// database. 0 turns the cache off (it is always off in a cluster).
+    #[arg(
+        long,
+        env = "PARLEY_HISTORY_CACHE_MB",
+        default_value_t = (parley_actors::history::DEFAULT_BUDGET_BYTES / (1024 * 1024)) as f64
+    )]
+    pub history_cache_mb: f64,
+
     /// Run as one node of a cluster: the pub/sub engine every node shares
     /// (`redis://HOST:PORT` or `nats://HOST:PORT`). Needs a Postgres
     /// database, the same for every node. Unset: a single node.
@@ -159,6 +169,8 @@ impl Config {
             message_rate: (self.rate_limits == Switch::On)
                 .then(|| Rate::per_second(self.message_rate, self.message_burst)),
             cluster: self.cluster.clone(),
+            // Negative or NaN is 0 (off); `as` saturates.
+            history_cache_bytes: (self.history_cache_mb * 1024.0 * 1024.0) as usize,
             ..ChatSettings::default()
         }
     }

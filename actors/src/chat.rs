@@ -16,6 +16,7 @@ use crate::cluster::relay::{ClusterBroker, NodeEvents, Timing};
 use crate::cluster::{Broker, EngineUrl, LocalBroker};
 use crate::devices::{DeviceRegistry, DeviceRemovedElsewhere};
 use crate::error::{ChatError, ChatResult};
+use crate::history::{self, History, HistoryCache};
 use crate::hub::{CloseReason, Hub, SessionId};
 use crate::limits::{Rate, SendAllowance};
 use crate::metrics::Metrics;
@@ -62,6 +63,9 @@ pub struct ChatSettings {
     /// The engine shared with the other nodes of a cluster; `None` = a
     /// single node.
     pub cluster: Option<EngineUrl>,
+    /// Bytes the recent-history cache may hold; 0 turns it off (it is off
+    /// in a cluster whatever this says).
+    pub history_cache_bytes: usize,
 }
 
 /// Frames that may wait for one socket before it counts as a slow consumer.
@@ -82,6 +86,7 @@ impl Default for ChatSettings {
             durability: Durability::Full,
             message_rate: Some(Rate::per_second(20.0, 50.0)),
             cluster: None,
+            history_cache_bytes: history::DEFAULT_BUDGET_BYTES,
         }
     }
 }
@@ -100,6 +105,7 @@ struct Parts {
     /// Where every push goes (this node's hub, or the cluster's engine).
     broker: Arc<dyn Broker>,
     caches: Arc<Caches>,
+    history: Arc<History>,
     persistence: Addr<PersistenceActor>,
     devices: Addr<DeviceRegistry>,
     rooms: RoomRegistry,
@@ -126,10 +132,24 @@ impl Chat {
             None => (Arc::new(LocalBroker::new(hub.clone())), None),
         };
         let caches = Arc::new(Caches::load(store.clone(), unix_seconds()).await?);
+        // Other nodes' writers would not reach this node's cache.
+        let history_budget = match broker.is_clustered() {
+            true => 0,
+            false => settings.history_cache_bytes,
+        };
+        let history = Arc::new(History::new(
+            store.clone(),
+            HistoryCache::new(history_budget),
+        ));
         let metrics = Arc::new(Metrics::new());
-        let persistence =
-            PersistenceActor::new(&store, broker.clone(), caches.clone(), metrics.clone())
-                .start_unbounded();
+        let persistence = PersistenceActor::new(
+            &store,
+            broker.clone(),
+            caches.clone(),
+            history.clone(),
+            metrics.clone(),
+        )
+        .start_unbounded();
         let devices =
             DeviceRegistry::new(store.clone(), persistence.clone(), broker.clone()).start();
         let rooms = RoomRegistry::new(RoomDeps {
@@ -152,6 +172,7 @@ impl Chat {
                 hub,
                 broker,
                 caches,
+                history,
                 persistence,
                 devices,
                 rooms,
@@ -190,6 +211,11 @@ impl Chat {
 
     pub fn caches(&self) -> &Caches {
         &self.parts.caches
+    }
+
+    /// History pages, from memory when it can.
+    pub fn history(&self) -> &History {
+        &self.parts.history
     }
 
     /// The only writer.

@@ -15,7 +15,8 @@
 //!   [`hub::Disconnect`] messages a socket takes.
 //! - [`cluster`]: the delivery seam every push goes through ([`cluster::Broker`]):
 //!   straight into the hub on a single node, through Redis or NATS in a cluster.
-//! - [`caches`]: names, conversations, accounts and revoked tokens.
+//! - [`caches`], [`history`]: names, conversations, accounts and revoked
+//!   tokens; the newest messages of each active conversation and group.
 //! - [`persistence`]: the only writer; group commit.
 //! - [`room`], [`devices`], [`presence`]: one actor per active group
 //!   (membership and fan-out) and its registry; device records and which
@@ -28,6 +29,7 @@ pub mod chat;
 pub mod cluster;
 pub mod devices;
 pub mod error;
+pub mod history;
 pub mod hub;
 pub mod limits;
 pub mod metrics;

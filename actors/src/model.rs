@@ -160,7 +160,7 @@ impl Lifecycle {
 }
 
 /// A stored private message, with both parties' names resolved.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PrivateMessage {
     pub id: i64,
     pub sender: String,
@@ -174,7 +174,7 @@ pub struct PrivateMessage {
 }
 
 /// A stored group message.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupMessage {
     pub id: i64,
     pub group_id: i64,

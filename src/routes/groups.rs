@@ -135,8 +135,8 @@ pub async fn messages(
     let group_id = path_id("group_id", &group_id)?;
     let check = CheckMember { user: user.id };
     state.chat.rooms().ask(group_id, check).await?;
-    let messages = state.chat.store().group_history(group_id, page).await?;
-    let views: Vec<GroupMessageView> = messages.iter().map(Into::into).collect();
+    let messages = state.chat.history().group_page(group_id, page).await?;
+    let views: Vec<GroupMessageView> = messages.iter().map(|m| (&**m).into()).collect();
     Ok(HttpResponse::Ok().json(views))
 }
 
@@ -275,7 +275,7 @@ pub async fn post_message(
     let Stored::Group(m, _) = &stored else {
         return Err(ChatError::internal_msg("a group post stored something else").into());
     };
-    Ok(HttpResponse::Ok().json(PostedGroupMessage::from(m)))
+    Ok(HttpResponse::Ok().json(PostedGroupMessage::from(&**m)))
 }
 
 /// The group's members, oldest first. Members only.

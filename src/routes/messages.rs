@@ -130,7 +130,9 @@ pub async fn send_private(
     let to = Conversation::User(body.recipient);
     let stored = state.chat.send_and_wait(to, message).await?;
     match &stored {
-        Stored::Private(message) => Ok(HttpResponse::Ok().json(PrivateMessageView::from(message))),
+        Stored::Private(message) => {
+            Ok(HttpResponse::Ok().json(PrivateMessageView::from(&**message)))
+        }
         _ => Err(ChatError::internal_msg("a private send stored something else").into()),
     }
 }
@@ -170,10 +172,10 @@ pub async fn private_history(
         .ok_or_else(|| ChatError::not_found("username: no such user"))?;
     let messages = state
         .chat
-        .store()
-        .private_history(&user, &other, page)
+        .history()
+        .private_page(&user, &other, page)
         .await?;
-    let views: Vec<PrivateMessageView> = messages.iter().map(Into::into).collect();
+    let views: Vec<PrivateMessageView> = messages.iter().map(|m| (&**m).into()).collect();
     Ok(HttpResponse::Ok().json(views))
 }
 

@@ -18,6 +18,7 @@ mod group_events;
 mod group_membership;
 mod group_messages;
 mod groups;
+mod history_cache;
 mod lifecycle;
 mod limits;
 mod openapi;

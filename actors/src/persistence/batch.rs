@@ -5,17 +5,19 @@
 //! aborts the batch, which is then retried one write per transaction.
 
 use std::marker::PhantomData;
+use std::sync::Arc;
 
 use bytestring::ByteString;
 use sqlx::{ColumnIndex, Connection, Decode, Encode, Executor, IntoArguments, Pool, Type};
 
 use crate::cluster::{Change, CloseCause};
 use crate::error::{ChatError, ChatResult};
+use crate::history::{pair, HistoryChange};
 use crate::hub::{Push, PushedMessage};
 use crate::metrics::MessageKind;
 use crate::model::{
-    AccountState, AnyMessage, DeliveryStatus, GroupMessage, GroupRecord, Lifecycle, PrivateMessage,
-    Reaction, Role, Timestamp, UserRef,
+    AccountState, AnyMessage, DeliveryStatus, GroupMessage, GroupRecord, KindedMessage, Lifecycle,
+    PrivateMessage, Reaction, Role, Timestamp, UserRef,
 };
 use crate::persistence::{
     Ack, FanOut, FanOutTo, GroupRoute, MarkRead, MessageChange, NewChange, NewMessage, Outgoing,
@@ -61,6 +63,8 @@ enum Effect {
         group: GroupRoute,
         frame: ByteString,
     },
+    /// What the history cache must learn to stay equal to the database.
+    History(HistoryChange),
 }
 
 /// A private message stored as `delivered` whose push no socket of its
@@ -70,6 +74,7 @@ enum Effect {
 struct Missed {
     push: Push,
     sender: i64,
+    recipient: i64,
     origin: Option<crate::hub::SessionId>,
 }
 
@@ -220,6 +225,7 @@ where
                         missed.push(Missed {
                             push,
                             sender,
+                            recipient,
                             origin,
                         });
                     } else {
@@ -266,6 +272,7 @@ where
                 }
                 Effect::CloseSockets(user, cause) => shared.broker.close_user(user, cause),
                 Effect::GroupChanged(group_id) => shared.broker.share(Change::Group(group_id)),
+                Effect::History(change) => shared.history.cache().apply(change),
             }
         }
         missed
@@ -295,6 +302,7 @@ where
         for Missed {
             mut push,
             sender,
+            recipient,
             origin,
         } in missed
         {
@@ -302,15 +310,19 @@ where
                 .message
                 .and_then(|pushed| Self::stored_private(writes, pushed.id));
             if let (Ok(()), Some(message)) = (&corrected, message) {
+                let message = Arc::make_mut(message);
                 message.status = DeliveryStatus::Sent;
                 push.frame = encode(&ServerFrame::Message((&*message).into()));
+                let key = pair(sender, recipient);
+                let change = HistoryChange::PrivateStatus(key, message.id, DeliveryStatus::Sent);
+                shared.history.cache().apply(change);
             }
             shared.broker.deliver(&[sender], &push, origin);
         }
     }
 
     /// The private message a write of this batch stored under `id`.
-    fn stored_private(writes: &mut [Write], id: i64) -> Option<&mut PrivateMessage> {
+    fn stored_private(writes: &mut [Write], id: i64) -> Option<&mut Arc<PrivateMessage>> {
         writes.iter_mut().find_map(|write| match write {
             Write::StoreMessage(p) => match &mut p.result {
                 Some(Ok(Stored::Private(message))) if message.id == id => Some(message),
@@ -434,6 +446,10 @@ where
                 let changed =
                     Queries::<DB>::mark_delivered(conn, m.recipient.id, m.after, m.up_to).await?;
                 for &(message_id, sender) in &changed {
+                    let key = pair(sender, m.recipient.id);
+                    let change =
+                        HistoryChange::PrivateStatus(key, message_id, DeliveryStatus::Delivered);
+                    effects.push(Effect::History(change));
                     let to = smallvec::smallvec![sender];
                     effects.push(Self::receipt(
                         to,
@@ -540,6 +556,9 @@ where
         }
         if status.as_deref() != Some(DeliveryStatus::Read.as_str()) {
             Queries::<DB>::mark_read(conn, m.message_id).await?;
+            let key = pair(sender, reader);
+            let change = HistoryChange::PrivateStatus(key, m.message_id, DeliveryStatus::Read);
+            effects.push(Effect::History(change));
             // The reader's other devices learn it too, to clear their unread marks.
             let to = smallvec::smallvec![sender, reader];
             effects.push(Self::receipt(
@@ -662,6 +681,14 @@ where
                     frame,
                 }),
             }
+            let change = match KindedMessage::from(message.clone()) {
+                KindedMessage::Private(changed) => {
+                    let key = pair(sender, recipient.unwrap_or(sender));
+                    HistoryChange::PrivateChanged(key, changed)
+                }
+                KindedMessage::Group(changed) => HistoryChange::GroupChanged(changed),
+            };
+            effects.push(Effect::History(change));
         }
         Ok(Ok(message))
     }
@@ -920,7 +947,7 @@ where
             Resolved::Private {
                 recipient, status, ..
             } => {
-                let message = PrivateMessage {
+                let message = Arc::new(PrivateMessage {
                     id,
                     sender: m.sender.username.to_string(),
                     recipient: recipient.username.to_string(),
@@ -933,7 +960,12 @@ where
                         reply_to: m.reply_to,
                         ..Lifecycle::default()
                     },
-                };
+                });
+                let key = pair(m.sender.id, recipient.id);
+                effects.push(Effect::History(HistoryChange::PrivateStored(
+                    key,
+                    message.clone(),
+                )));
                 effects.push(Effect::DeliverPrivate {
                     push: Push::message(
                         PushedMessage {
@@ -941,7 +973,7 @@ where
                             kind: MessageKind::Private,
                             accepted_at: m.accepted_at,
                         },
-                        encode(&ServerFrame::Message((&message).into())),
+                        encode(&ServerFrame::Message((&*message).into())),
                     ),
                     recipient: recipient.id,
                     sender: m.sender.id,
@@ -956,7 +988,7 @@ where
                 members,
                 status,
             } => {
-                let message = GroupMessage {
+                let message = Arc::new(GroupMessage {
                     id,
                     group_id,
                     sender: m.sender.username.to_string(),
@@ -968,7 +1000,8 @@ where
                         reply_to: m.reply_to,
                         ..Lifecycle::default()
                     },
-                };
+                });
+                effects.push(Effect::History(HistoryChange::GroupStored(message.clone())));
                 effects.push(Effect::DeliverGroup {
                     room,
                     members,
@@ -979,7 +1012,7 @@ where
                                 kind: MessageKind::Group,
                                 accepted_at: m.accepted_at,
                             },
-                            encode(&ServerFrame::Message((&message).into())),
+                            encode(&ServerFrame::Message((&*message).into())),
                         ),
                         origin: m.origin,
                     },

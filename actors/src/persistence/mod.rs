@@ -21,6 +21,7 @@ use tokio::sync::oneshot;
 use crate::caches::Caches;
 use crate::cluster::Broker;
 use crate::error::{ChatError, ChatResult};
+use crate::history::History;
 use crate::hub::{Push, SessionId};
 use crate::metrics::Metrics;
 use crate::model::{
@@ -38,6 +39,7 @@ pub const MAX_BATCH: usize = 1024;
 pub(crate) struct Shared {
     pub broker: Arc<dyn Broker>,
     pub caches: Arc<Caches>,
+    pub history: Arc<History>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -233,9 +235,9 @@ pub struct NewMessage {
 /// A stored message as its sender learns of it.
 #[derive(Debug, Clone)]
 pub enum Stored {
-    Private(PrivateMessage),
+    Private(Arc<PrivateMessage>),
     /// A group message, with `delivered` if another member was online.
-    Group(GroupMessage, DeliveryStatus),
+    Group(Arc<GroupMessage>, DeliveryStatus),
     /// The `client_id` was used before; nothing new was stored.
     Duplicate(Ack),
 }
@@ -567,6 +569,8 @@ pub struct PersistenceActor {
     committing: bool,
     /// Who asked to hear when everything queued so far is committed.
     flush_waiters: Vec<oneshot::Sender<()>>,
+    /// Who asked to hold the writer at its next batch boundary.
+    holds: Vec<oneshot::Sender<WritesHeld>>,
 }
 
 /// Answered at once from the mailbox: proves the actor is processing
@@ -602,11 +606,43 @@ impl Handler<Flush> for PersistenceActor {
     }
 }
 
+/// Holds the writer at its next batch boundary: answered once the batch
+/// being committed (if any) has applied its effects (pushes, caches); no
+/// batch starts while the answer lives. Writes sent meanwhile queue up. For
+/// looking at the database and the caches at one moment, as the history
+/// cache's tests do; nothing that takes long.
+#[derive(Message)]
+#[rtype(result = "ChatResult<WritesHeld>")]
+pub struct HoldWrites;
+
+/// While this lives, the writer starts no batch.
+pub struct WritesHeld {
+    _release: oneshot::Sender<()>,
+}
+
+impl Handler<HoldWrites> for PersistenceActor {
+    type Result = ResponseFuture<ChatResult<WritesHeld>>;
+
+    fn handle(&mut self, _: HoldWrites, ctx: &mut Self::Context) -> Self::Result {
+        let (hold, granted) = oneshot::channel();
+        self.holds.push(hold);
+        if !self.committing {
+            self.commit_next_batch(ctx);
+        }
+        Box::pin(async move {
+            granted
+                .await
+                .map_err(|_| ChatError::internal_msg("the writer stopped"))
+        })
+    }
+}
+
 impl PersistenceActor {
     pub fn new(
         store: &Store,
         broker: Arc<dyn Broker>,
         caches: Arc<Caches>,
+        history: Arc<History>,
         metrics: Arc<Metrics>,
     ) -> Self {
         PersistenceActor {
@@ -614,11 +650,13 @@ impl PersistenceActor {
             shared: Arc::new(Shared {
                 broker,
                 caches,
+                history,
                 metrics,
             }),
             queue: Vec::new(),
             committing: false,
             flush_waiters: Vec::new(),
+            holds: Vec::new(),
         }
     }
 
@@ -634,6 +672,21 @@ impl PersistenceActor {
     }
 
     fn commit_next_batch(&mut self, ctx: &mut Context<Self>) {
+        while let Some(hold) = self.holds.pop() {
+            let (release, released) = oneshot::channel();
+            if hold.send(WritesHeld { _release: release }).is_ok() {
+                self.committing = true;
+                let held = async move {
+                    // Resolves when the holder drops its `WritesHeld`.
+                    let _ = released.await;
+                };
+                ctx.spawn(held.into_actor(self).map(|(), actor, ctx| {
+                    actor.committing = false;
+                    actor.commit_next_batch(ctx);
+                }));
+                return;
+            }
+        }
         if self.queue.is_empty() {
             for waiter in self.flush_waiters.drain(..) {
                 let _ = waiter.send(());
