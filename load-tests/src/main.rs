@@ -175,6 +175,10 @@ enum Scenario {
         /// Stop after this many seconds even if requests remain.
         #[arg(long, default_value_t = 300)]
         max_duration: u64,
+        /// Read the newest page of each conversation (no `before` cursor)
+        /// instead of pages below random cursors.
+        #[arg(long)]
+        newest: bool,
     },
     /// What edits, reactions and searches cost: pairs exchange messages,
     /// then each operation runs `requests` times with C in flight.
@@ -330,12 +334,19 @@ async fn run(cli: Cli) -> i32 {
             requests,
             concurrency,
             max_duration,
+            newest,
         } => {
+            let pages = if *newest {
+                scenarios::history::Pages::Newest
+            } else {
+                scenarios::history::Pages::Random
+            };
             scenarios::history::run(
                 &ctx,
                 *requests,
                 *concurrency,
                 Duration::from_secs(*max_duration),
+                pages,
             )
             .await
         }
