@@ -220,6 +220,12 @@ enum Scenario {
         header: Option<PathBuf>,
         #[arg(long)]
         out: PathBuf,
+        /// Put the targets table for this backend at the top.
+        #[arg(long, value_enum)]
+        targets: Option<summary::Backend>,
+        /// The runs were a smoke run's: say so above the targets table.
+        #[arg(long)]
+        smoke: bool,
     },
 }
 
@@ -252,8 +258,20 @@ fn secs(value: f64, flag: &str) -> Result<Duration, String> {
 }
 
 async fn run(cli: Cli) -> i32 {
-    if let Scenario::Summarize { input, header, out } = &cli.scenario {
-        return match summary::summarize(input, header.as_deref(), out) {
+    if let Scenario::Summarize {
+        input,
+        header,
+        out,
+        targets,
+        smoke,
+    } = &cli.scenario
+    {
+        let options = summary::Options {
+            header: header.as_deref(),
+            targets: *targets,
+            smoke: *smoke,
+        };
+        return match summary::summarize(input, out, &options) {
             Ok(()) => 0,
             Err(error) => {
                 eprintln!("parley-load: {error}");
