@@ -1,7 +1,7 @@
 //! `summarize`: turns the JSON lines `run.sh` collected into
 //! `RESULTS.md`: a header (machine, date, commit — written by `run.sh`),
-//! with `--targets BACKEND` the targets table ([`targets`]), the medians
-//! of repeated runs, an overview table, and every figure of every run.
+//! with `--targets BACKEND` the targets table ([`targets`]) and the medians
+//! of repeated runs, then an overview table and every figure of every run.
 //!
 //! Input: one line per run, `{"label", "command", "exit", "result"}`,
 //! where `result` is the scenario's `--json` line (or `null`). Repeated
@@ -45,6 +45,7 @@ pub fn summarize(input: &Path, out: &Path, options: &Options<'_>) -> Result<(), 
     let mut md = render_top(&header);
     if let Some(backend) = options.targets {
         md.push_str(&targets::render(&runs, backend, options.smoke));
+        md.push_str(&render_repeated(&runs));
     }
     md.push_str(&render_runs(&runs));
     std::fs::write(out, md)?;
@@ -141,8 +142,7 @@ fn render_repeated(runs: &[Value]) -> String {
 }
 
 fn render_runs(runs: &[Value]) -> String {
-    let mut md = render_repeated(runs);
-    md.push_str("## Overview\n\n");
+    let mut md = String::from("## Overview\n\n");
     md.push_str("| run | ok | throughput | latency p50 / p99 / p99.9 / max (ms) | lost / dup | tool CPU (cores) | server CPU (cores) |\n");
     md.push_str("|---|---|---|---|---|---|---|\n");
     for run in runs {

@@ -305,10 +305,6 @@ impl Measured {
             .filter(|s| !s.ok)
             .count()
     }
-
-    fn runs(&self) -> usize {
-        self.samples.len() + self.baseline.len()
-    }
 }
 
 /// The median: the middle value, or the mean of the two middle ones.
@@ -538,24 +534,38 @@ fn list(samples: &[Sample]) -> String {
 }
 
 fn runs_cell(target: &Target, measured: &Measured) -> String {
-    let Some(median) = measured.median else {
+    let Some(value) = measured.median else {
         return "not measured".into();
     };
+    let plural = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
     let each = match target.figure {
-        Figure::RatioTo { .. } => format!(
-            "with logins {} ms; without {} ms",
-            list(&measured.samples),
-            list(&measured.baseline)
+        Figure::RatioTo { path, baseline } => {
+            let part = |samples: &[Sample]| {
+                let m = median(&values(samples)).map_or("–".into(), number);
+                format!(
+                    "{}, median {m} of {}",
+                    list(samples),
+                    plural(samples.len(), "run")
+                )
+            };
+            format!(
+                "`{path}` with: {}; without (`{baseline}`): {}",
+                part(&measured.samples),
+                part(&measured.baseline)
+            )
+        }
+        Figure::LadderBest => format!(
+            "{}: {}",
+            plural(measured.samples.len(), "ladder"),
+            list(&measured.samples)
         ),
-        _ => list(&measured.samples),
+        Figure::Path(_) => format!(
+            "{}: {}",
+            plural(measured.samples.len(), "run"),
+            list(&measured.samples)
+        ),
     };
-    let runs = measured.runs();
-    let n = match target.figure {
-        Figure::LadderBest => format!("{} ladder{}", runs, if runs == 1 { "" } else { "s" }),
-        Figure::RatioTo { .. } => format!("{runs} runs"),
-        _ => format!("{} run{}", runs, if runs == 1 { "" } else { "s" }),
-    };
-    format!("**{}** ({n}: {each})", with_unit(median, target.unit))
+    format!("**{}** ({each})", with_unit(value, target.unit))
 }
 
 fn ceiling_cell(target: &Target, runs: &[Value]) -> String {
@@ -819,6 +829,11 @@ mod tests {
         let measured = measure(&runs, target.runs, target.figure);
         assert_eq!(measured.median, Some(1.25));
         assert_eq!(measured.baseline.len(), 3);
+        assert_eq!(
+            runs_cell(target, &measured),
+            "**1.25×** (`delivery_latency_ms.p99` with: 25 · 35 · 15, median 25 of 3 runs; \
+             without (`pairs-15k-r*`): 10 · 20 · 30, median 20 of 3 runs)"
+        );
         assert!(matches!(verdict(target, &measured), Verdict::Met(r) if (r - 1.2).abs() < 1e-9));
         // A figure the login runs don't have yet is "not measured", not an error.
         let refused = TARGETS
