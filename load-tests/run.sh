@@ -2,7 +2,9 @@
 # Runs Parley's load scenarios end to end: builds in release, starts a
 # server pinned to core 0 on a fresh data dir (SQLite, or a fresh Postgres
 # database with --postgres), runs every scenario with parley-load pinned to
-# core 1, collects their JSON lines and writes load-tests/RESULTS.md.
+# core 1, then the machine's ceiling (the same scenarios against
+# parley-relay, a bare relay pinned like the server), collects their JSON
+# lines and writes load-tests/RESULTS.md with the targets table on top.
 #
 #   load-tests/run.sh                  full-size run (takes a while: 19,000 accounts)
 #   load-tests/run.sh --smoke          every scenario for a moment with tiny parameters;
@@ -13,6 +15,9 @@
 #   load-tests/run.sh --keep-data DIR  keep the server's data dir and the token cache in DIR
 #                                      and reuse them next time (skips re-registering users)
 #   load-tests/run.sh --port N         server port (default 18180; a cluster uses N, N+1, …)
+#   load-tests/run.sh --repeats N      runs of each latency scenario (default 3; 1 to 9);
+#                                      the report judges the median
+#   load-tests/run.sh --relay-port N   the relay's port (default: server port + 10)
 #   load-tests/run.sh --cluster 4 --engine redis|nats --postgres ADMIN_URL
 #                                      several nodes on one fresh database and an engine
 #                                      server of their own (on a free loopback port); runs
@@ -20,13 +25,14 @@
 #                                      and broadcast, then the same on one plain node; writes
 #                                      this engine's section of load-tests/RESULTS-cluster.md.
 #                                      Also: --out FILE, --conns N (idle sockets, default
-#                                      60000), --repeats N (latency runs, default 3),
-#                                      --pairs-rate R (default 3000), --no-single (skip the
-#                                      one-node comparison). --smoke --cluster 2 is a quick check.
-#   load-tests/run.sh --bin-dir DIR    use DIR/parley and DIR/parley-load instead of building
+#                                      60000), --pairs-rate R (default 3000), --no-single
+#                                      (skip the one-node comparison). --smoke --cluster 2 is
+#                                      a quick check.
+#   load-tests/run.sh --bin-dir DIR    use DIR/parley, DIR/parley-load and DIR/parley-relay
+#                                      instead of building
 #
-# What it starts (server or nodes, engine, load processes) is stopped on
-# exit (by PID); nothing is left running.
+# What it starts (server or nodes, relay, engine, load processes) is stopped
+# on exit (by PID); nothing is left running.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -43,6 +49,7 @@ REPEATS=3
 PAIRS_RATE=3000
 SINGLE=yes
 BIN_DIR=""
+RELAY_PORT=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --smoke) MODE=smoke ;;
@@ -57,7 +64,8 @@ while [ $# -gt 0 ]; do
         --pairs-rate) PAIRS_RATE="$2"; shift ;;
         --no-single) SINGLE=no ;;
         --bin-dir) BIN_DIR="$2"; shift ;;
-        -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
+        --relay-port) RELAY_PORT="$2"; shift ;;
+        -h|--help) sed -n '2,35p' "$0"; exit 0 ;;
         *) echo "run.sh: unknown option $1 (try --help)" >&2; exit 2 ;;
     esac
     shift
@@ -82,15 +90,23 @@ if [ -n "$CLUSTER" ]; then
         redis|nats) ;;
         *) echo "run.sh: --engine is redis or nats, not $ENGINE" >&2; exit 2 ;;
     esac
-    for n in "$IDLE_CONNS" "$REPEATS" "$PAIRS_RATE"; do
-        case "$n" in ''|*[!0-9]*) echo "run.sh: --conns, --repeats and --pairs-rate take whole numbers" >&2; exit 2 ;; esac
+    for n in "$IDLE_CONNS" "$PAIRS_RATE"; do
+        case "$n" in ''|*[!0-9]*) echo "run.sh: --conns and --pairs-rate take whole numbers" >&2; exit 2 ;; esac
     done
-    if [ "$IDLE_CONNS" -gt 90000 ] || [ "$REPEATS" -lt 1 ] || [ "$REPEATS" -gt 9 ]; then
-        echo "run.sh: --conns at most 90000, --repeats 1 to 9" >&2
+    if [ "$IDLE_CONNS" -gt 90000 ]; then
+        echo "run.sh: --conns at most 90000" >&2
         exit 2
     fi
 elif [ -n "$ENGINE" ] || [ -n "$OUT_MD" ] || [ "$SINGLE" = no ]; then
     echo "run.sh: --engine, --out and --no-single go with --cluster N" >&2
+    exit 2
+fi
+for n in "$REPEATS" "$PORT" "${RELAY_PORT:-0}"; do
+    case "$n" in ''|*[!0-9]*) echo "run.sh: --repeats, --port and --relay-port take whole numbers" >&2; exit 2 ;; esac
+done
+RELAY_PORT=${RELAY_PORT:-$((PORT + 10))}
+if [ "$REPEATS" -lt 1 ] || [ "$REPEATS" -gt 9 ]; then
+    echo "run.sh: --repeats takes 1 to 9" >&2
     exit 2
 fi
 
@@ -128,6 +144,7 @@ else
 fi
 
 SERVER_PID=""
+RELAY_PID=""
 BACKGROUND_PID=""
 PG_DB=""
 # Where scenarios send their load, and whose CPU/memory they read: the one
@@ -143,6 +160,7 @@ cleanup() {
         wait "$BACKGROUND_PID" 2>/dev/null || true
     fi
     stop_server
+    stop_relay
     stop_nodes
     stop_pid "$ENGINE_PID" "the $ENGINE server"
     ENGINE_PID=""
@@ -181,6 +199,12 @@ stop_server() {
     SERVER_PID=""
 }
 
+stop_relay() {
+    [ -n "$RELAY_PID" ] || return 0
+    stop_pid "$RELAY_PID" relay
+    RELAY_PID=""
+}
+
 stop_nodes() {
     local pid
     for pid in "${NODE_PIDS[@]}"; do
@@ -208,8 +232,9 @@ fi
 if [ -n "$BIN_DIR" ]; then
     SERVER_BIN="$BIN_DIR/parley"
     LOAD_BIN="$BIN_DIR/parley-load"
-    if [ ! -x "$SERVER_BIN" ] || [ ! -x "$LOAD_BIN" ]; then
-        echo "run.sh: --bin-dir $BIN_DIR holds no parley and parley-load binaries" >&2
+    RELAY_BIN="$BIN_DIR/parley-relay"
+    if [ ! -x "$SERVER_BIN" ] || [ ! -x "$LOAD_BIN" ] || [ ! -x "$RELAY_BIN" ]; then
+        echo "run.sh: --bin-dir $BIN_DIR holds no parley, parley-load and parley-relay binaries" >&2
         exit 2
     fi
     log "using the binaries in $BIN_DIR (not building)"
@@ -218,6 +243,7 @@ else
     cargo build --release -p parley -p parley-load
     SERVER_BIN="$ROOT/target/release/parley"
     LOAD_BIN="$ROOT/target/release/parley-load"
+    RELAY_BIN="$ROOT/target/release/parley-relay"
 fi
 
 SECRET_ENV=()
@@ -256,6 +282,33 @@ start_server() {
         sleep 0.1
     done
     echo "run.sh: the server did not listen on port $PORT within 30 s" >&2
+    exit 1
+}
+
+# The ceiling: parley-relay (Parley's protocol on Parley's stack, storing
+# nothing, no password hashing), pinned like the server. It exits by itself
+# after two hours should this script be killed before it can stop it.
+start_relay() {
+    if port_open "$RELAY_PORT"; then
+        echo "run.sh: something already listens on 127.0.0.1:$RELAY_PORT; pick another with --relay-port" >&2
+        exit 2
+    fi
+    "${SERVER_PIN[@]}" "$RELAY_BIN" --bind "127.0.0.1:$RELAY_PORT" --max-secs 7200 \
+        >>"$OUT/relay.log" 2>&1 &
+    RELAY_PID=$!
+    URLS="http://127.0.0.1:$RELAY_PORT"
+    PIDS=$RELAY_PID
+    for _ in $(seq 1 100); do
+        port_open "$RELAY_PORT" && return 0
+        if ! kill -0 "$RELAY_PID" 2>/dev/null; then
+            echo "run.sh: the relay exited at start-up; its log:" >&2
+            tail -n 20 "$OUT/relay.log" >&2
+            RELAY_PID=""
+            exit 1
+        fi
+        sleep 0.1
+    done
+    echo "run.sh: the relay did not listen on port $RELAY_PORT within 10 s" >&2
     exit 1
 }
 
@@ -513,13 +566,15 @@ pairs_with_login() {
 }
 
 # Steps the pairs rate up (or down) from START until the server no longer
-# sustains it; records every step, and the highest sustained rate.
+# sustains it (at most MAX_STEPS steps, default 8); records every step as
+# PREFIX-RATE, and the highest sustained rate in $OUT/PREFIX.best.
+#   pairs_ladder PAIRS START DURATION PREFIX [MAX_STEPS]
 pairs_ladder() {
-    local pairs=$1 start=$2 duration=$3
+    local pairs=$1 start=$2 duration=$3 prefix=$4 max_steps=${5:-8}
     local rate=$start best="" step=0 direction=""
-    while [ "$step" -lt 8 ]; do
+    while [ "$step" -lt "$max_steps" ]; do
         step=$((step + 1))
-        local label="pairs-ladder-$rate"
+        local label="$prefix-$rate"
         scenario "$label" pairs --pairs "$pairs" --rate "$rate" --duration "$duration" --quiet
         if grep -q '"sustained":true' "$OUT/$label.json"; then
             best=$rate
@@ -533,45 +588,118 @@ pairs_ladder() {
             [ "$rate" -lt 100 ] && break
         fi
     done
-    echo "${best:-none}" >"$OUT/max-pairs-rate"
+    echo "${best:-none}" >"$OUT/$prefix.best"
     # A step that was not sustained is the point of the ladder, not a failure.
     local kept=()
     for f in "${FAILED[@]}"; do
-        case "$f" in pairs-ladder-*) ;; *) kept+=("$f") ;; esac
+        case "$f" in "$prefix"-*) ;; *) kept+=("$f") ;; esac
     done
     FAILED=("${kept[@]}")
+}
+
+# The machine's ceiling: the same scenarios against parley-relay on the
+# server's core (the server is stopped by then), with accounts and state
+# files of their own; every run is labelled relay-….
+ceiling_runs() {
+    local saved_accounts=$ACCOUNTS saved_state=$STATE r
+    ACCOUNTS="$OUT/relay-accounts.json"
+    STATE="$OUT/relay-state.json"
+    log "starting parley-relay (the ceiling: no storage, no hashing) on port $RELAY_PORT"
+    start_relay
+    if [ "$MODE" = smoke ]; then
+        scenario relay-pairs-15k-r1 pairs --pairs 5 --rate 200 --duration 2
+        pairs_ladder 5 200 1 relay-pairs-ladder-r1 2
+        scenario relay-fanout-50x20-7000-r1 fanout --groups 2 --members 4 --rate 100 --duration 2
+        scenario relay-broadcast-10000-r1 broadcast --members 20 --repeats 3
+        scenario relay-seed-1m seed --messages 2000 --senders 4
+        scenario relay-history-r1 history --requests 200 --concurrency 4
+        scenario relay-history-newest-r1 history --newest --requests 200 --concurrency 4
+    else
+        scenario relay-prepare prepare --users 10000
+        for r in $(seq 1 "$REPEATS"); do
+            scenario "relay-pairs-15k-r$r" pairs --pairs 500 --rate 15000 --duration 30
+        done
+        for r in $(seq 1 "$REPEATS"); do
+            pairs_ladder 500 15000 15 "relay-pairs-ladder-r$r"
+        done
+        for r in $(seq 1 "$REPEATS"); do
+            scenario "relay-fanout-50x20-7000-r$r" fanout --groups 50 --members 20 --rate 7000 --duration 30
+        done
+        for r in $(seq 1 "$REPEATS"); do
+            scenario "relay-broadcast-10000-r$r" broadcast --members 10000 --repeats 5
+        done
+        scenario relay-seed-1m seed --messages 1000000
+        for r in $(seq 1 "$REPEATS"); do
+            scenario "relay-history-r$r" history --requests 100000 --concurrency 32
+        done
+        for r in $(seq 1 "$REPEATS"); do
+            scenario "relay-history-newest-r$r" history --newest --requests 100000 --concurrency 32
+        done
+    fi
+    stop_relay
+    ACCOUNTS=$saved_accounts
+    STATE=$saved_state
 }
 
 if [ -n "$CLUSTER" ]; then
     cluster_run
 elif [ "$MODE" = smoke ]; then
+    # The full run's labels (the report's targets table finds its runs by
+    # them), with tiny parameters.
     scenario smoke smoke --round-trips 3
-    scenario idle idle --conns 20 --hold 1
-    pairs_with_login pairs 1 "pairs --pairs 5 --rate 200 --duration 2" "login --rate 5 --duration 1 --users 4"
-    scenario fanout fanout --groups 2 --members 4 --rate 100 --duration 2
-    scenario broadcast broadcast --members 20 --repeats 3
-    scenario seed seed --messages 2000 --senders 4
-    scenario history history --requests 200 --concurrency 4
+    scenario idle-19000-r1 idle --conns 20 --hold 1
+    scenario pairs-15k-r1 pairs --pairs 5 --rate 200 --duration 2
+    pairs_with_login pairs-15k-with-logins-r1 1 "pairs --pairs 5 --rate 200 --duration 2" "login --rate 5 --duration 1 --users 4"
+    pairs_ladder 5 200 1 pairs-ladder-r1 2
+    scenario fanout-50x20-7000-r1 fanout --groups 2 --members 4 --rate 100 --duration 2
+    scenario broadcast-10000-r1 broadcast --members 20 --repeats 3
+    scenario seed-1m seed --messages 2000 --senders 4
+    scenario history-r1 history --requests 200 --concurrency 4
+    scenario history-newest-r1 history --newest --requests 200 --concurrency 4
     scenario changes changes --pairs 3 --messages 5 --requests 100 --concurrency 4
+    stop_server
+    ceiling_runs
 else
     scenario smoke smoke --round-trips 20
     # Accounts first (argon2: minutes for 19,000 users), then a fresh server
-    # process so idle's memory figures don't carry the hashing's heap.
+    # process for each idle run, so its memory figures carry neither the
+    # hashing's heap nor what the previous run's sockets left behind.
     scenario prepare prepare --users 19000
-    log "restarting the server before idle"
-    stop_server
-    start_server
-    scenario idle-19000 idle --conns 19000 --hold 30
-    scenario pairs-15k pairs --pairs 500 --rate 15000 --duration 30
-    pairs_ladder 500 15000 15
-    pairs_with_login pairs-15k-with-logins 5 "pairs --pairs 500 --rate 15000 --duration 30" "login --rate 30 --duration 20 --users 64"
-    scenario fanout-50x20 fanout --groups 50 --members 20 --rate 1000 --duration 30
+    for r in $(seq 1 "$REPEATS"); do
+        log "restarting the server before idle (run $r of $REPEATS)"
+        stop_server
+        start_server
+        scenario "idle-19000-r$r" idle --conns 19000 --hold 30
+    done
+    # With and without logins alternate, so each pair of runs meets the
+    # database at about the same size.
+    for r in $(seq 1 "$REPEATS"); do
+        scenario "pairs-15k-r$r" pairs --pairs 500 --rate 15000 --duration 30
+        pairs_with_login "pairs-15k-with-logins-r$r" 5 "pairs --pairs 500 --rate 15000 --duration 30" "login --rate 30 --duration 20 --users 64"
+    done
+    for r in $(seq 1 "$REPEATS"); do
+        pairs_ladder 500 15000 15 "pairs-ladder-r$r"
+    done
+    for r in $(seq 1 "$REPEATS"); do
+        scenario "fanout-50x20-r$r" fanout --groups 50 --members 20 --rate 1000 --duration 30
+    done
     # 7,000 posts/s to 19 other members each: the 100,000 deliveries/s target, with headroom.
-    scenario fanout-50x20-7000 fanout --groups 50 --members 20 --rate 7000 --duration 30
-    scenario broadcast-10000 broadcast --members 10000 --repeats 5
+    for r in $(seq 1 "$REPEATS"); do
+        scenario "fanout-50x20-7000-r$r" fanout --groups 50 --members 20 --rate 7000 --duration 30
+    done
+    for r in $(seq 1 "$REPEATS"); do
+        scenario "broadcast-10000-r$r" broadcast --members 10000 --repeats 5
+    done
     scenario seed-1m seed --messages 1000000
-    scenario history history --requests 100000 --concurrency 32
+    for r in $(seq 1 "$REPEATS"); do
+        scenario "history-r$r" history --requests 100000 --concurrency 32
+    done
+    for r in $(seq 1 "$REPEATS"); do
+        scenario "history-newest-r$r" history --newest --requests 100000 --concurrency 32
+    done
     scenario changes changes --pairs 50 --messages 20 --requests 5000 --concurrency 16
+    stop_server
+    ceiling_runs
 fi
 
 stop_server
@@ -589,18 +717,36 @@ ENGINE_PID=""
         echo "- cluster: $CLUSTER nodes on ports $PORT…$((PORT + CLUSTER - 1)), engine $ENGINE ($ENGINE_VERSION) on its own port, pinned with the nodes; rate limits off"
     fi
     echo "- mode: $MODE; raw JSON lines: \`${RUNS#"$ROOT"/}\`"
-    if [ -f "$OUT/max-pairs-rate" ]; then
-        echo "- highest pairs rate sustained (ladder: ok, ≥95% delivered/s, p99 ≤ 250 ms): $(cat "$OUT/max-pairs-rate") msg/s"
+    if [ -z "$CLUSTER" ]; then
+        echo "- runs of each latency scenario: $([ "$MODE" = smoke ] && echo 1 || echo "$REPEATS") (labels \`…-rN\`); the targets table judges their median"
+        echo "- ceiling: \`parley-relay\` (Parley's protocol on actix-web and actix-web-actors, no storage, no password hashing) pinned like the server, the same scenarios labelled \`relay-…\`; [load-tests/README.md](README.md#the-ceiling-parley-relay)"
+    fi
+    ladders=()
+    for best in "$OUT"/*.best; do
+        [ -f "$best" ] || continue
+        name=${best##*/}
+        ladders+=("${name%.best} $(cat "$best")")
+    done
+    if [ "${#ladders[@]}" -gt 0 ]; then
+        echo "- highest pairs rate sustained per ladder (ok, ≥95% delivered/s, p99 ≤ 250 ms), msg/s: $(IFS=,; echo "${ladders[*]}" | sed 's/,/, /g')"
     fi
     echo "- against the targets, with profiles: [load-tests/README.md](README.md#against-the-targets)"
     if [ -f "$OUT/server.log" ]; then
         echo "- server log: $(grep -c -E 'WARN|ERROR' "$OUT/server.log" || true) warning/error lines (\`${OUT#"$ROOT"/}/server.log\`)"
     fi
+    if [ -f "$OUT/relay.log" ]; then
+        echo "- relay log: $(grep -c -v -E '^parley-relay: (listening|--max-secs)' "$OUT/relay.log" || true) other lines (\`${OUT#"$ROOT"/}/relay.log\`)"
+    fi
     if [ -n "$CLUSTER" ]; then
         echo "- node logs: $(cat "$OUT"/node-*.log 2>/dev/null | grep -c -E 'WARN|ERROR' || true) warning/error lines (\`${OUT#"$ROOT"/}/node-*.log\`)"
     fi
 } >"$OUT/header.md"
-"$LOAD_BIN" summarize --input "$RUNS" --header "$OUT/header.md" --out "$RESULTS_MD"
+SUMMARY_ARGS=()
+if [ -z "$CLUSTER" ]; then
+    SUMMARY_ARGS+=(--targets "$BACKEND")
+    [ "$MODE" = smoke ] && SUMMARY_ARGS+=(--smoke)
+fi
+"$LOAD_BIN" summarize --input "$RUNS" --header "$OUT/header.md" --out "$RESULTS_MD" "${SUMMARY_ARGS[@]}"
 if [ -n "$CLUSTER" ] && [ "$MODE" != smoke ]; then
     write_cluster_section
     log "results: $CLUSTER_MD (section $ENGINE)"

@@ -175,6 +175,10 @@ enum Scenario {
         /// Stop after this many seconds even if requests remain.
         #[arg(long, default_value_t = 300)]
         max_duration: u64,
+        /// Read the newest page of each conversation (no `before` cursor)
+        /// instead of pages below random cursors.
+        #[arg(long)]
+        newest: bool,
     },
     /// What edits, reactions and searches cost: pairs exchange messages,
     /// then each operation runs `requests` times with C in flight.
@@ -216,6 +220,12 @@ enum Scenario {
         header: Option<PathBuf>,
         #[arg(long)]
         out: PathBuf,
+        /// Put the targets table for this backend at the top.
+        #[arg(long, value_enum)]
+        targets: Option<summary::Backend>,
+        /// The runs were a smoke run's: say so above the targets table.
+        #[arg(long)]
+        smoke: bool,
     },
 }
 
@@ -248,8 +258,20 @@ fn secs(value: f64, flag: &str) -> Result<Duration, String> {
 }
 
 async fn run(cli: Cli) -> i32 {
-    if let Scenario::Summarize { input, header, out } = &cli.scenario {
-        return match summary::summarize(input, header.as_deref(), out) {
+    if let Scenario::Summarize {
+        input,
+        header,
+        out,
+        targets,
+        smoke,
+    } = &cli.scenario
+    {
+        let options = summary::Options {
+            header: header.as_deref(),
+            targets: *targets,
+            smoke: *smoke,
+        };
+        return match summary::summarize(input, out, &options) {
             Ok(()) => 0,
             Err(error) => {
                 eprintln!("parley-load: {error}");
@@ -330,12 +352,19 @@ async fn run(cli: Cli) -> i32 {
             requests,
             concurrency,
             max_duration,
+            newest,
         } => {
+            let pages = if *newest {
+                scenarios::history::Pages::Newest
+            } else {
+                scenarios::history::Pages::Random
+            };
             scenarios::history::run(
                 &ctx,
                 *requests,
                 *concurrency,
                 Duration::from_secs(*max_duration),
+                pages,
             )
             .await
         }

@@ -1,18 +1,35 @@
 //! `summarize`: turns the JSON lines `run.sh` collected into
 //! `RESULTS.md`: a header (machine, date, commit — written by `run.sh`),
-//! an overview table, and every figure of every run.
+//! with `--targets BACKEND` the targets table ([`targets`]) and the medians
+//! of repeated runs, then an overview table and every figure of every run.
 //!
 //! Input: one line per run, `{"label", "command", "exit", "result"}`,
-//! where `result` is the scenario's `--json` line (or `null`).
+//! where `result` is the scenario's `--json` line (or `null`). Repeated
+//! runs are labelled `NAME-r1`, `NAME-r2`, …; the ceiling's (runs against
+//! `parley-relay`) `relay-NAME…`.
+
+pub mod targets;
 
 use std::fmt::Write as _;
 use std::path::Path;
 
 use serde_json::Value;
 
+pub use self::targets::Backend;
+use self::targets::{median, number};
 use crate::Failure;
 
-pub fn summarize(input: &Path, header: Option<&Path>, out: &Path) -> Result<(), Failure> {
+/// What goes into the report beside the runs.
+pub struct Options<'a> {
+    /// Markdown to put under the title (machine, date, commit).
+    pub header: Option<&'a Path>,
+    /// Add the targets table for this backend.
+    pub targets: Option<Backend>,
+    /// The runs were a smoke run's (the targets table says so).
+    pub smoke: bool,
+}
+
+pub fn summarize(input: &Path, out: &Path, options: &Options<'_>) -> Result<(), Failure> {
     let text = std::fs::read_to_string(input)
         .map_err(|e| format!("cannot read {}: {e}", input.display()))?;
     let runs: Vec<Value> = text
@@ -21,20 +38,111 @@ pub fn summarize(input: &Path, header: Option<&Path>, out: &Path) -> Result<(), 
         .map(serde_json::from_str)
         .collect::<Result<_, _>>()
         .map_err(|e| format!("{}: not JSON lines: {e}", input.display()))?;
-    let header = match header {
+    let header = match options.header {
         Some(path) => std::fs::read_to_string(path)?,
         None => String::new(),
     };
-    std::fs::write(out, render(&header, &runs))?;
+    let mut md = render_top(&header);
+    if let Some(backend) = options.targets {
+        md.push_str(&targets::render(&runs, backend, options.smoke));
+        md.push_str(&render_repeated(&runs));
+    }
+    md.push_str(&render_runs(&runs));
+    std::fs::write(out, md)?;
     Ok(())
 }
 
-fn render(header: &str, runs: &[Value]) -> String {
+fn render_top(header: &str) -> String {
     let mut md = String::new();
     md.push_str("# Parley load-test results\n\n");
     md.push_str("Written by `load-tests/run.sh`; `load-tests/README.md` explains each figure.\n\n");
     md.push_str(header.trim_end());
-    md.push_str("\n\n## Overview\n\n");
+    md.push_str("\n\n");
+    md
+}
+
+/// `NAME` of a run labelled `NAME-rN`.
+fn repeated(label: &str) -> Option<&str> {
+    let (name, n) = label.rsplit_once("-r")?;
+    (!n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())).then_some(name)
+}
+
+/// The figure a repeated run is summed up by, and its unit.
+fn key_figure(scenario: &str) -> Option<(&'static str, &'static str)> {
+    Some(match scenario {
+        "pairs" => ("delivered_per_sec", "msg/s"),
+        "fanout" => ("delivered_per_sec", "deliveries/s"),
+        "broadcast" => ("time_to_last_median_ms", "ms to the last member"),
+        "history" => ("requests_per_sec", "req/s"),
+        "login" => ("logins_per_sec", "logins/s"),
+        "idle" => ("server_rss_per_conn_bytes", "B per socket"),
+        "seed" => ("stored_per_sec", "msg/s"),
+        _ => return None,
+    })
+}
+
+/// The medians of every group of repeated runs (`NAME-r1`, `NAME-r2`, …).
+fn render_repeated(runs: &[Value]) -> String {
+    let mut groups: Vec<(&str, Vec<&Value>)> = Vec::new();
+    for run in runs {
+        let Some(name) = run["label"].as_str().and_then(repeated) else {
+            continue;
+        };
+        match groups.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, members)) => members.push(run),
+            None => groups.push((name, vec![run])),
+        }
+    }
+    if groups.is_empty() {
+        return String::new();
+    }
+    let mut md = String::from("## Medians of repeated runs\n\n");
+    md.push_str("| runs | n | ok | median (each run) | latency p50 / p99 (ms), medians |\n");
+    md.push_str("|---|---|---|---|---|\n");
+    for (name, members) in groups {
+        let ok = members
+            .iter()
+            .filter(|run| run["exit"] == 0 && run["result"]["ok"] == true)
+            .count();
+        let scenario = members[0]["result"]["scenario"].as_str().unwrap_or("");
+        let figure = key_figure(scenario)
+            .map(|(key, unit)| {
+                let values: Vec<f64> = members
+                    .iter()
+                    .filter_map(|run| run["result"][key].as_f64())
+                    .collect();
+                let each: Vec<String> = values.iter().map(|v| number(*v)).collect();
+                match median(&values) {
+                    Some(m) => format!("{} {unit} ({})", number(m), each.join(" · ")),
+                    None => String::new(),
+                }
+            })
+            .unwrap_or_default();
+        let latency_key = headline(&members[0]["result"]).1;
+        let quantile = |q: &str| {
+            let values: Vec<f64> = members
+                .iter()
+                .filter_map(|run| run["result"][latency_key][q].as_f64())
+                .collect();
+            median(&values).map(number).unwrap_or_else(|| "–".into())
+        };
+        let latency = if latency_key.is_empty() {
+            String::new()
+        } else {
+            format!("{} / {}", quantile("p50"), quantile("p99"))
+        };
+        let _ = writeln!(
+            md,
+            "| {name}-r* | {} | {ok} | {figure} | {latency} |",
+            members.len()
+        );
+    }
+    md.push('\n');
+    md
+}
+
+fn render_runs(runs: &[Value]) -> String {
+    let mut md = String::from("## Overview\n\n");
     md.push_str("| run | ok | throughput | latency p50 / p99 / p99.9 / max (ms) | lost / dup | tool CPU (cores) | server CPU (cores) |\n");
     md.push_str("|---|---|---|---|---|---|---|\n");
     for run in runs {
@@ -207,6 +315,7 @@ mod tests {
 
     #[test]
     fn renders_an_overview_row_and_a_figure_table_per_run() {
+        let render = |header: &str, runs: &[Value]| render_top(header) + &render_runs(runs);
         let runs: Vec<Value> = vec![serde_json::json!({
             "label": "pairs-15k",
             "command": "parley-load pairs --pairs 5 --rate 100",
@@ -219,8 +328,39 @@ mod tests {
             }
         })];
         let md = render("- machine: test", &runs);
+        assert!(!md.contains("## Medians"));
         assert!(md.contains("| pairs-15k | yes | 99.9 msg/s delivered (100.0 sent) | 1.0 / 3.0 / 4.0 / 5.0 | 0 / 0 | 0.1 | 0.2 |"), "{md}");
         assert!(md.contains("### pairs-15k"));
         assert!(md.contains("| delivery_latency_ms | p50 1.0 · p90 2.0"));
+    }
+
+    #[test]
+    fn repeated_runs_are_summed_up_by_their_medians() {
+        let pairs = |label: &str, rate: f64, p99: f64| {
+            serde_json::json!({
+                "label": label, "command": "", "exit": 0,
+                "result": {
+                    "scenario": "pairs", "ok": true, "delivered_per_sec": rate,
+                    "delivery_latency_ms": {"p50": 1.0, "p99": p99}
+                }
+            })
+        };
+        let runs = vec![
+            pairs("pairs-15k-r1", 14_990.0, 30.0),
+            pairs("pairs-15k-r2", 15_000.0, 10.0),
+            pairs("pairs-15k-r3", 14_000.0, 20.0),
+            pairs("pairs-ladder-15000", 15_000.0, 5.0),
+        ];
+        let md = render_repeated(&runs);
+        assert!(
+            md.contains(
+                "| pairs-15k-r* | 3 | 3 | 14,990 msg/s (14,990 · 15,000 · 14,000) | 1 / 20 |"
+            ),
+            "{md}"
+        );
+        assert!(!md.contains("ladder"));
+        assert_eq!(repeated("history-newest-r12"), Some("history-newest"));
+        assert_eq!(repeated("pairs-ladder-r1-15000"), None);
+        assert_eq!(repeated("broadcast-r"), None);
     }
 }

@@ -2,6 +2,9 @@
 //! `limit=50` pages below random `before` cursors, half private
 //! conversations, half groups, C requests in flight; each page is checked
 //! (a JSON array of at most `limit` messages in ascending id below the cursor).
+//! With `--newest` every request reads the newest page instead (no cursor:
+//! the first page a client reads when it opens a conversation), checked as
+//! a JSON array of at most `limit` messages in ascending id.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -45,11 +48,21 @@ struct Row {
     id: i64,
 }
 
+/// Which page each request reads.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Pages {
+    /// Below a random `before` cursor in the seeded id range.
+    Random,
+    /// The newest page (no cursor).
+    Newest,
+}
+
 pub async fn run(
     ctx: &Ctx,
     requests: u64,
     concurrency: usize,
     max_duration: Duration,
+    pages: Pages,
 ) -> Result<Report, Failure> {
     let state: State = read_json(&ctx.state_path);
     let seed = state.seed.ok_or_else(|| {
@@ -133,14 +146,19 @@ pub async fn run(
                 let private = rng.below(2) == 0;
                 let list = if private { &targets.0 } else { &targets.1 };
                 let (url, token) = &list[rng.below(list.len() as u64) as usize];
-                let before = min_id + 1 + rng.below((max_id - min_id + 1) as u64) as i64;
+                let before = match pages {
+                    Pages::Random => min_id + 1 + rng.below((max_id - min_id + 1) as u64) as i64,
+                    Pages::Newest => i64::MAX,
+                };
                 let began = Instant::now();
-                let outcome = http
-                    .get(url)
-                    .bearer_auth(token)
-                    .query(&[("before", before), ("limit", i64::from(PAGE))])
-                    .send()
-                    .await;
+                let request = http.get(url).bearer_auth(token);
+                let request = match pages {
+                    Pages::Random => {
+                        request.query(&[("before", before), ("limit", i64::from(PAGE))])
+                    }
+                    Pages::Newest => request.query(&[("limit", i64::from(PAGE))]),
+                };
+                let outcome = request.send().await;
                 let checked = match outcome {
                     Ok(response) if response.status().is_success() => {
                         response.json::<Vec<Row>>().await.map_err(|e| e.to_string())
@@ -161,8 +179,12 @@ pub async fn run(
                         let below = rows.iter().all(|r| r.id < before);
                         if rows.len() > PAGE as usize || !ascending || !below {
                             tally.bad_pages.fetch_add(1, Relaxed);
+                            let cursor = match pages {
+                                Pages::Random => format!("?before={before}"),
+                                Pages::Newest => String::new(),
+                            };
                             tally.sample(format!(
-                                "bad page from {url}?before={before}: {} rows, ascending {ascending}, all below the cursor {below}",
+                                "bad page from {url}{cursor}: {} rows, ascending {ascending}, all below the cursor {below}",
                                 rows.len()
                             ));
                         }
@@ -190,6 +212,13 @@ pub async fn run(
 
     let mut report = Report::new("history");
     report
+        .param(
+            "pages",
+            match pages {
+                Pages::Random => "random",
+                Pages::Newest => "newest",
+            },
+        )
         .param("requests", requests)
         .param("concurrency", concurrency)
         .param("limit", PAGE)
