@@ -546,6 +546,7 @@ if [ -n "$CLUSTER" ]; then
     cluster_run
 elif [ "$MODE" = smoke ]; then
     scenario smoke smoke --round-trips 3
+    scenario hash-cost hash-cost --iterations 3
     scenario idle idle --conns 20 --hold 1
     pairs_with_login pairs 1 "pairs --pairs 5 --rate 200 --duration 2" "login --rate 5 --duration 1 --users 4"
     scenario fanout fanout --groups 2 --members 4 --rate 100 --duration 2
@@ -555,6 +556,8 @@ elif [ "$MODE" = smoke ]; then
     scenario changes changes --pairs 3 --messages 5 --requests 100 --concurrency 4
 else
     scenario smoke smoke --round-trips 20
+    # What one password hash costs on this machine (the tool's core; no server work).
+    scenario hash-cost hash-cost --iterations 50
     # Accounts first (argon2: minutes for 19,000 users), then a fresh server
     # process so idle's memory figures don't carry the hashing's heap.
     scenario prepare prepare --users 19000

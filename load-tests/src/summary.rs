@@ -152,6 +152,14 @@ fn headline(r: &Value) -> (String, &'static str) {
         ),
         "history" => (format!("{} req/s", f("requests_per_sec")), "latency_ms"),
         "login" => (format!("{} logins/s", f("logins_per_sec")), "latency_ms"),
+        "hash-cost" => (
+            format!(
+                "{} ms CPU per hash (median of {})",
+                num(&r["cpu_ms"]["median"]),
+                num(&r["params"]["iterations"])
+            ),
+            "",
+        ),
         "changes" => {
             let op = |name: &str| {
                 format!(
@@ -185,6 +193,16 @@ fn cell(value: &Value) -> String {
             num(&value["p90"]),
             num(&value["p99"]),
             num(&value["p999"]),
+            num(&value["max"]),
+            num(&value["count"])
+        );
+    }
+    if let Some(median) = value.get("median") {
+        return format!(
+            "min {} · median {} · p90 {} · max {} ms (n={})",
+            num(&value["min"]),
+            num(median),
+            num(&value["p90"]),
             num(&value["max"]),
             num(&value["count"])
         );
