@@ -151,7 +151,14 @@ fn headline(r: &Value) -> (String, &'static str) {
             "ack_latency_ms",
         ),
         "history" => (format!("{} req/s", f("requests_per_sec")), "latency_ms"),
-        "login" => (format!("{} logins/s", f("logins_per_sec")), "latency_ms"),
+        "login" => (
+            format!(
+                "{} logins/s ({} refused with 503)",
+                f("logins_per_sec"),
+                f("refused")
+            ),
+            "latency_ms",
+        ),
         "hash-cost" => (
             format!(
                 "{} ms CPU per hash (median of {})",
