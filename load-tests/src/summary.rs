@@ -248,4 +248,34 @@ mod tests {
         assert!(md.contains("### pairs-15k"));
         assert!(md.contains("| delivery_latency_ms | p50 1.0 · p90 2.0"));
     }
+
+    #[test]
+    fn login_rows_count_refusals_and_hash_cost_rows_show_the_median() {
+        let runs: Vec<Value> = vec![
+            serde_json::json!({
+                "label": "login", "command": "parley-load login --rate 30", "exit": 0,
+                "result": {"scenario": "login", "ok": true, "failures": [], "params": {},
+                    "logins_per_sec": 12.5, "refused": 310}
+            }),
+            serde_json::json!({
+                "label": "hash-cost", "command": "parley-load hash-cost", "exit": 0,
+                "result": {"scenario": "hash-cost", "ok": true, "failures": [],
+                    "params": {"iterations": 50},
+                    "cpu_ms": {"count": 50, "min": 14.6, "median": 16.0, "p90": 24.6, "max": 30.0}}
+            }),
+        ];
+        let md = render("", &runs);
+        assert!(
+            md.contains("| login | yes | 12.5 logins/s (310 refused with 503) |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| hash-cost | yes | 16.0 ms CPU per hash (median of 50) |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| cpu_ms | min 14.6 · median 16.0 · p90 24.6 · max 30.0 ms (n=50) |"),
+            "{md}"
+        );
+    }
 }
