@@ -647,6 +647,7 @@ elif [ "$MODE" = smoke ]; then
     # The full run's labels (the report's targets table finds its runs by
     # them), with tiny parameters.
     scenario smoke smoke --round-trips 3
+    scenario hash-cost hash-cost --iterations 3
     scenario idle-19000-r1 idle --conns 20 --hold 1
     scenario pairs-15k-r1 pairs --pairs 5 --rate 200 --duration 2
     pairs_with_login pairs-15k-with-logins-r1 1 "pairs --pairs 5 --rate 200 --duration 2" "login --rate 5 --duration 1 --users 4"
@@ -661,6 +662,8 @@ elif [ "$MODE" = smoke ]; then
     ceiling_runs
 else
     scenario smoke smoke --round-trips 20
+    # What one password hash costs on this machine (the tool's core; no server work).
+    scenario hash-cost hash-cost --iterations 50
     # Accounts first (argon2: minutes for 19,000 users), then a fresh server
     # process for each idle run, so its memory figures carry neither the
     # hashing's heap nor what the previous run's sockets left behind.

@@ -2,6 +2,7 @@
 //! (DESIGN.md section 5). `main` parses them; tests build them with
 //! [`Config::for_data_dir`], which ignores the environment.
 
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -78,6 +79,13 @@ pub struct Config {
     /// Logins plus registrations per minute from one client address (also the burst).
     #[arg(long, env = "PARLEY_AUTH_RATE", default_value_t = 10.0)]
     pub auth_rate: f64,
+
+    /// Password hashes (logins, registrations, password checks) that may
+    /// wait or run at once; beyond it they are refused at once with 503 and
+    /// Retry-After. Default: about one second of hashing work, from one hash
+    /// timed at start.
+    #[arg(long, env = "PARLEY_HASH_QUEUE")]
+    pub hash_queue: Option<NonZeroUsize>,
 
     /// HTTP worker threads. Default: one per CPU core.
     #[arg(long, env = "PARLEY_WORKERS")]

@@ -1,10 +1,12 @@
 //! How errors leave the HTTP layer: every failure becomes the contract's body
 //! `{"detail", "code", "timestamp"}` with the status chosen by
 //! [`ChatError::status`]. Server faults are logged with their cause and shown
-//! to the client only as a generic detail.
+//! to the client only as a generic detail. A 405 carries `Allow`; a 429,
+//! and a 503 from shedding load, carry `Retry-After`.
 
 use actix_web::http::{header, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
+use parley_actors::error::retry_secs;
 use parley_actors::model::Timestamp;
 use parley_actors::ChatError;
 use serde::Serialize;
@@ -49,15 +51,12 @@ impl ResponseError for ApiError {
         }
         let detail = self.0.to_string();
         let mut response = HttpResponse::build(self.status_code());
-        match &self.0 {
-            ChatError::MethodNotAllowed(allow) => {
-                response.insert_header((header::ALLOW, *allow));
-            }
-            ChatError::TooManyRequests { retry_after } => {
-                let seconds = retry_after.as_secs_f64().ceil().max(1.0) as u64;
-                response.insert_header((header::RETRY_AFTER, seconds.to_string()));
-            }
-            _ => {}
+        if let ChatError::MethodNotAllowed(allow) = &self.0 {
+            response.insert_header((header::ALLOW, *allow));
+        }
+        // A 429, and a 503 from shedding load, say when to come back.
+        if let Some(retry_after) = self.0.retry_after() {
+            response.insert_header((header::RETRY_AFTER, retry_secs(retry_after).to_string()));
         }
         response.json(ErrorBody {
             detail: &detail,

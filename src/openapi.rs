@@ -18,8 +18,8 @@ use utoipa::{Modify, OpenApi};
 
 use crate::routes;
 use crate::schema::{
-    BadRequest, Conflict, DeliveryStatus, ErrorBody, Forbidden, InternalError, NotFound,
-    PayloadTooLarge, Reaction, Role, TooManyRequests, Unauthorized, Unavailable,
+    BadRequest, BusyOrUnavailable, Conflict, DeliveryStatus, ErrorBody, Forbidden, InternalError,
+    NotFound, PayloadTooLarge, Reaction, Role, TooManyRequests, Unauthorized, Unavailable,
 };
 
 #[derive(OpenApi)]
@@ -86,6 +86,7 @@ use crate::schema::{
             TooManyRequests,
             InternalError,
             Unavailable,
+            BusyOrUnavailable,
         ),
     ),
     modifiers(&SecuritySchemes),

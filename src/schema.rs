@@ -254,6 +254,9 @@ error_responses! {
     TooManyRequests => "Rate limited; retry after `Retry-After` seconds",
     InternalError => "A fault in the server; the detail says nothing more",
     Unavailable => "The database cannot be reached right now",
+    BusyOrUnavailable => "The server is too busy to check passwords right now (with \
+        `Retry-After`: it refused at once rather than keep the request waiting), or the \
+        database cannot be reached",
 }
 
 fn error_response(description: &str, name: &str) -> RefOr<Response> {
@@ -263,7 +266,15 @@ fn error_response(description: &str, name: &str) -> RefOr<Response> {
             .schema(Some(Ref::from_schema_name("Error")))
             .build(),
     );
-    if name == "TooManyRequests" {
+    let retry_after = match name {
+        "TooManyRequests" => Some("Seconds until a retry will work"),
+        "BusyOrUnavailable" => Some(
+            "When the server was too busy: seconds until a retry may work (an estimate of \
+            when the password checks now waiting will have finished)",
+        ),
+        _ => None,
+    };
+    if let Some(description) = retry_after {
         response = response.header(
             "Retry-After",
             HeaderBuilder::new()
@@ -272,7 +283,7 @@ fn error_response(description: &str, name: &str) -> RefOr<Response> {
                         .schema_type(Type::Integer)
                         .minimum(Some(1)),
                 )
-                .description(Some("Seconds until a retry will work"))
+                .description(Some(description))
                 .build(),
         );
     }

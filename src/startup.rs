@@ -63,7 +63,7 @@ impl Application {
         let chat = Chat::start(&config.effective_database_url(), config.chat_settings())
             .await
             .map_err(StartupError::Database)?;
-        password::warm_up().await;
+        let hashing = web::Data::new(password::Hashing::start(config.hash_queue).await);
 
         let bind_error = |source| StartupError::Bind {
             bind: config.bind.clone(),
@@ -97,6 +97,7 @@ impl Application {
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
+                .app_data(hashing.clone())
                 .app_data(openapi_document.clone())
                 .app_data(query_errors.clone())
                 .wrap(middleware::CatchPanic)

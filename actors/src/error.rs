@@ -3,6 +3,7 @@
 //! [`ChatError::status`], the single place where an error gets its code.
 
 use std::fmt;
+use std::time::Duration;
 
 /// Why a request failed, in terms a client can act on.
 ///
@@ -33,14 +34,28 @@ pub enum ChatError {
     #[error("{0}")]
     TooLarge(String),
     /// A rate limit was hit (429); retrying after `retry_after` will work.
-    #[error("too many requests; retry in {} s", retry_after.as_secs().max(1))]
-    TooManyRequests { retry_after: std::time::Duration },
+    #[error("too many requests; retry in {} s", retry_secs(*retry_after))]
+    TooManyRequests { retry_after: Duration },
     /// A dependency (the database) is unreachable right now; retrying later may work (503).
     #[error("service temporarily unavailable")]
     Unavailable(#[source] BoxedCause),
+    /// The server sheds load (503): it refused at once work it could not
+    /// start soon, such as a password hash with the hashing queue full.
+    /// Retrying after `retry_after` may work. Nothing failed, so there is no
+    /// cause to log; `task` completes "the server is too busy to …".
+    #[error("the server is too busy to {task}; retry in {} s", retry_secs(*retry_after))]
+    Overloaded {
+        task: &'static str,
+        retry_after: Duration,
+    },
     /// A fault inside the server (500). The cause is logged, never shown.
     #[error("internal server error")]
     Internal(#[source] BoxedCause),
+}
+
+/// A retry delay as `Retry-After` states it: whole seconds, rounded up, at least 1.
+pub fn retry_secs(delay: Duration) -> u64 {
+    delay.as_secs_f64().ceil().max(1.0) as u64
 }
 
 /// The hidden cause of a server-side failure.
@@ -59,13 +74,24 @@ impl ChatError {
             ChatError::TooLarge(_) => 413,
             ChatError::TooManyRequests { .. } => 429,
             ChatError::Internal(_) => 500,
-            ChatError::Unavailable(_) => 503,
+            ChatError::Unavailable(_) | ChatError::Overloaded { .. } => 503,
         }
     }
 
-    /// Whether this is the server's fault (logged with its cause, detail kept generic).
+    /// Whether this is the server's fault (logged with its cause, detail
+    /// kept generic). Shedding load is a decision, not a fault.
     pub fn is_server_fault(&self) -> bool {
-        self.status() >= 500
+        self.status() >= 500 && !matches!(self, ChatError::Overloaded { .. })
+    }
+
+    /// When a retry may work, for a `Retry-After` header: set for 429 and
+    /// for a 503 from shedding load.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ChatError::TooManyRequests { retry_after }
+            | ChatError::Overloaded { retry_after, .. } => Some(*retry_after),
+            _ => None,
+        }
     }
 
     /// Whether the failure is the database being out of reach (503).

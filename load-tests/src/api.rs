@@ -42,12 +42,25 @@ pub async fn register(
     }
 }
 
-/// Logs in; `None` when the server answers 401 (no such user, or a wrong password).
-pub async fn login(
+/// What the server answered a login.
+pub enum LoginAnswer {
+    Token(String),
+    /// 401: no such user, or a wrong password.
+    Rejected,
+    /// 503 with `Retry-After`: the server shed the login at once (its
+    /// password hashing queue was full); retrying after that many seconds may work.
+    Refused {
+        retry_after: u64,
+    },
+}
+
+/// Logs in, telling a refusal under load (503 with `Retry-After`) from an
+/// error; any other status is an error.
+pub async fn try_login(
     http: &reqwest::Client,
     base: &str,
     username: &str,
-) -> Result<Option<String>, Failure> {
+) -> Result<LoginAnswer, Failure> {
     #[derive(Deserialize)]
     struct Token {
         access_token: String,
@@ -57,10 +70,34 @@ pub async fn login(
         .json(&json!({"username": username, "password": PASSWORD}))
         .send()
         .await?;
-    match response.status().as_u16() {
-        200 => Ok(Some(response.json::<Token>().await?.access_token)),
-        401 => Ok(None),
+    let retry_after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
+    match (response.status().as_u16(), retry_after) {
+        (200, _) => Ok(LoginAnswer::Token(
+            response.json::<Token>().await?.access_token,
+        )),
+        (401, _) => Ok(LoginAnswer::Rejected),
+        (503, Some(retry_after)) => Ok(LoginAnswer::Refused { retry_after }),
         _ => Err(format!("login {username}: {}", error_text(response).await).into()),
+    }
+}
+
+/// Logs in; `None` when the server answers 401 (no such user, or a wrong
+/// password). A refusal under load is an error here.
+pub async fn login(
+    http: &reqwest::Client,
+    base: &str,
+    username: &str,
+) -> Result<Option<String>, Failure> {
+    match try_login(http, base, username).await? {
+        LoginAnswer::Token(token) => Ok(Some(token)),
+        LoginAnswer::Rejected => Ok(None),
+        LoginAnswer::Refused { retry_after } => Err(format!(
+            "login {username}: 503, the server is too busy to check passwords (Retry-After: {retry_after})"
+        )
+        .into()),
     }
 }
 

@@ -1,7 +1,8 @@
 //! `parley-load`: drives a running Parley server through its real protocol
 //! (REST for accounts and history, `/ws/chat` for messages) and measures it.
 //! Subcommands: `smoke`, `idle`, `pairs`, `fanout`, `broadcast`, `seed`,
-//! `history`, `changes` and `login` (see `load-tests/README.md`). Every run prints a
+//! `history`, `changes` and `login` (see `load-tests/README.md`), and
+//! `hash-cost`, which needs no server. Every run prints a
 //! summary (and with `--json` one JSON line on stdout), checks that nothing
 //! was lost or doubled, and exits non-zero if anything was.
 
@@ -210,6 +211,12 @@ enum Scenario {
         #[arg(long, default_value_t = 256)]
         max_in_flight: usize,
     },
+    /// What one password hash costs here: the server's argon2id, N times on
+    /// one thread, by CPU and wall time (no server needed).
+    HashCost {
+        #[arg(long, default_value_t = 50)]
+        iterations: u32,
+    },
     /// Write RESULTS.md from the JSON lines run.sh collected (no server needed).
     Summarize {
         /// One `{"label","command","exit","result"}` object a line.
@@ -278,6 +285,9 @@ async fn run(cli: Cli) -> i32 {
                 2
             }
         };
+    }
+    if let Scenario::HashCost { iterations } = &cli.scenario {
+        return finish(scenarios::hash_cost::run(*iterations), cli.json);
     }
     let ctx = match context(&cli) {
         Ok(ctx) => ctx,
@@ -394,14 +404,22 @@ async fn run(cli: Cli) -> i32 {
             Ok(d) => scenarios::login::run(&ctx, *rate, d, *users, *max_in_flight).await,
             Err(e) => Err(e.into()),
         },
-        Scenario::Summarize { .. } => unreachable!("handled above"),
+        Scenario::HashCost { .. } | Scenario::Summarize { .. } => unreachable!("handled above"),
     };
+    let outcome = outcome.map(|mut report| {
+        if ctx.nodes() > 1 {
+            report.param("nodes", ctx.nodes());
+        }
+        report
+    });
+    finish(outcome, ctx.json)
+}
+
+/// Prints the report (and with `--json` its JSON line on stdout); the exit code.
+fn finish(outcome: Result<report::Report, Failure>, json: bool) -> i32 {
     match outcome {
-        Ok(mut report) => {
-            if ctx.nodes() > 1 {
-                report.param("nodes", ctx.nodes());
-            }
-            if ctx.json {
+        Ok(report) => {
+            if json {
                 eprint!("{}", report.human());
                 println!("{}", report.json_line());
             } else {

@@ -127,7 +127,8 @@ fn plain(value: &Value) -> String {
     }
 }
 
-/// A figure for people: latency objects as `p50 … ms`, numbers as they are.
+/// A figure for people: latency objects as `p50 … ms`, spreads as
+/// `min … median … ms`, numbers as they are.
 fn describe(value: &Value) -> String {
     let Value::Object(map) = value else {
         return plain(value);
@@ -140,6 +141,17 @@ fn describe(value: &Value) -> String {
             get("p90"),
             get("p99"),
             get("p999"),
+            get("max"),
+            map.get("count").map(plain).unwrap_or_default()
+        );
+    }
+    if map.contains_key("median") {
+        let get = |k: &str| map.get(k).and_then(Value::as_f64).unwrap_or(f64::NAN);
+        return format!(
+            "min {:.2}  median {:.2}  p90 {:.2}  max {:.2} ms  (n={})",
+            get("min"),
+            get("median"),
+            get("p90"),
             get("max"),
             map.get("count").map(plain).unwrap_or_default()
         );

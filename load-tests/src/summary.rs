@@ -259,7 +259,22 @@ fn headline(r: &Value) -> (String, &'static str) {
             "ack_latency_ms",
         ),
         "history" => (format!("{} req/s", f("requests_per_sec")), "latency_ms"),
-        "login" => (format!("{} logins/s", f("logins_per_sec")), "latency_ms"),
+        "login" => (
+            format!(
+                "{} logins/s ({} refused with 503)",
+                f("logins_per_sec"),
+                f("refused")
+            ),
+            "latency_ms",
+        ),
+        "hash-cost" => (
+            format!(
+                "{} ms CPU per hash (median of {})",
+                num(&r["cpu_ms"]["median"]),
+                num(&r["params"]["iterations"])
+            ),
+            "",
+        ),
         "changes" => {
             let op = |name: &str| {
                 format!(
@@ -293,6 +308,16 @@ fn cell(value: &Value) -> String {
             num(&value["p90"]),
             num(&value["p99"]),
             num(&value["p999"]),
+            num(&value["max"]),
+            num(&value["count"])
+        );
+    }
+    if let Some(median) = value.get("median") {
+        return format!(
+            "min {} · median {} · p90 {} · max {} ms (n={})",
+            num(&value["min"]),
+            num(median),
+            num(&value["p90"]),
             num(&value["max"]),
             num(&value["count"])
         );
@@ -362,5 +387,35 @@ mod tests {
         assert_eq!(repeated("history-newest-r12"), Some("history-newest"));
         assert_eq!(repeated("pairs-ladder-r1-15000"), None);
         assert_eq!(repeated("broadcast-r"), None);
+    }
+
+    #[test]
+    fn login_rows_count_refusals_and_hash_cost_rows_show_the_median() {
+        let runs: Vec<Value> = vec![
+            serde_json::json!({
+                "label": "login", "command": "parley-load login --rate 30", "exit": 0,
+                "result": {"scenario": "login", "ok": true, "failures": [], "params": {},
+                    "logins_per_sec": 12.5, "refused": 310}
+            }),
+            serde_json::json!({
+                "label": "hash-cost", "command": "parley-load hash-cost", "exit": 0,
+                "result": {"scenario": "hash-cost", "ok": true, "failures": [],
+                    "params": {"iterations": 50},
+                    "cpu_ms": {"count": 50, "min": 14.6, "median": 16.0, "p90": 24.6, "max": 30.0}}
+            }),
+        ];
+        let md = render_top("") + &render_runs(&runs);
+        assert!(
+            md.contains("| login | yes | 12.5 logins/s (310 refused with 503) |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| hash-cost | yes | 16.0 ms CPU per hash (median of 50) |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| cpu_ms | min 14.6 · median 16.0 · p90 24.6 · max 30.0 ms (n=50) |"),
+            "{md}"
+        );
     }
 }

@@ -1,11 +1,28 @@
 //! Password hashing with argon2id at OWASP's parameters (19 MiB, 2 passes,
 //! 1 lane). Hashing is deliberately slow (milliseconds of CPU), so it runs on
-//! its own small pool of idle-priority threads: never on an actor or async
-//! worker thread, and never ahead of them for the CPU, so a burst of logins
-//! cannot stall the sockets. The pool's queue is bounded; when it is full a
-//! request fails fast with 503 rather than piling up 19 MiB hashes.
+//! its own small pool of idle-priority threads, one per CPU, shared by the
+//! process: never on an actor or async worker thread, and never ahead of
+//! them for the CPU, so a burst of logins cannot stall the sockets.
+//!
+//! **Shedding.** A server admits at most [`Hashing::cap`] hashes at once
+//! (waiting for a thread or running); one more is refused at once with 503
+//! ([`ChatError::Overloaded`]), a `Retry-After` and the error body, rather
+//! than left to wait seconds for a hash the CPU cannot get to. The cap is
+//! [`QUEUE_BUDGET`] (one second) of hashing work: at start-up
+//! [`Hashing::start`] times one hash on a hashing thread by that thread's CPU
+//! clock, and the cap is `threads × QUEUE_BUDGET / cost`, at least 1
+//! (`PARLEY_HASH_QUEUE` sets it instead). [`QUEUE_DEADLINE`] stays as a
+//! backstop: an admitted hash not started within 10 s (the idle-priority
+//! threads got no CPU all that time) is given up with the same 503.
+//!
+//! Who talks to it: start-up builds one [`Hashing`] per server and hands it
+//! to the routes as app data; registration, login, password change and
+//! account deletion hash or verify through it. The load tool's `hash-cost`
+//! measures [`argon2`] with [`time_one_hash`].
 
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -16,23 +33,38 @@ use parley_actors::ChatError;
 
 use crate::error::ApiError;
 
-fn argon2() -> Argon2<'static> {
+/// The server's argon2id: OWASP's parameters (19 MiB, 2 passes, 1 lane).
+/// Public so that the load tool measures exactly what the server runs.
+pub fn argon2() -> Argon2<'static> {
     let params = Params::new(19 * 1024, 2, 1, None).expect("OWASP argon2 parameters are valid");
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
 }
 
+/// How much hashing work may wait: the cap on admitted hashes is this much
+/// at the measured cost of one hash, with every hashing thread busy.
+pub const QUEUE_BUDGET: Duration = Duration::from_secs(1);
+
+/// A hash not started within this long (the CPU was busy with sockets the
+/// whole time) is given up with 503 rather than left hanging. A backstop:
+/// the cap keeps the normal wait near [`QUEUE_BUDGET`].
+pub const QUEUE_DEADLINE: Duration = Duration::from_secs(10);
+
+/// What a refused request is told it was waiting for.
+const TASK: &str = "check passwords";
+
 type Job = Box<dyn FnOnce() + Send>;
 
-/// Hashes waiting for a thread; beyond this, requests get 503.
-const QUEUE: usize = 256;
-/// A hash not started within this long (the CPU was busy with sockets the
-/// whole time) is given up with 503 rather than left hanging.
-const QUEUE_DEADLINE: Duration = Duration::from_secs(10);
+/// The hashing threads of this process. The queue itself is unbounded:
+/// each server's [`Hashing`] bounds what it lets in.
+struct Pool {
+    jobs: Sender<Job>,
+    threads: usize,
+}
 
-fn pool() -> &'static SyncSender<Job> {
-    static POOL: OnceLock<SyncSender<Job>> = OnceLock::new();
+fn pool() -> &'static Pool {
+    static POOL: OnceLock<Pool> = OnceLock::new();
     POOL.get_or_init(|| {
-        let (jobs, queue) = mpsc::sync_channel::<Job>(QUEUE);
+        let (jobs, queue) = mpsc::channel::<Job>();
         let queue = Arc::new(Mutex::new(queue));
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         for n in 0..threads {
@@ -42,8 +74,15 @@ fn pool() -> &'static SyncSender<Job> {
                 .spawn(move || run_jobs(&queue))
                 .expect("the hashing threads can start");
         }
-        jobs
+        Pool { jobs, threads }
     })
+}
+
+impl Pool {
+    /// Queues a job; gives it back if the threads are gone.
+    fn send(&self, job: Job) -> Result<(), Job> {
+        self.jobs.send(job).map_err(|mpsc::SendError(job)| job)
+    }
 }
 
 fn run_jobs(queue: &Mutex<Receiver<Job>>) {
@@ -78,66 +117,275 @@ fn run_only_when_idle() {
     }
 }
 
-/// Runs `work` on the hashing pool.
-async fn on_hashing_pool<T: Send + 'static>(
-    work: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, ApiError> {
-    let (reply, result) = tokio::sync::oneshot::channel();
-    let queued_at = Instant::now();
-    let job: Job = Box::new(move || {
-        let outcome = if queued_at.elapsed() > QUEUE_DEADLINE {
-            None
-        } else {
-            Some(work())
+/// CPU time the calling thread has used, where the platform can tell.
+pub fn thread_cpu_time() -> Option<Duration> {
+    #[cfg(unix)]
+    {
+        let mut now = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
         };
-        let _ = reply.send(outcome);
-    });
-    match pool().try_send(job) {
-        Ok(()) => {}
-        Err(TrySendError::Full(_)) => {
-            return Err(ChatError::Unavailable("the password hashing queue is full".into()).into())
+        // SAFETY: clock_gettime only writes into the timespec we hand it.
+        let failed = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) } != 0;
+        if failed {
+            return None;
         }
-        Err(TrySendError::Disconnected(_)) => {
-            return Err(ChatError::internal_msg("the password hashing threads stopped").into())
-        }
+        Some(Duration::new(now.tv_sec as u64, now.tv_nsec as u32))
     }
-    match result.await {
-        Ok(Some(value)) => Ok(value),
-        Ok(None) => {
-            Err(ChatError::Unavailable("the server is too busy to check passwords".into()).into())
-        }
-        Err(_) => Err(ChatError::internal_msg("a password hashing job was dropped").into()),
+    #[cfg(not(unix))]
+    {
+        None
     }
 }
 
-/// Hashes a password into a PHC string with a fresh random salt.
-pub async fn hash(password: String) -> Result<String, ApiError> {
-    let hashed = on_hashing_pool(move || {
-        let salt = SaltString::generate(&mut OsRng);
-        argon2()
-            .hash_password(password.as_bytes(), &salt)
-            .map(|hash| hash.to_string())
-    })
-    .await?;
-    hashed.map_err(|err| ChatError::internal_msg(format_args!("argon2: {err}")).into())
+/// What one hash took on the thread that ran it.
+#[derive(Clone, Copy, Debug)]
+pub struct HashTiming {
+    /// The thread's CPU time (`None` where the platform cannot tell).
+    pub cpu: Option<Duration>,
+    /// Wall-clock time, including any time the thread was preempted.
+    pub wall: Duration,
 }
 
-/// Checks a password against a stored hash, or — when the user does not
-/// exist (`None`) — against a dummy hash, so that an unknown username costs
-/// the same time as a wrong password and reveals nothing.
-pub async fn verify(password: String, stored: Option<String>) -> Result<bool, ApiError> {
-    let matched = on_hashing_pool(move || {
-        let stored = stored.as_deref().unwrap_or_else(|| dummy_hash());
-        let parsed = PasswordHash::new(stored)?;
-        match argon2().verify_password(password.as_bytes(), &parsed) {
-            Ok(()) => Ok(true),
-            Err(argon2::password_hash::Error::Password) => Ok(false),
-            Err(err) => Err(err),
+impl HashTiming {
+    /// The cost of one hash: its CPU time, else its wall time.
+    pub fn cost(&self) -> Duration {
+        self.cpu.unwrap_or(self.wall)
+    }
+}
+
+/// Hashes a fixed password with a fresh salt at the server's parameters on
+/// the calling thread, and times it.
+pub fn time_one_hash() -> HashTiming {
+    let salt = SaltString::generate(&mut OsRng);
+    let hasher = argon2();
+    let (cpu_before, started) = (thread_cpu_time(), Instant::now());
+    let hashed = hasher.hash_password(b"a password of typical length", &salt);
+    let wall = started.elapsed();
+    let cpu = thread_cpu_time()
+        .zip(cpu_before)
+        .map(|(after, before)| after.saturating_sub(before));
+    std::hint::black_box(hashed.expect("hashing a constant succeeds"));
+    HashTiming { cpu, wall }
+}
+
+/// The cap [`QUEUE_BUDGET`] allows: `threads × QUEUE_BUDGET / cost`, at least 1.
+pub fn cap_for(threads: usize, cost: Duration) -> usize {
+    let cost = cost.max(Duration::from_micros(1)).as_secs_f64();
+    let cap = threads.max(1) as f64 * QUEUE_BUDGET.as_secs_f64() / cost;
+    (cap.floor() as usize).max(1)
+}
+
+/// Starts the hashing threads, computes the dummy hash ahead of the first
+/// login for an unknown user, and times one more hash (the first one also
+/// pays for the allocator growing the heap): once per process.
+async fn calibrate() -> HashTiming {
+    static COST: tokio::sync::OnceCell<HashTiming> = tokio::sync::OnceCell::const_new();
+    *COST
+        .get_or_init(|| async {
+            let (reply, timing) = tokio::sync::oneshot::channel();
+            let job: Job = Box::new(move || {
+                dummy_hash();
+                let _ = reply.send(time_one_hash());
+            });
+            if pool().send(job).is_err() {
+                panic!("the password hashing threads stopped at start-up");
+            }
+            timing
+                .await
+                .expect("the password hashing threads answer at start-up")
+        })
+        .await
+}
+
+/// One server's way onto the hashing pool, with its admission count.
+pub struct Hashing {
+    /// Hashes admitted at once (waiting or running) before refusing.
+    cap: usize,
+    /// The pool's threads (the cap and the retry estimate count on them).
+    threads: usize,
+    /// One hash's CPU cost, measured at start.
+    cost: Duration,
+    admitted: Arc<Admitted>,
+}
+
+/// What the admitted hashes share with the slots they hold.
+struct Admitted {
+    /// Hashes admitted and not yet finished (or given up).
+    now: AtomicUsize,
+    /// What the times below count from.
+    epoch: Instant,
+    /// Microseconds from admission to finish of the hash that finished last.
+    last_turnaround_us: AtomicU64,
+    /// When it finished, in microseconds since `epoch`.
+    last_finish_us: AtomicU64,
+}
+
+impl Admitted {
+    fn new() -> Self {
+        Admitted {
+            now: AtomicUsize::new(0),
+            epoch: Instant::now(),
+            last_turnaround_us: AtomicU64::new(0),
+            last_finish_us: AtomicU64::new(0),
         }
-    })
-    .await?;
-    let matched = matched.map_err(|err| ChatError::internal_msg(format_args!("argon2: {err}")))?;
-    Ok(matched)
+    }
+
+    /// How long the last hash took from admission to finish, if it finished
+    /// lately enough to say something about the queue now.
+    fn recent_turnaround(&self) -> Duration {
+        let finished = Duration::from_micros(self.last_finish_us.load(Ordering::Relaxed));
+        if self.epoch.elapsed().saturating_sub(finished) > QUEUE_DEADLINE {
+            return Duration::ZERO;
+        }
+        Duration::from_micros(self.last_turnaround_us.load(Ordering::Relaxed))
+    }
+}
+
+/// An admitted hash's place in the count; freed when dropped.
+struct Slot {
+    admitted: Arc<Admitted>,
+    since: Instant,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let admitted = &self.admitted;
+        let turnaround = self.since.elapsed().as_micros() as u64;
+        let finish = admitted.epoch.elapsed().as_micros() as u64;
+        admitted
+            .last_turnaround_us
+            .store(turnaround, Ordering::Relaxed);
+        admitted.last_finish_us.store(finish, Ordering::Relaxed);
+        admitted.now.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Hashing {
+    /// Starts (once per process) and measures the hashing pool, and sets the
+    /// cap: `configured`, or one [`QUEUE_BUDGET`] of hashing at the measured cost.
+    pub async fn start(configured: Option<NonZeroUsize>) -> Hashing {
+        let timing = calibrate().await;
+        let threads = pool().threads;
+        let cost = timing.cost();
+        let cap = configured.map_or_else(|| cap_for(threads, cost), NonZeroUsize::get);
+        tracing::info!(
+            cpu_ms = cost.as_secs_f64() * 1000.0,
+            wall_ms = timing.wall.as_secs_f64() * 1000.0,
+            threads,
+            cap,
+            "password hashing: one hash measured; beyond the cap hashes are refused with 503"
+        );
+        Hashing {
+            cap,
+            threads,
+            cost,
+            admitted: Arc::new(Admitted::new()),
+        }
+    }
+
+    /// How many hashes may be admitted at once.
+    pub fn cap(&self) -> usize {
+        self.cap
+    }
+
+    /// Takes a slot, or refuses with 503 when all `cap` are taken.
+    fn admit(&self) -> Result<Slot, ChatError> {
+        let taken = self
+            .admitted
+            .now
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |now| {
+                (now < self.cap).then_some(now + 1)
+            });
+        match taken {
+            Ok(_) => Ok(Slot {
+                admitted: self.admitted.clone(),
+                since: Instant::now(),
+            }),
+            Err(now) => {
+                tracing::debug!(admitted = now, cap = self.cap, "password hash refused");
+                Err(self.overloaded())
+            }
+        }
+    }
+
+    /// The refusal, with an estimate of when the hashes now admitted will
+    /// have finished: at the measured cost with every thread busy, or, when
+    /// the threads get less CPU than that (busy sockets), as long as the last
+    /// hash took from admission to finish (if it finished within the last
+    /// [`QUEUE_DEADLINE`]); from 1 s to [`QUEUE_DEADLINE`].
+    fn overloaded(&self) -> ChatError {
+        let now = self.admitted.now.load(Ordering::Acquire);
+        let at_cost = self.cost.mul_f64(now as f64 / self.threads.max(1) as f64);
+        let observed = self.admitted.recent_turnaround();
+        ChatError::Overloaded {
+            task: TASK,
+            retry_after: at_cost
+                .max(observed)
+                .clamp(Duration::from_secs(1), QUEUE_DEADLINE),
+        }
+    }
+
+    /// Runs `work` on the hashing pool if a slot is free.
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let slot = self.admit()?;
+        let (reply, result) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move || {
+            let outcome = if slot.since.elapsed() > QUEUE_DEADLINE {
+                None
+            } else {
+                Some(work())
+            };
+            // Free the slot before answering, so that the caller's next
+            // request never finds its own finished hash still counted.
+            drop(slot);
+            let _ = reply.send(outcome);
+        });
+        if pool().send(job).is_err() {
+            return Err(ChatError::internal_msg("the password hashing threads stopped").into());
+        }
+        match result.await {
+            Ok(Some(value)) => Ok(value),
+            Ok(None) => Err(self.overloaded().into()),
+            Err(_) => Err(ChatError::internal_msg("a password hashing job was dropped").into()),
+        }
+    }
+
+    /// Hashes a password into a PHC string with a fresh random salt.
+    pub async fn hash(&self, password: String) -> Result<String, ApiError> {
+        let hashed = self
+            .run(move || {
+                let salt = SaltString::generate(&mut OsRng);
+                argon2()
+                    .hash_password(password.as_bytes(), &salt)
+                    .map(|hash| hash.to_string())
+            })
+            .await?;
+        hashed.map_err(|err| ChatError::internal_msg(format_args!("argon2: {err}")).into())
+    }
+
+    /// Checks a password against a stored hash, or — when the user does not
+    /// exist (`None`) — against a dummy hash, so that an unknown username
+    /// costs the same time as a wrong password and reveals nothing.
+    pub async fn verify(&self, password: String, stored: Option<String>) -> Result<bool, ApiError> {
+        let matched = self
+            .run(move || {
+                let stored = stored.as_deref().unwrap_or_else(|| dummy_hash());
+                let parsed = PasswordHash::new(stored)?;
+                match argon2().verify_password(password.as_bytes(), &parsed) {
+                    Ok(()) => Ok(true),
+                    Err(argon2::password_hash::Error::Password) => Ok(false),
+                    Err(err) => Err(err),
+                }
+            })
+            .await?;
+        let matched =
+            matched.map_err(|err| ChatError::internal_msg(format_args!("argon2: {err}")))?;
+        Ok(matched)
+    }
 }
 
 fn dummy_hash() -> &'static str {
@@ -151,27 +399,88 @@ fn dummy_hash() -> &'static str {
     })
 }
 
-/// Starts the hashing threads and computes the dummy hash ahead of the
-/// first login for an unknown user.
-pub async fn warm_up() {
-    let _ = on_hashing_pool(|| {
-        dummy_hash();
-    })
-    .await;
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[actix_web::test]
     async fn a_hash_verifies_only_its_password() {
-        let stored = hash("correct horse".into()).await.unwrap();
+        let hashing = Hashing::start(None).await;
+        let stored = hashing.hash("correct horse".into()).await.unwrap();
         assert!(stored.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
-        assert!(verify("correct horse".into(), Some(stored.clone()))
+        assert!(hashing
+            .verify("correct horse".into(), Some(stored.clone()))
             .await
             .unwrap());
-        assert!(!verify("wrong horse".into(), Some(stored)).await.unwrap());
-        assert!(!verify("anything".into(), None).await.unwrap());
+        assert!(!hashing
+            .verify("wrong horse".into(), Some(stored))
+            .await
+            .unwrap());
+        assert!(!hashing.verify("anything".into(), None).await.unwrap());
+    }
+
+    #[test]
+    fn the_cap_is_one_budget_of_hashing_on_every_thread_and_at_least_one() {
+        assert_eq!(cap_for(1, Duration::from_millis(15)), 66);
+        assert_eq!(cap_for(2, Duration::from_millis(15)), 133);
+        assert_eq!(cap_for(1, Duration::from_millis(30)), 33);
+        // A hash slower than the whole budget still lets one in.
+        assert_eq!(cap_for(1, Duration::from_secs(3)), 1);
+    }
+
+    /// A full queue of `admitted` hashes at 20 ms on 2 threads, whose last
+    /// hash took `turnaround` and finished `ago`: the refusal's delay.
+    fn retry_after(admitted: usize, turnaround: Duration, ago: Duration) -> Duration {
+        let epoch = Instant::now() - Duration::from_secs(60);
+        let finish = Duration::from_secs(60) - ago;
+        let hashing = Hashing {
+            cap: admitted,
+            threads: 2,
+            cost: Duration::from_millis(20),
+            admitted: Arc::new(Admitted {
+                now: AtomicUsize::new(admitted),
+                epoch,
+                last_turnaround_us: AtomicU64::new(turnaround.as_micros() as u64),
+                last_finish_us: AtomicU64::new(finish.as_micros() as u64),
+            }),
+        };
+        hashing
+            .overloaded()
+            .retry_after()
+            .expect("a refusal says when")
+    }
+
+    #[test]
+    fn a_refusal_says_when_the_hashes_admitted_will_have_finished() {
+        let secs = Duration::from_secs;
+        // 300 hashes of 20 ms on 2 threads: 3 s of work.
+        assert_eq!(retry_after(300, Duration::ZERO, secs(1)), secs(3));
+        // The threads got less CPU than that: the last hash took 7 s.
+        assert_eq!(retry_after(300, secs(7), secs(1)), secs(7));
+        // ...but that was long ago, so it says nothing about the queue now.
+        assert_eq!(retry_after(300, secs(7), secs(30)), secs(3));
+        // Never under 1 s nor over the deadline.
+        assert_eq!(retry_after(2, Duration::ZERO, secs(1)), secs(1));
+        assert_eq!(retry_after(300, secs(40), secs(1)), QUEUE_DEADLINE);
+    }
+
+    #[actix_web::test]
+    async fn beyond_the_cap_a_hash_is_refused_at_once_until_a_slot_frees() {
+        let hashing = Hashing::start(NonZeroUsize::new(2)).await;
+        assert_eq!(hashing.cap(), 2);
+        let first = hashing.admit().expect("a slot is free");
+        let _second = hashing.admit().expect("a second slot is free");
+        match hashing.admit() {
+            Err(ChatError::Overloaded { retry_after, .. }) => {
+                assert!(retry_after >= Duration::from_secs(1), "{retry_after:?}");
+                assert!(retry_after <= QUEUE_DEADLINE, "{retry_after:?}");
+            }
+            other => panic!("the third hash should be refused, got {:?}", other.err()),
+        }
+        let refused = hashing.verify("anything".into(), None).await.unwrap_err();
+        assert_eq!(refused.0.status(), 503);
+        assert!(refused.0.retry_after().is_some());
+        drop(first);
+        assert!(!hashing.verify("anything".into(), None).await.unwrap());
     }
 }

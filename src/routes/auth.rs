@@ -8,7 +8,8 @@ use parley_actors::{ask, model::UserRef, validate, ChatError};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::auth::{password, AuthToken, AuthUser};
+use crate::auth::password::Hashing;
+use crate::auth::{AuthToken, AuthUser};
 use crate::error::ApiResult;
 use crate::extract::Json;
 use crate::schema::{self, User};
@@ -49,20 +50,21 @@ pub struct Registration {
         (status = 413, response = schema::PayloadTooLarge),
         (status = 429, response = schema::TooManyRequests),
         (status = 500, response = schema::InternalError),
-        (status = 503, response = schema::Unavailable),
+        (status = 503, response = schema::BusyOrUnavailable),
     )
 )]
 #[tracing::instrument(skip_all, fields(username = %body.username))]
 pub async fn register(
     req: HttpRequest,
     state: web::Data<AppState>,
+    hashing: web::Data<Hashing>,
     Json(body): Json<Registration>,
 ) -> ApiResult<HttpResponse> {
     state.check_auth_rate(&req)?;
     validate::username(&body.username)?;
     validate::email(&body.email)?;
     validate::password(&body.password)?;
-    let password_hash = password::hash(body.password).await?;
+    let password_hash = hashing.hash(body.password).await?;
     let user = ask(
         state.chat.persistence(),
         CreateUser {
@@ -107,13 +109,14 @@ pub struct AccessToken {
         (status = 413, response = schema::PayloadTooLarge),
         (status = 429, response = schema::TooManyRequests),
         (status = 500, response = schema::InternalError),
-        (status = 503, response = schema::Unavailable),
+        (status = 503, response = schema::BusyOrUnavailable),
     )
 )]
 #[tracing::instrument(skip_all, fields(username = %body.username))]
 pub async fn login(
     req: HttpRequest,
     state: web::Data<AppState>,
+    hashing: web::Data<Hashing>,
     Json(body): Json<Login>,
 ) -> ApiResult<HttpResponse> {
     state.check_auth_rate(&req)?;
@@ -124,7 +127,7 @@ pub async fn login(
     };
     let stored_hash = credentials.as_ref().map(|c| c.password_hash.clone());
     // An unknown user is checked against a dummy hash: same cost, same answer.
-    let matched = password::verify(body.password, stored_hash).await?;
+    let matched = hashing.verify(body.password, stored_hash).await?;
     let credentials = match credentials {
         Some(credentials) if matched => credentials,
         _ => return Err(wrong_credentials().into()),
@@ -148,12 +151,17 @@ fn access_token(state: &AppState, user: &UserRef, generation: i64) -> ApiResult<
 }
 
 /// Checks the caller's current password (on the hashing pool, like login).
-async fn confirm_password(state: &AppState, user: &UserRef, password: String) -> ApiResult<()> {
+async fn confirm_password(
+    state: &AppState,
+    hashing: &Hashing,
+    user: &UserRef,
+    password: String,
+) -> ApiResult<()> {
     let credentials = state.chat.store().credentials(&user.username).await?;
     let stored_hash = credentials
         .filter(|credentials| credentials.id == user.id)
         .map(|credentials| credentials.password_hash);
-    if password::verify(password, stored_hash).await? {
+    if hashing.verify(password, stored_hash).await? {
         Ok(())
     } else {
         Err(ChatError::Forbidden("password: does not match".to_owned()).into())
@@ -241,19 +249,20 @@ pub struct PasswordChange {
         (status = 403, response = schema::Forbidden),
         (status = 413, response = schema::PayloadTooLarge),
         (status = 500, response = schema::InternalError),
-        (status = 503, response = schema::Unavailable),
+        (status = 503, response = schema::BusyOrUnavailable),
     )
 )]
 #[tracing::instrument(skip_all, fields(user = %user.username))]
 pub async fn change_password(
     state: web::Data<AppState>,
+    hashing: web::Data<Hashing>,
     AuthUser(user): AuthUser,
     Json(body): Json<PasswordChange>,
 ) -> ApiResult<HttpResponse> {
     validate::password(&body.new_password)
         .map_err(|_| ChatError::invalid("new_password: must be 8-1024 characters"))?;
-    confirm_password(&state, &user, body.current_password).await?;
-    let password_hash = password::hash(body.new_password).await?;
+    confirm_password(&state, &hashing, &user, body.current_password).await?;
+    let password_hash = hashing.hash(body.new_password).await?;
     let generation = ask(
         state.chat.persistence(),
         ChangePassword {
@@ -288,16 +297,17 @@ pub struct AccountDeletion {
         (status = 403, response = schema::Forbidden),
         (status = 413, response = schema::PayloadTooLarge),
         (status = 500, response = schema::InternalError),
-        (status = 503, response = schema::Unavailable),
+        (status = 503, response = schema::BusyOrUnavailable),
     )
 )]
 #[tracing::instrument(skip_all, fields(user = %user.username))]
 pub async fn delete_account(
     state: web::Data<AppState>,
+    hashing: web::Data<Hashing>,
     AuthUser(user): AuthUser,
     Json(body): Json<AccountDeletion>,
 ) -> ApiResult<HttpResponse> {
-    confirm_password(&state, &user, body.password).await?;
+    confirm_password(&state, &hashing, &user, body.password).await?;
     ask(state.chat.persistence(), DeleteAccount { user }).await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -1,7 +1,9 @@
 //! Limits: WebSocket frame size, message content length, deeply nested JSON,
-//! and the rate limits on message sends (per user) and on logins and
-//! registrations (per client address).
+//! the rate limits on message sends (per user) and on logins and
+//! registrations (per client address), and the password hashing queue
+//! (503 at once beyond it).
 
+use std::num::NonZeroUsize;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
@@ -36,12 +38,19 @@ async fn read_until_closed(ws: &mut WsStream) -> (Vec<Value>, Option<CloseCode>)
     }
 }
 
-/// The `Retry-After` header of a 429, as whole seconds (at least 1).
+/// The `Retry-After` header of a 429 (or a 503 from shedding load), as
+/// whole seconds (at least 1).
 fn retry_after(response: &Response) -> u64 {
     let value = response
         .headers()
         .get(reqwest::header::RETRY_AFTER)
-        .unwrap_or_else(|| panic!("a 429 must carry Retry-After: {:?}", response.headers()))
+        .unwrap_or_else(|| {
+            panic!(
+                "a {} must carry Retry-After: {:?}",
+                response.status(),
+                response.headers()
+            )
+        })
         .to_str()
         .expect("Retry-After is text");
     let seconds: u64 = value
@@ -340,6 +349,143 @@ api_test!(
             app.send_private(&alice.token, &json!({"recipient": "bob", "content": "hi"}))
                 .await,
             404,
+        )
+        .await;
+    }
+);
+
+/// How soon a refusal from the hashing queue must come: at once, so well
+/// under the 10 s a hash may wait for a thread before it is given up.
+const PROMPTLY: Duration = Duration::from_secs(2);
+
+/// Sends `requests` at once; each answer with how long it took from its send.
+async fn all_at_once<F, Fut>(requests: usize, request: F) -> Vec<(Response, Duration)>
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = Response>,
+{
+    futures_util::future::join_all((0..requests).map(|n| {
+        let sent = request(n);
+        async move {
+            let started = Instant::now();
+            let response = sent.await;
+            (response, started.elapsed())
+        }
+    }))
+    .await
+}
+
+/// Asserts a prompt 503 from the hashing queue: `Retry-After` and the error
+/// body saying the server is busy.
+async fn assert_shed(response: Response, took: Duration) {
+    assert!(
+        took < PROMPTLY,
+        "a refusal should come at once, it took {took:?}"
+    );
+    retry_after(&response);
+    let body = assert_error(response, 503).await;
+    assert!(
+        str_field(&body, "detail").contains("too busy"),
+        "the detail should say the server is too busy: {body}"
+    );
+}
+
+api_test!(
+    logins_beyond_the_hashing_queue_are_refused_at_once_with_503_and_retry_after,
+    config(|c| c.hash_queue = NonZeroUsize::new(1)),
+    |app| async move {
+        let alice = app.create_user("alice").await;
+        const LOGINS: usize = 24;
+        let client = &app;
+        let answers = all_at_once(LOGINS, |_| {
+            let body = json!({"username": "alice", "password": alice.password});
+            async move { client.login(&body).await }
+        })
+        .await;
+        let (mut answered, mut refused) = (0, 0);
+        for (response, took) in answers {
+            match response.status().as_u16() {
+                200 => {
+                    str_field(&json_ok(response).await, "access_token");
+                    answered += 1;
+                }
+                503 => {
+                    assert_shed(response, took).await;
+                    refused += 1;
+                }
+                other => panic!(
+                    "a login is answered or refused, got {other}: {}",
+                    response.text().await.unwrap_or_default()
+                ),
+            }
+        }
+        // One hash at a time: the first login in is answered, and logins
+        // arriving while a hash runs are refused.
+        assert!(answered >= 1, "no login was answered ({refused} refused)");
+        assert!(refused >= 1, "no login was refused ({answered} answered)");
+        // The queue is free again once the burst is over.
+        let token = app.login_token("alice", &alice.password).await;
+        json_ok(app.list_devices(&token).await).await;
+    }
+);
+
+api_test!(
+    registrations_beyond_the_hashing_queue_are_refused_at_once_and_create_nothing,
+    config(|c| c.hash_queue = NonZeroUsize::new(1)),
+    |app| async move {
+        const REGISTRATIONS: usize = 16;
+        let password = "correct horse battery";
+        let client = &app;
+        let answers = all_at_once(REGISTRATIONS, |n| {
+            let body = json!({
+                "username": format!("user{n}"),
+                "email": format!("user{n}@example.com"),
+                "password": password,
+            });
+            async move { client.register(&body).await }
+        })
+        .await;
+        let mut registered = Vec::new();
+        let mut refused = Vec::new();
+        for (n, (response, took)) in answers.into_iter().enumerate() {
+            match response.status().as_u16() {
+                200 => {
+                    assert_eq!(
+                        str_field(&json_ok(response).await, "username"),
+                        format!("user{n}")
+                    );
+                    registered.push(n);
+                }
+                503 => {
+                    assert_shed(response, took).await;
+                    refused.push(n);
+                }
+                other => panic!(
+                    "a registration is answered or refused, got {other}: {}",
+                    response.text().await.unwrap_or_default()
+                ),
+            }
+        }
+        assert!(!registered.is_empty(), "no registration was answered");
+        assert!(!refused.is_empty(), "no registration was refused");
+        // The admitted accounts work; a refused one was never created, so
+        // its name is free and its login is the same 401 as any unknown user.
+        app.login_token(&format!("user{}", registered[0]), password)
+            .await;
+        let missing = format!("user{}", refused[0]);
+        assert_error(
+            app.login(&json!({"username": missing, "password": password}))
+                .await,
+            401,
+        )
+        .await;
+        json_ok(
+            app.register(&json!({
+                "username": missing,
+                "email": format!("{missing}@example.com"),
+                "password": password,
+            }))
+            .await,
         )
         .await;
     }

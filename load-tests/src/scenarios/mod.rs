@@ -14,6 +14,7 @@ use crate::Failure;
 pub mod broadcast;
 pub mod changes;
 pub mod fanout;
+pub mod hash_cost;
 pub mod history;
 pub mod idle;
 pub mod login;
