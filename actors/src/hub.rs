@@ -1,11 +1,13 @@
 //! The hub: which sockets each user has open on this node, and the two
-//! messages a socket takes from the rest of the core ([`Push`] and
-//! [`Disconnect`]). Sessions register and unregister themselves; every push
-//! reaches it through the delivery seam ([`crate::cluster::Broker`]),
-//! straight on one node or on its way back from the engine in a cluster. It
-//! is a plain concurrent map, not an actor, so a push costs no extra message
-//! hop. It knows sockets only as [`Recipient`]s, never the session actor.
+//! messages a socket takes from the rest of the core ([`Pushes`] of encoded
+//! frames, and [`Disconnect`]). Sessions register and unregister
+//! themselves; every push reaches it through the delivery seam
+//! ([`crate::cluster::Broker`]), straight on one node or on its way back
+//! from the engine in a cluster. It is a plain concurrent map, not an actor,
+//! so a push costs no extra message hop. It knows sockets only as
+//! [`Recipient`]s, never the session actor.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
@@ -20,8 +22,7 @@ use crate::metrics::MessageKind;
 pub type SessionId = u64;
 
 /// An encoded frame for one socket.
-#[derive(Message, Clone)]
-#[rtype(result = "()")]
+#[derive(Clone)]
 pub struct Push {
     pub frame: ByteString,
     /// Set when the frame carries a message.
@@ -55,6 +56,56 @@ impl Push {
     }
 }
 
+/// What a socket takes in one mailbox message: one frame, or every frame
+/// one commit delivers to it (fewer actor hops, a shorter queue).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Pushes(pub SmallVec<[Push; 1]>);
+
+impl Pushes {
+    pub fn one(push: Push) -> Self {
+        Pushes(smallvec::smallvec![push])
+    }
+}
+
+/// Frames for several users, gathered so that each socket gets all of its
+/// frames in one mailbox message, in the order they were added.
+#[derive(Default)]
+pub struct Deliveries {
+    entries: Vec<Delivery>,
+}
+
+struct Delivery {
+    users: SmallVec<[i64; 2]>,
+    push: Push,
+    /// The socket a message came from: it gets an ack instead.
+    origin: Option<SessionId>,
+}
+
+impl Deliveries {
+    /// Adds a frame for every socket of `users` but `origin`; its index in
+    /// what [`Hub::push_all`] returns.
+    pub fn add(&mut self, users: &[i64], push: Push, origin: Option<SessionId>) -> usize {
+        self.entries.push(Delivery {
+            users: users.iter().copied().collect(),
+            push,
+            origin,
+        });
+        self.entries.len() - 1
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Each frame with its users and origin, in the order they were added.
+    pub fn iter(&self) -> impl Iterator<Item = (&[i64], &Push, Option<SessionId>)> {
+        self.entries
+            .iter()
+            .map(|entry| (&entry.users[..], &entry.push, entry.origin))
+    }
+}
+
 /// Why the server closes a socket; the session turns it into a close code
 /// and reason for the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,7 +136,7 @@ pub struct Disconnect(pub CloseReason);
 pub struct Socket {
     pub session: SessionId,
     /// Takes pushes; its mailbox is bounded (see [`Hub::push`]).
-    pub push: Recipient<Push>,
+    pub push: Recipient<Pushes>,
     pub close: Recipient<Disconnect>,
 }
 
@@ -191,7 +242,7 @@ impl Hub {
             .iter()
             .filter(|entry| !entry.overflowed && Some(entry.socket.session) != except);
         for entry in receivers {
-            match entry.socket.push.try_send(push.clone()) {
+            match entry.socket.push.try_send(Pushes::one(push.clone())) {
                 Ok(()) => reached += 1,
                 Err(SendError::Full(_)) => overflowed.push(entry.socket.session),
                 // Already stopping; it unregisters itself.
@@ -201,6 +252,61 @@ impl Hub {
         drop(online);
         if !overflowed.is_empty() {
             self.close_slow(user, &overflowed);
+        }
+        reached
+    }
+
+    /// Pushes gathered frames, each socket's in one mailbox message (see
+    /// [`Hub::push`] for who gets what and for slow consumers). Returns, per
+    /// frame in the order added, whether a socket took it.
+    pub fn push_all(&self, deliveries: &Deliveries) -> Vec<bool> {
+        /// One socket's frames, and which deliveries they came from.
+        type Frames = (SessionId, SmallVec<[Push; 1]>, SmallVec<[usize; 1]>);
+        let mut by_user: HashMap<i64, SmallVec<[Frames; 1]>> = HashMap::new();
+        for (index, delivery) in deliveries.entries.iter().enumerate() {
+            for &user in &delivery.users {
+                let Some(online) = self.users.get(&user) else {
+                    continue;
+                };
+                let receivers = online.sockets.iter().filter(|entry| {
+                    !entry.overflowed && Some(entry.socket.session) != delivery.origin
+                });
+                for entry in receivers {
+                    let sockets = by_user.entry(user).or_default();
+                    let session = entry.socket.session;
+                    let at = match sockets.iter().position(|frames| frames.0 == session) {
+                        Some(at) => at,
+                        None => {
+                            sockets.push((session, SmallVec::new(), SmallVec::new()));
+                            sockets.len() - 1
+                        }
+                    };
+                    sockets[at].1.push(delivery.push.clone());
+                    sockets[at].2.push(index);
+                }
+            }
+        }
+        let mut reached = vec![false; deliveries.entries.len()];
+        for (user, sockets) in by_user {
+            let Some(online) = self.users.get(&user) else {
+                continue;
+            };
+            let mut overflowed = SmallVec::<[SessionId; 1]>::new();
+            for (session, frames, indices) in sockets {
+                let Some(entry) = online.sockets.iter().find(|e| e.socket.session == session)
+                else {
+                    continue;
+                };
+                match entry.socket.push.try_send(Pushes(frames)) {
+                    Ok(()) => indices.iter().for_each(|&index| reached[index] = true),
+                    Err(SendError::Full(_)) => overflowed.push(session),
+                    Err(SendError::Closed(_)) => {}
+                }
+            }
+            drop(online);
+            if !overflowed.is_empty() {
+                self.close_slow(user, &overflowed);
+            }
         }
         reached
     }

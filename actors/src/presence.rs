@@ -10,7 +10,7 @@ use std::time::Instant;
 use actix::prelude::*;
 
 use crate::cluster::Broker;
-use crate::hub::{Hub, Push};
+use crate::hub::{Hub, Push, Pushes};
 use crate::model::{Timestamp, UserRef};
 use crate::persistence::{PersistenceActor, TouchUser};
 use crate::protocol::{encode, Presence as Status, ServerFrame};
@@ -74,7 +74,7 @@ impl Presence {
         user: UserRef,
         first: bool,
         opened_at: Instant,
-        socket: Recipient<Push>,
+        socket: Recipient<Pushes>,
     ) {
         let broker = &self.inner.broker;
         let clustered = broker.is_clustered();
@@ -106,7 +106,7 @@ impl Presence {
                     status: Status::Online,
                     timestamp: now,
                 });
-                socket.do_send(Push::event(frame));
+                socket.do_send(Pushes::one(Push::event(frame)));
             }
         });
     }

@@ -14,7 +14,7 @@ use actix_web_actors::ws;
 use crate::chat::Chat;
 use crate::devices::{DeviceConnected, DeviceDisconnected};
 use crate::error::{ChatError, ChatResult};
-use crate::hub::{CloseReason, Disconnect, Push, SessionId, Socket};
+use crate::hub::{CloseReason, Disconnect, Push, Pushes, SessionId, Socket};
 use crate::metrics::Rejection;
 use crate::model::{AnyMessage, DeliveryStatus, UserRef};
 use crate::persistence::{Ack, MarkDelivered, MarkRead, Reply, Stored};
@@ -185,19 +185,21 @@ impl SessionActor {
     }
 }
 
-impl Handler<Push> for SessionActor {
+impl Handler<Pushes> for SessionActor {
     type Result = ();
 
-    fn handle(&mut self, msg: Push, ctx: &mut Self::Context) {
-        if let Some(message) = msg.message {
-            if message.id <= self.replayed_up_to {
-                return;
+    fn handle(&mut self, Pushes(pushes): Pushes, ctx: &mut Self::Context) {
+        for push in pushes {
+            if let Some(message) = push.message {
+                if message.id <= self.replayed_up_to {
+                    continue;
+                }
+                self.chat
+                    .metrics()
+                    .delivered(message.kind, message.accepted_at.elapsed());
             }
-            self.chat
-                .metrics()
-                .delivered(message.kind, message.accepted_at.elapsed());
+            ctx.text(push.frame);
         }
-        ctx.text(msg.frame);
     }
 }
 

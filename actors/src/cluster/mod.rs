@@ -17,7 +17,7 @@ use std::time::Instant;
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
-use crate::hub::{CloseReason, Hub, Push, SessionId};
+use crate::hub::{CloseReason, Deliveries, Hub, Push, SessionId};
 use crate::model::{AccountState, DeliveryStatus, UserRef};
 use crate::protocol::Presence;
 
@@ -59,6 +59,10 @@ pub trait Broker: Send + Sync + 'static {
     /// `origin` (the socket of this node a message came from). One node's
     /// pushes reach every socket in the order they were handed over.
     fn deliver(&self, users: &[i64], push: &Push, origin: Option<SessionId>);
+
+    /// [`Broker::deliver`] for several frames at once: a socket of this
+    /// node gets all of its frames in one mailbox message.
+    fn deliver_all(&self, deliveries: &Deliveries);
 
     /// Closes every socket of `user` on every node.
     fn close_user(&self, user: i64, cause: CloseCause);
@@ -132,6 +136,10 @@ impl Broker for LocalBroker {
         for &user in users {
             self.hub.push(user, push, origin);
         }
+    }
+
+    fn deliver_all(&self, deliveries: &Deliveries) {
+        self.hub.push_all(deliveries);
     }
 
     fn close_user(&self, user: i64, cause: CloseCause) {

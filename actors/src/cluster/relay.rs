@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::wire::{self, Envelope, Event, NodeId, WireMessage};
 use super::{Broker, Change, CloseCause, EngineUrl};
 use crate::error::{ChatError, ChatResult};
-use crate::hub::{Hub, Push, SessionId};
+use crate::hub::{Deliveries, Hub, Push, SessionId};
 use crate::model::{AccountState, UserRef};
 use crate::protocol::Presence;
 
@@ -331,6 +331,14 @@ impl Broker for ClusterBroker {
             message: push.message.as_ref().map(WireMessage::from_pushed),
         };
         self.publish(event, Some(&push.frame));
+    }
+
+    /// Each frame is its own event on the engine; the nodes push them as
+    /// they come.
+    fn deliver_all(&self, deliveries: &Deliveries) {
+        for (users, push, origin) in deliveries.iter() {
+            self.deliver(users, push, origin);
+        }
     }
 
     fn close_user(&self, user: i64, cause: CloseCause) {

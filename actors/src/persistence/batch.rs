@@ -13,7 +13,7 @@ use sqlx::{ColumnIndex, Connection, Decode, Encode, Executor, IntoArguments, Poo
 use crate::cluster::{Change, CloseCause};
 use crate::error::{ChatError, ChatResult};
 use crate::history::{pair, HistoryChange};
-use crate::hub::{Push, PushedMessage};
+use crate::hub::{Push, PushedMessage, SessionId};
 use crate::metrics::MessageKind;
 use crate::model::{
     AccountState, AnyMessage, DeliveryStatus, GroupMessage, GroupRecord, KindedMessage, Lifecycle,
@@ -39,9 +39,12 @@ enum Effect {
         status: DeliveryStatus,
     },
     DeliverGroup {
+        group_id: i64,
         room: FanOutTo,
         members: std::sync::Arc<[i64]>,
-        fan_out: FanOut,
+        push: Push,
+        /// The sender's socket, which gets the ack instead.
+        origin: Option<crate::hub::SessionId>,
     },
     CacheAccount(i64, AccountState),
     Revoke(String, i64),
@@ -65,6 +68,33 @@ enum Effect {
     },
     /// What the history cache must learn to stay equal to the database.
     History(HistoryChange),
+}
+
+/// Each group's frames of one commit, in commit order, for one `FanOut` per
+/// group: a member's socket then gets all of them in one mailbox message.
+#[derive(Default)]
+struct FanOuts {
+    groups: Vec<(i64, FanOutTo, FanOut)>,
+}
+
+impl FanOuts {
+    fn add(&mut self, group_id: i64, room: FanOutTo, push: Push, origin: Option<SessionId>) {
+        let fan_out = match self.groups.iter_mut().find(|(id, ..)| *id == group_id) {
+            Some((.., fan_out)) => fan_out,
+            None => {
+                self.groups.push((group_id, room, FanOut::default()));
+                &mut self.groups.last_mut().expect("just pushed").2
+            }
+        };
+        fan_out.frames.push((push, origin));
+    }
+
+    /// Hands each group's frames back to its room.
+    fn send(self) {
+        for (_, room, fan_out) in self.groups {
+            room.fan_out(fan_out);
+        }
+    }
 }
 
 /// A private message stored as `delivered` whose push no socket of its
@@ -203,6 +233,7 @@ where
 
     fn run_effects(effects: Vec<Effect>, shared: &Shared) -> Vec<Missed> {
         let mut missed = Vec::new();
+        let mut fan_outs = FanOuts::default();
         for effect in effects {
             match effect {
                 Effect::CacheUser(key, user) => {
@@ -233,17 +264,17 @@ where
                     }
                 }
                 Effect::DeliverGroup {
+                    group_id,
                     room,
                     members,
-                    fan_out,
+                    push,
+                    origin,
                 } => {
                     shared.metrics.accepted(MessageKind::Group);
                     if shared.broker.is_clustered() {
-                        shared
-                            .broker
-                            .deliver(&members, &fan_out.push, fan_out.origin);
+                        shared.broker.deliver(&members, &push, origin);
                     } else {
-                        room.fan_out(fan_out);
+                        fan_outs.add(group_id, room, push, origin);
                     }
                 }
                 Effect::Push { users, frame } => {
@@ -254,7 +285,7 @@ where
                     if shared.broker.is_clustered() {
                         shared.broker.deliver(&group.members, &push, None);
                     } else {
-                        group.room.fan_out(FanOut { push, origin: None });
+                        fan_outs.add(group.group_id, group.room, push, None);
                     }
                 }
                 Effect::CacheAccount(user, state) => {
@@ -275,6 +306,7 @@ where
                 Effect::History(change) => shared.history.cache().apply(change),
             }
         }
+        fan_outs.send();
         missed
     }
 
@@ -1003,19 +1035,18 @@ where
                 });
                 effects.push(Effect::History(HistoryChange::GroupStored(message.clone())));
                 effects.push(Effect::DeliverGroup {
+                    group_id,
                     room,
                     members,
-                    fan_out: FanOut {
-                        push: Push::message(
-                            PushedMessage {
-                                id,
-                                kind: MessageKind::Group,
-                                accepted_at: m.accepted_at,
-                            },
-                            encode(&ServerFrame::Message((&*message).into())),
-                        ),
-                        origin: m.origin,
-                    },
+                    push: Push::message(
+                        PushedMessage {
+                            id,
+                            kind: MessageKind::Group,
+                            accepted_at: m.accepted_at,
+                        },
+                        encode(&ServerFrame::Message((&*message).into())),
+                    ),
+                    origin: m.origin,
                 });
                 Stored::Group(message, status)
             }

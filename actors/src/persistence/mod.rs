@@ -135,15 +135,15 @@ pub enum Target {
     },
 }
 
-/// A committed group message, or a group message's new state, to push to
-/// every member's sockets: handed back to the group's room in commit order.
-#[derive(Message)]
+/// One commit's group messages and changes of one group, to push to every
+/// member's sockets, each socket getting them all in one mailbox message:
+/// handed back to the group's room, in commit order.
+#[derive(Message, Default)]
 #[rtype(result = "()")]
 pub struct FanOut {
-    /// The frame, encoded once for all recipients.
-    pub push: Push,
-    /// The sender's socket that already got an ack.
-    pub origin: Option<SessionId>,
+    /// Each frame (encoded once for all recipients) with the sender's
+    /// socket that already got an ack instead, in id order.
+    pub frames: Vec<(Push, Option<SessionId>)>,
 }
 
 /// The room a group write came from, carried with it through the writer

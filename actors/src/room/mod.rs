@@ -20,7 +20,7 @@ use serde::Serialize;
 
 use crate::cluster::delivery_status;
 use crate::error::{ChatError, ChatResult};
-use crate::hub::Push;
+use crate::hub::{Deliveries, Push};
 use crate::model::{AnyMessage, Role, Timestamp, UserRef};
 use crate::persistence::{
     AddMember, ChangeMessage, FanOut, FanOutTo, GroupRoute, MessageChange, NewChange, NewMessage,
@@ -619,7 +619,16 @@ impl Handler<FanOut> for RoomActor {
 
     fn handle(&mut self, msg: FanOut, _: &mut Self::Context) {
         let broker = &self.registry.deps().broker;
-        broker.deliver(&self.member_ids, &msg.push, msg.origin);
+        match <[_; 1]>::try_from(msg.frames) {
+            Ok([(push, origin)]) => broker.deliver(&self.member_ids, &push, origin),
+            Err(frames) => {
+                let mut deliveries = Deliveries::default();
+                for (push, origin) in frames {
+                    deliveries.add(&self.member_ids, push, origin);
+                }
+                broker.deliver_all(&deliveries);
+            }
+        }
     }
 }
 
