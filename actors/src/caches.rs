@@ -7,12 +7,13 @@
 //! listener applies what other nodes committed.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use dashmap::DashMap;
 
 use crate::error::ChatResult;
 use crate::model::{AccountState, UserRef};
-use crate::store::Store;
+use crate::store::{Store, Usernames};
 use crate::validate;
 
 pub struct Caches {
@@ -26,6 +27,8 @@ pub struct Caches {
     names_forgotten: AtomicU64,
     /// (lower user id, higher user id) → conversation id.
     conversations: DashMap<(i64, i64), i64>,
+    /// User id → name, also of deleted accounts (history still shows it).
+    names: DashMap<i64, Arc<str>>,
     /// User id → what token checks need (filled on first check).
     accounts: DashMap<i64, AccountState>,
     /// jti → expiry (Unix seconds) of tokens revoked by logout.
@@ -40,6 +43,7 @@ impl Caches {
             users: DashMap::new(),
             names_forgotten: AtomicU64::new(0),
             conversations: DashMap::new(),
+            names: DashMap::new(),
             accounts: DashMap::new(),
             revoked_tokens: DashMap::new(),
             store,
@@ -71,6 +75,7 @@ impl Caches {
 
     /// Caches a user whose row a committed transaction wrote or read.
     pub(crate) fn remember_user(&self, key: String, user: UserRef) {
+        self.names.insert(user.id, user.username.clone());
         self.users.insert(key, user);
     }
 
@@ -79,6 +84,7 @@ impl Caches {
     fn remember_read_user(&self, key: String, user: UserRef, mark: u64) {
         // Checked under the entry's lock: a removal that has not counted
         // itself yet takes this lock after us and removes what we insert.
+        self.names.insert(user.id, user.username.clone());
         let entry = self.users.entry(key);
         if self.names_forgotten.load(Ordering::SeqCst) == mark {
             entry.or_insert(user);
@@ -132,6 +138,18 @@ impl Caches {
     pub(crate) fn forget_expired_revocations(&self, now_secs: i64) {
         self.revoked_tokens
             .retain(|_, expires_at| *expires_at > now_secs);
+    }
+}
+
+/// Names never change and stay after an account is deleted, so once known
+/// they are kept.
+impl Usernames for Caches {
+    fn username(&self, id: i64) -> Option<Arc<str>> {
+        self.names.get(&id).map(|name| name.clone())
+    }
+
+    fn remember_username(&self, id: i64, name: Arc<str>) {
+        self.names.insert(id, name);
     }
 }
 

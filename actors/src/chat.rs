@@ -139,6 +139,7 @@ impl Chat {
         };
         let history = Arc::new(History::new(
             store.clone(),
+            caches.clone(),
             HistoryCache::new(history_budget),
         ));
         let metrics = Arc::new(Metrics::new());

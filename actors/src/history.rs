@@ -19,6 +19,7 @@ use std::sync::Arc;
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 
+use crate::caches::Caches;
 use crate::error::ChatResult;
 use crate::model::{
     DeliveryStatus, GroupMessage, Lifecycle, Page, PrivateMessage, Reaction, UserRef,
@@ -43,12 +44,18 @@ pub fn pair(a: i64, b: i64) -> Pair {
 /// Reads history pages, from memory when it can.
 pub struct History {
     store: Store,
+    /// Senders' names for group pages.
+    names: Arc<Caches>,
     cache: HistoryCache,
 }
 
 impl History {
-    pub(crate) fn new(store: Store, cache: HistoryCache) -> Self {
-        History { store, cache }
+    pub(crate) fn new(store: Store, names: Arc<Caches>, cache: HistoryCache) -> Self {
+        History {
+            store,
+            names,
+            cache,
+        }
     }
 
     /// A page of the conversation between `me` and `other`, ascending id.
@@ -89,7 +96,10 @@ impl History {
             Lookup::Miss(fill) => fill,
         };
         if let Some(fill) = fill {
-            let newest = self.store.group_history(group_id, newest()).await?;
+            let newest = self
+                .store
+                .group_history(group_id, newest(), &*self.names)
+                .await?;
             let newest: Vec<Arc<GroupMessage>> = newest.into_iter().map(Arc::new).collect();
             let answer = slice(&newest, newest.len() < THREAD_CAP, page);
             self.cache.finish_fill(threads, group_id, fill, newest);
@@ -97,7 +107,10 @@ impl History {
                 return Ok(answer);
             }
         }
-        let messages = self.store.group_history(group_id, page).await?;
+        let messages = self
+            .store
+            .group_history(group_id, page, &*self.names)
+            .await?;
         Ok(messages.into_iter().map(Arc::new).collect())
     }
 

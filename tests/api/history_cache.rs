@@ -104,7 +104,7 @@ async fn compare(chat: &Chat, pairs: &[(UserRef, UserRef)], group: i64, ids: &[i
     }
     let stored = chat
         .store()
-        .group_history(group, newest)
+        .group_history(group, newest, chat.caches())
         .await
         .expect("read the group");
     if let Some(cached) = chat.history().cached_group(group) {
@@ -124,7 +124,7 @@ async fn compare(chat: &Chat, pairs: &[(UserRef, UserRef)], group: i64, ids: &[i
         let through_cache: Vec<_> = through_cache.iter().map(|m| (**m).clone()).collect();
         let from_store = chat
             .store()
-            .group_history(group, page)
+            .group_history(group, page, chat.caches())
             .await
             .expect("a page from the store");
         assert_eq!(through_cache, from_store, "group page {page:?}");

@@ -8,6 +8,7 @@
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -186,12 +187,13 @@ pub(crate) struct PrivateRow {
     pub reactions: Option<String>,
 }
 
-/// A group message as history reads it (the group is known to the caller).
-/// Read from a JSON array in field order.
+/// A group message as history reads it (the group is known to the caller,
+/// the sender's name comes from [`Usernames`]). Read from a JSON array in
+/// field order.
 #[derive(Debug, serde::Deserialize)]
 pub(crate) struct GroupRow {
     pub id: i64,
-    pub sender: String,
+    pub sender_id: i64,
     pub content: String,
     pub message_type: String,
     pub content_type: String,
@@ -264,6 +266,13 @@ fn lifecycle(
     Lifecycle::from_columns(reply_to, edited_at, deleted_at, reactions).map_err(|err| {
         ChatError::internal_msg(format_args!("message {id} has unreadable reactions: {err}"))
     })
+}
+
+/// User id → name, kept by the layers above (the chat core's caches) for
+/// the store's reads that show names.
+pub trait Usernames: Send + Sync {
+    fn username(&self, id: i64) -> Option<Arc<str>>;
+    fn remember_username(&self, id: i64, name: Arc<str>);
 }
 
 /// Who a message is between.
@@ -568,12 +577,39 @@ impl Store {
     }
 
     /// A page of a group's messages, ascending id.
-    pub async fn group_history(&self, group_id: i64, page: Page) -> ChatResult<Vec<GroupMessage>> {
+    /// A page of a group's messages, ascending id; the senders' names come
+    /// from `names`, which learns those it did not know (a join with `users`
+    /// per row costs more than a look-up in memory).
+    pub async fn group_history(
+        &self,
+        group_id: i64,
+        page: Page,
+        names: &dyn Usernames,
+    ) -> ChatResult<Vec<GroupMessage>> {
         let rows = on_backend!(&self.read, |Q, pool| {
             Q::group_history(pool, group_id, page).await
         })?;
+        let mut senders = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let name = match names.username(row.sender_id) {
+                Some(name) => name,
+                None => {
+                    let id = row.sender_id;
+                    let name: Arc<str> = on_backend!(&self.read, |Q, pool| Q::username(pool, id)
+                        .await)?
+                    .ok_or_else(|| {
+                        ChatError::internal_msg(format_args!("message {} has no sender", row.id))
+                    })?
+                    .into();
+                    names.remember_username(id, name.clone());
+                    name
+                }
+            };
+            senders.push(name);
+        }
         rows.into_iter()
-            .map(|row| {
+            .zip(senders)
+            .map(|(row, sender)| {
                 Ok(GroupMessage {
                     lifecycle: lifecycle(
                         row.id,
@@ -584,7 +620,7 @@ impl Store {
                     )?,
                     id: row.id,
                     group_id,
-                    sender: row.sender,
+                    sender: sender.to_string(),
                     content: row.content,
                     message_type: row.message_type,
                     content_type: row.content_type,

@@ -57,6 +57,18 @@ where
         .await
     }
 
+    /// A user's name, deleted or not (history shows the names of senders
+    /// who have since deleted their account).
+    pub async fn username<'e, E: Executor<'e, Database = DB>>(
+        ex: E,
+        id: i64,
+    ) -> Result<Option<String>, sqlx::Error> {
+        sqlx::query_scalar("SELECT username FROM users WHERE id = $1")
+            .bind(id)
+            .fetch_optional(ex)
+            .await
+    }
+
     pub async fn user_record<'e, E: Executor<'e, Database = DB>>(
         ex: E,
         id: i64,
@@ -160,9 +172,9 @@ where
         let statements = &DB::statements().group_history;
         let [forward_sql, backward_sql] = statements.get_or_init(|| {
             history_statements::<DB>(
-                "m.id, s.username, m.content, m.message_type, m.content_type, m.created_at, \
+                "m.id, m.sender_id, m.content, m.message_type, m.content_type, m.created_at, \
                  m.reply_to, m.edited_at, m.deleted_at, m.reactions",
-                "FROM messages m JOIN users s ON s.id = m.sender_id WHERE m.group_id = $1",
+                "FROM messages m WHERE m.group_id = $1",
                 2,
             )
         });
