@@ -137,12 +137,13 @@ impl Chat {
             true => 0,
             false => settings.history_cache_bytes,
         };
+        let metrics = Arc::new(Metrics::new());
         let history = Arc::new(History::new(
             store.clone(),
             caches.clone(),
             HistoryCache::new(history_budget),
+            metrics.clone(),
         ));
-        let metrics = Arc::new(Metrics::new());
         let persistence = PersistenceActor::new(
             &store,
             broker.clone(),

@@ -21,6 +21,7 @@ use dashmap::DashMap;
 
 use crate::caches::Caches;
 use crate::error::ChatResult;
+use crate::metrics::Metrics;
 use crate::model::{
     DeliveryStatus, GroupMessage, Lifecycle, Page, PrivateMessage, Reaction, UserRef,
 };
@@ -47,15 +48,34 @@ pub struct History {
     /// Senders' names for group pages.
     names: Arc<Caches>,
     cache: HistoryCache,
+    metrics: Arc<Metrics>,
 }
 
 impl History {
-    pub(crate) fn new(store: Store, names: Arc<Caches>, cache: HistoryCache) -> Self {
+    pub(crate) fn new(
+        store: Store,
+        names: Arc<Caches>,
+        cache: HistoryCache,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         History {
             store,
             names,
             cache,
+            metrics,
         }
+    }
+
+    /// Counts where a page came from; the cache's size now.
+    fn counted<T>(&self, page: T, from_memory: bool) -> T {
+        let counter = match from_memory {
+            true => &self.metrics.history_pages_cached,
+            false => &self.metrics.history_pages_stored,
+        };
+        counter.inc();
+        let bytes = self.cache.used.load(Ordering::Relaxed);
+        self.metrics.history_cache_bytes.set(bytes as i64);
+        page
     }
 
     /// A page of the conversation between `me` and `other`, ascending id.
@@ -68,7 +88,7 @@ impl History {
         let key = pair(me.id, other.id);
         let threads = &self.cache.private;
         let fill = match self.cache.lookup(threads, key, page) {
-            Lookup::Hit(messages) => return Ok(messages),
+            Lookup::Hit(messages) => return Ok(self.counted(messages, true)),
             Lookup::Miss(fill) => fill,
         };
         if let Some(fill) = fill {
@@ -77,11 +97,11 @@ impl History {
             let answer = slice(&newest, newest.len() < THREAD_CAP, page);
             self.cache.finish_fill(threads, key, fill, newest);
             if let Some(answer) = answer {
-                return Ok(answer);
+                return Ok(self.counted(answer, false));
             }
         }
         let messages = self.store.private_history(me, other, page).await?;
-        Ok(messages.into_iter().map(Arc::new).collect())
+        Ok(self.counted(messages.into_iter().map(Arc::new).collect(), false))
     }
 
     /// A page of a group's messages, ascending id.
@@ -92,7 +112,7 @@ impl History {
     ) -> ChatResult<Vec<Arc<GroupMessage>>> {
         let threads = &self.cache.groups;
         let fill = match self.cache.lookup(threads, group_id, page) {
-            Lookup::Hit(messages) => return Ok(messages),
+            Lookup::Hit(messages) => return Ok(self.counted(messages, true)),
             Lookup::Miss(fill) => fill,
         };
         if let Some(fill) = fill {
@@ -104,14 +124,14 @@ impl History {
             let answer = slice(&newest, newest.len() < THREAD_CAP, page);
             self.cache.finish_fill(threads, group_id, fill, newest);
             if let Some(answer) = answer {
-                return Ok(answer);
+                return Ok(self.counted(answer, false));
             }
         }
         let messages = self
             .store
             .group_history(group_id, page, &*self.names)
             .await?;
-        Ok(messages.into_iter().map(Arc::new).collect())
+        Ok(self.counted(messages.into_iter().map(Arc::new).collect(), false))
     }
 
     /// What the cache holds of a private conversation (`None` if nothing),

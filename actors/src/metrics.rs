@@ -80,6 +80,11 @@ pub struct Metrics {
     /// Writes waiting in the persistence actor for their transaction.
     pub persistence_queue: IntGauge,
     rejected: IntCounterVec,
+    /// History pages answered from memory, and read from the database.
+    pub history_pages_cached: IntCounter,
+    pub history_pages_stored: IntCounter,
+    /// Bytes the recent-history cache holds.
+    pub history_cache_bytes: IntGauge,
 }
 
 impl Metrics {
@@ -125,10 +130,21 @@ impl Metrics {
                 .expect("a unique metric");
             histogram
         };
+        let history_pages = counter(
+            "history_pages_total",
+            "History pages read, by where they came from",
+            &["source"],
+        );
         Metrics {
             open_sockets: gauge("open_sockets", "WebSocket connections open now"),
             users_online: gauge("users_online", "Users with at least one socket open"),
             rooms_running: gauge("rooms_running", "Group rooms in memory now"),
+            history_pages_cached: history_pages.with_label_values(&["memory"]),
+            history_pages_stored: history_pages.with_label_values(&["database"]),
+            history_cache_bytes: gauge(
+                "history_cache_bytes",
+                "Bytes the recent-history cache holds",
+            ),
             messages_accepted: per_kind(counter(
                 "messages_accepted_total",
                 "Messages committed to the database",
