@@ -8,6 +8,8 @@
 //! every cached thread is compared with the database, as are pages read
 //! through the cache and straight from the store.
 
+use std::sync::Arc;
+
 use futures_util::future::join_all;
 use parley_actors::history::THREAD_CAP;
 use parley_actors::model::{Page, UserRef};
@@ -56,6 +58,18 @@ fn pages(ids: &[i64]) -> Vec<Page> {
     pages
 }
 
+/// Asserts that a page read through the cache equals the page the store
+/// reads (both newest last).
+fn assert_same<M: PartialEq + std::fmt::Debug>(
+    through_cache: &[Arc<M>],
+    from_store: &[M],
+    what: &str,
+) {
+    let through_cache: Vec<&M> = through_cache.iter().map(|m| &**m).collect();
+    let from_store: Vec<&M> = from_store.iter().collect();
+    assert_eq!(through_cache, from_store, "{what}");
+}
+
 /// Compares, with the writer held between two batches, each thread the
 /// cache holds with the database, and each page read through the cache
 /// with the same page read from the store. Returns how many cached threads
@@ -69,65 +83,44 @@ async fn compare(chat: &Chat, pairs: &[(UserRef, UserRef)], group: i64, ids: &[i
         after: None,
         limit: THREAD_CAP as i64,
     };
+    let history = chat.history();
+    let store = chat.store();
     let mut compared = 0;
     for (a, b) in pairs {
-        let stored = chat
-            .store()
-            .private_history(a, b, newest)
-            .await
-            .expect("read the conversation");
-        if let Some(cached) = chat.history().cached_private(a.id, b.id) {
-            let cached: Vec<_> = cached.iter().map(|m| (**m).clone()).collect();
-            assert_eq!(
-                cached, stored,
-                "the cache holds what the database holds of {a:?} and {b:?}"
+        let stored = store.private_history(a, b, newest).await.expect("read");
+        if let Some(cached) = history.cached_private(a.id, b.id) {
+            assert_same(
+                &cached,
+                &stored,
+                &format!("what is cached of {a:?} and {b:?}"),
             );
             compared += 1;
         }
         for page in pages(ids) {
-            let through_cache = chat
-                .history()
-                .private_page(a, b, page)
-                .await
-                .expect("a page through the cache");
-            let through_cache: Vec<_> = through_cache.iter().map(|m| (**m).clone()).collect();
-            let from_store = chat
-                .store()
-                .private_history(a, b, page)
-                .await
-                .expect("a page from the store");
-            assert_eq!(
-                through_cache, from_store,
-                "page {page:?} of {a:?} and {b:?}"
+            let cached = history.private_page(a, b, page).await.expect("a page");
+            let stored = store.private_history(a, b, page).await.expect("a page");
+            assert_same(
+                &cached,
+                &stored,
+                &format!("page {page:?} of {a:?} and {b:?}"),
             );
         }
     }
-    let stored = chat
-        .store()
+    let stored = store
         .group_history(group, newest, chat.caches())
         .await
-        .expect("read the group");
-    if let Some(cached) = chat.history().cached_group(group) {
-        let cached: Vec<_> = cached.iter().map(|m| (**m).clone()).collect();
-        assert_eq!(
-            cached, stored,
-            "the cache holds what the database holds of the group"
-        );
+        .expect("read");
+    if let Some(cached) = history.cached_group(group) {
+        assert_same(&cached, &stored, "what is cached of the group");
         compared += 1;
     }
     for page in pages(ids) {
-        let through_cache = chat
-            .history()
-            .group_page(group, page)
-            .await
-            .expect("a page through the cache");
-        let through_cache: Vec<_> = through_cache.iter().map(|m| (**m).clone()).collect();
-        let from_store = chat
-            .store()
+        let cached = history.group_page(group, page).await.expect("a page");
+        let stored = store
             .group_history(group, page, chat.caches())
             .await
-            .expect("a page from the store");
-        assert_eq!(through_cache, from_store, "group page {page:?}");
+            .expect("a page");
+        assert_same(&cached, &stored, &format!("group page {page:?}"));
     }
     drop(held);
     compared
