@@ -8,7 +8,8 @@
 //! [`Recipient`]s, never the session actor.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use actix::prelude::*;
@@ -60,11 +61,65 @@ impl Push {
 /// one commit delivers to it (fewer actor hops, a shorter queue).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Pushes(pub SmallVec<[Push; 1]>);
+pub struct Pushes {
+    pub frames: SmallVec<[Push; 1]>,
+    /// The frames' place in the socket's [`Backlog`], given back when this
+    /// message is dropped: once the session has taken it, or when it was
+    /// never queued.
+    _counted: Option<Counted>,
+}
 
 impl Pushes {
+    /// One frame outside the socket's backlog (a presence snapshot the
+    /// session asks for itself).
     pub fn one(push: Push) -> Self {
-        Pushes(smallvec::smallvec![push])
+        Pushes {
+            frames: smallvec::smallvec![push],
+            _counted: None,
+        }
+    }
+}
+
+/// How many pushed frames a socket has not yet taken from its mailbox. The
+/// mailbox bounds messages, and one message may carry a whole commit's
+/// frames, so the bound on frames (`--socket-queue`) is kept here: beyond
+/// it the socket is a slow consumer.
+pub struct Backlog {
+    frames: AtomicUsize,
+    capacity: usize,
+}
+
+impl Backlog {
+    pub fn new(capacity: usize) -> Arc<Self> {
+        Arc::new(Backlog {
+            frames: AtomicUsize::new(0),
+            capacity,
+        })
+    }
+
+    /// Counts `frames` in, or None if they do not fit.
+    fn count(self: &Arc<Self>, frames: usize) -> Option<Counted> {
+        self.frames
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
+                (queued + frames <= self.capacity).then_some(queued + frames)
+            })
+            .ok()
+            .map(|_| Counted {
+                backlog: self.clone(),
+                frames,
+            })
+    }
+}
+
+/// Frames counted in a [`Backlog`]; dropping it counts them out.
+struct Counted {
+    backlog: Arc<Backlog>,
+    frames: usize,
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.backlog.frames.fetch_sub(self.frames, Ordering::AcqRel);
     }
 }
 
@@ -135,9 +190,38 @@ pub struct Disconnect(pub CloseReason);
 #[derive(Clone)]
 pub struct Socket {
     pub session: SessionId,
-    /// Takes pushes; its mailbox is bounded (see [`Hub::push`]).
+    /// Takes pushes, at most `backlog`'s capacity of frames queued (see
+    /// [`Hub::push`]).
     pub push: Recipient<Pushes>,
+    pub backlog: Arc<Backlog>,
     pub close: Recipient<Disconnect>,
+}
+
+impl Socket {
+    /// Queues `frames` for the socket unless they would overflow its
+    /// backlog (a slow consumer).
+    fn offer(&self, frames: SmallVec<[Push; 1]>) -> Offer {
+        let Some(counted) = self.backlog.count(frames.len()) else {
+            return Offer::Overflowed;
+        };
+        let pushes = Pushes {
+            frames,
+            _counted: Some(counted),
+        };
+        match self.push.try_send(pushes) {
+            Ok(()) => Offer::Queued,
+            Err(SendError::Full(_)) => Offer::Overflowed,
+            // Already stopping; it unregisters itself.
+            Err(SendError::Closed(_)) => Offer::Closed,
+        }
+    }
+}
+
+/// What became of frames offered to a socket.
+enum Offer {
+    Queued,
+    Overflowed,
+    Closed,
 }
 
 /// An online user: their sockets, and when their contacts were told so.
@@ -242,11 +326,10 @@ impl Hub {
             .iter()
             .filter(|entry| !entry.overflowed && Some(entry.socket.session) != except);
         for entry in receivers {
-            match entry.socket.push.try_send(Pushes::one(push.clone())) {
-                Ok(()) => reached += 1,
-                Err(SendError::Full(_)) => overflowed.push(entry.socket.session),
-                // Already stopping; it unregisters itself.
-                Err(SendError::Closed(_)) => {}
+            match entry.socket.offer(smallvec::smallvec![push.clone()]) {
+                Offer::Queued => reached += 1,
+                Offer::Overflowed => overflowed.push(entry.socket.session),
+                Offer::Closed => {}
             }
         }
         drop(online);
@@ -297,10 +380,10 @@ impl Hub {
                 else {
                     continue;
                 };
-                match entry.socket.push.try_send(Pushes(frames)) {
-                    Ok(()) => indices.iter().for_each(|&index| reached[index] = true),
-                    Err(SendError::Full(_)) => overflowed.push(session),
-                    Err(SendError::Closed(_)) => {}
+                match entry.socket.offer(frames) {
+                    Offer::Queued => indices.iter().for_each(|&index| reached[index] = true),
+                    Offer::Overflowed => overflowed.push(session),
+                    Offer::Closed => {}
                 }
             }
             drop(online);
@@ -349,5 +432,25 @@ impl Hub {
                 entry.socket.close.do_send(Disconnect(reason));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_backlog_counts_frames_until_their_message_is_dropped() {
+        let backlog = Backlog::new(4);
+        let first = backlog.count(3).expect("3 of 4 fit");
+        assert!(backlog.count(2).is_none(), "5 of 4 do not fit");
+        let second = backlog.count(1).expect("the 4th fits");
+        drop(first);
+        assert!(backlog.count(4).is_none(), "1 still queued");
+        drop(second);
+        assert!(
+            backlog.count(4).is_some(),
+            "all taken: the whole capacity is free"
+        );
     }
 }

@@ -14,7 +14,7 @@ use actix_web_actors::ws;
 use crate::chat::Chat;
 use crate::devices::{DeviceConnected, DeviceDisconnected};
 use crate::error::{ChatError, ChatResult};
-use crate::hub::{CloseReason, Disconnect, Push, Pushes, SessionId, Socket};
+use crate::hub::{Backlog, CloseReason, Disconnect, Push, Pushes, SessionId, Socket};
 use crate::metrics::Rejection;
 use crate::model::{AnyMessage, DeliveryStatus, UserRef};
 use crate::persistence::{Ack, MarkDelivered, MarkRead, Reply, Stored};
@@ -91,6 +91,7 @@ impl Actor for SessionActor {
         let socket = Socket {
             session: self.id,
             push: me.clone().recipient(),
+            backlog: Backlog::new(chat.settings().socket_queue),
             close: me.clone().recipient(),
         };
         chat.metrics().open_sockets.inc();
@@ -188,8 +189,8 @@ impl SessionActor {
 impl Handler<Pushes> for SessionActor {
     type Result = ();
 
-    fn handle(&mut self, Pushes(pushes): Pushes, ctx: &mut Self::Context) {
-        for push in pushes {
+    fn handle(&mut self, mut pushes: Pushes, ctx: &mut Self::Context) {
+        for push in std::mem::take(&mut pushes.frames) {
             if let Some(message) = push.message {
                 if message.id <= self.replayed_up_to {
                     continue;
