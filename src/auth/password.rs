@@ -11,9 +11,14 @@
 //! [`QUEUE_BUDGET`] (one second) of hashing work: at start-up
 //! [`Hashing::start`] times one hash on a hashing thread by that thread's CPU
 //! clock, and the cap is `threads × QUEUE_BUDGET / cost`, at least 1
-//! (`PARLEY_HASH_QUEUE` sets it instead). [`QUEUE_DEADLINE`] stays as a
-//! backstop: an admitted hash not started within 10 s (the idle-priority
-//! threads got no CPU all that time) is given up with the same 503.
+//! (`PARLEY_HASH_QUEUE` sets it instead). That is a second of waiting only
+//! while the hashing threads have the CPU; when busy sockets leave them a
+//! tenth of it, the same queue takes ten seconds to drain. So a hash is also
+//! refused while the queue is longer than one [`QUEUE_BUDGET`] at the rate
+//! hashes actually finish now (measured on each hash, by how many were ahead
+//! of it and how long it took from admission to finish). [`QUEUE_DEADLINE`]
+//! stays as a backstop: an admitted hash not started within 10 s (the
+//! idle-priority threads got no CPU all that time) is given up with the same 503.
 //!
 //! Who talks to it: start-up builds one [`Hashing`] per server and hands it
 //! to the routes as app data; registration, login, password change and
@@ -219,6 +224,10 @@ struct Admitted {
     last_turnaround_us: AtomicU64,
     /// When it finished, in microseconds since `epoch`.
     last_finish_us: AtomicU64,
+    /// Hashes the queue drained per 1,000 s as the last hash saw it: how
+    /// many were admitted before it (and so finished before it, on a FIFO
+    /// pool), plus itself, over its turnaround. Zero until a hash finishes.
+    drain_per_ks: AtomicU64,
 }
 
 impl Admitted {
@@ -228,7 +237,18 @@ impl Admitted {
             epoch: Instant::now(),
             last_turnaround_us: AtomicU64::new(0),
             last_finish_us: AtomicU64::new(0),
+            drain_per_ks: AtomicU64::new(0),
         }
+    }
+
+    /// How many hashes the queue drains in [`QUEUE_BUDGET`] at the rate
+    /// measured last, at least 1; None before any hash finished.
+    fn drained_within_budget(&self) -> Option<usize> {
+        let per_ks = self.drain_per_ks.load(Ordering::Relaxed);
+        (per_ks > 0).then(|| {
+            let within = per_ks as f64 / 1000.0 * QUEUE_BUDGET.as_secs_f64();
+            (within.floor() as usize).max(1)
+        })
     }
 
     /// How long the last hash took from admission to finish, if it finished
@@ -246,17 +266,23 @@ impl Admitted {
 struct Slot {
     admitted: Arc<Admitted>,
     since: Instant,
+    /// Hashes admitted and unfinished when this one was admitted.
+    ahead: usize,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
         let admitted = &self.admitted;
-        let turnaround = self.since.elapsed().as_micros() as u64;
+        let turnaround = self.since.elapsed();
         let finish = admitted.epoch.elapsed().as_micros() as u64;
+        let drained = (self.ahead + 1) as f64 / turnaround.as_secs_f64().max(1e-6);
         admitted
             .last_turnaround_us
-            .store(turnaround, Ordering::Relaxed);
+            .store(turnaround.as_micros() as u64, Ordering::Relaxed);
         admitted.last_finish_us.store(finish, Ordering::Relaxed);
+        admitted
+            .drain_per_ks
+            .store((drained * 1000.0).ceil() as u64, Ordering::Relaxed);
         admitted.now.fetch_sub(1, Ordering::AcqRel);
     }
 }
@@ -289,21 +315,33 @@ impl Hashing {
         self.cap
     }
 
-    /// Takes a slot, or refuses with 503 when all `cap` are taken.
+    /// How many hashes may be admitted at once right now: the cap, or
+    /// fewer when they drain slower than the cap assumes.
+    fn limit(&self) -> usize {
+        self.admitted
+            .drained_within_budget()
+            .map_or(self.cap, |drained| drained.min(self.cap))
+    }
+
+    /// Takes a slot, or refuses with 503 beyond [`Hashing::limit`] (at
+    /// least 1, so a rate measured while the CPU was busy is measured again
+    /// by the next hash).
     fn admit(&self) -> Result<Slot, ChatError> {
+        let limit = self.limit();
         let taken = self
             .admitted
             .now
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |now| {
-                (now < self.cap).then_some(now + 1)
+                (now < limit).then_some(now + 1)
             });
         match taken {
-            Ok(_) => Ok(Slot {
+            Ok(ahead) => Ok(Slot {
                 admitted: self.admitted.clone(),
                 since: Instant::now(),
+                ahead,
             }),
             Err(now) => {
-                tracing::debug!(admitted = now, cap = self.cap, "password hash refused");
+                tracing::debug!(admitted = now, limit, "password hash refused");
                 Err(self.overloaded())
             }
         }
@@ -442,6 +480,7 @@ mod tests {
                 epoch,
                 last_turnaround_us: AtomicU64::new(turnaround.as_micros() as u64),
                 last_finish_us: AtomicU64::new(finish.as_micros() as u64),
+                drain_per_ks: AtomicU64::new(0),
             }),
         };
         hashing
@@ -462,6 +501,34 @@ mod tests {
         // Never under 1 s nor over the deadline.
         assert_eq!(retry_after(2, Duration::ZERO, secs(1)), secs(1));
         assert_eq!(retry_after(300, secs(40), secs(1)), QUEUE_DEADLINE);
+    }
+
+    #[test]
+    fn while_hashes_drain_slower_than_the_cap_assumes_fewer_are_admitted() {
+        let hashing = Hashing {
+            cap: 66,
+            threads: 1,
+            cost: Duration::from_millis(15),
+            admitted: Arc::new(Admitted::new()),
+        };
+        assert_eq!(hashing.limit(), 66, "no hash finished yet: the cap");
+        // Busy sockets left the hashing thread a tenth of the CPU: a hash
+        // with 9 ahead of it took 1.5 s, so 6.6 drain a second.
+        let slowed = Slot {
+            admitted: hashing.admitted.clone(),
+            since: Instant::now() - Duration::from_millis(1500),
+            ahead: 9,
+        };
+        hashing.admitted.now.fetch_add(1, Ordering::AcqRel);
+        drop(slowed);
+        assert_eq!(hashing.limit(), 6);
+        let admitted: Vec<Slot> = (0..6)
+            .map(|_| hashing.admit().expect("within the limit"))
+            .collect();
+        assert!(matches!(hashing.admit(), Err(ChatError::Overloaded { .. })));
+        // The CPU is back: each of them finishes at once.
+        drop(admitted);
+        assert_eq!(hashing.limit(), 66, "never above the cap");
     }
 
     #[actix_web::test]
