@@ -242,8 +242,15 @@ impl Admitted {
     }
 
     /// How many hashes the queue drains in [`QUEUE_BUDGET`] at the rate
-    /// measured last, at least 1; None before any hash finished.
+    /// measured last, at least 1. None before any hash finished, and when
+    /// none finished within the last [`QUEUE_BUDGET`]: a rate measured while
+    /// the sockets kept the CPU says nothing once they have let go, and a
+    /// queue that drains that slowly finishes a hash more often than that.
     fn drained_within_budget(&self) -> Option<usize> {
+        let finished = Duration::from_micros(self.last_finish_us.load(Ordering::Relaxed));
+        if self.epoch.elapsed().saturating_sub(finished) > QUEUE_BUDGET {
+            return None;
+        }
         let per_ks = self.drain_per_ks.load(Ordering::Relaxed);
         (per_ks > 0).then(|| {
             let within = per_ks as f64 / 1000.0 * QUEUE_BUDGET.as_secs_f64();
@@ -509,7 +516,10 @@ mod tests {
             cap: 66,
             threads: 1,
             cost: Duration::from_millis(15),
-            admitted: Arc::new(Admitted::new()),
+            admitted: Arc::new(Admitted {
+                epoch: Instant::now() - Duration::from_secs(60),
+                ..Admitted::new()
+            }),
         };
         assert_eq!(hashing.limit(), 66, "no hash finished yet: the cap");
         // Busy sockets left the hashing thread a tenth of the CPU: a hash
@@ -529,6 +539,21 @@ mod tests {
         // The CPU is back: each of them finishes at once.
         drop(admitted);
         assert_eq!(hashing.limit(), 66, "never above the cap");
+        // A slow rate measured more than a budget ago no longer counts.
+        let alone = Slot {
+            admitted: hashing.admitted.clone(),
+            since: Instant::now() - Duration::from_millis(1500),
+            ahead: 0,
+        };
+        hashing.admitted.now.fetch_add(1, Ordering::AcqRel);
+        drop(alone);
+        assert_eq!(hashing.limit(), 1);
+        let stale = hashing.admitted.epoch.elapsed() - QUEUE_BUDGET - Duration::from_millis(10);
+        hashing
+            .admitted
+            .last_finish_us
+            .store(stale.as_micros() as u64, Ordering::Relaxed);
+        assert_eq!(hashing.limit(), 66);
     }
 
     #[actix_web::test]
