@@ -1,6 +1,8 @@
 //! The REST calls the scenarios make (DESIGN.md section 2): register, log
 //! in, create groups and add members.
 
+use std::time::Duration;
+
 use serde::Deserialize;
 use serde_json::json;
 
@@ -8,6 +10,18 @@ use crate::Failure;
 
 /// Every load user's password.
 pub const PASSWORD: &str = "parley-load-password";
+
+/// How often account preparation asks again after a 503 with
+/// `Retry-After` (the server shed the hash under load), waiting as told.
+const ATTEMPTS_WHEN_REFUSED: u32 = 10;
+
+/// The `Retry-After` seconds of a response, if it has them.
+fn retry_after(response: &reqwest::Response) -> Option<u64> {
+    response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|value| value.to_str().ok()?.parse::<u64>().ok())
+}
 
 pub enum Registered {
     Created,
@@ -21,24 +35,33 @@ async fn error_text(response: reqwest::Response) -> String {
     format!("{status}: {}", body.chars().take(300).collect::<String>())
 }
 
+/// Registers `username`; a 503 with `Retry-After` is asked again after
+/// the time it names, up to [`ATTEMPTS_WHEN_REFUSED`] times.
 pub async fn register(
     http: &reqwest::Client,
     base: &str,
     username: &str,
 ) -> Result<Registered, Failure> {
-    let response = http
-        .post(format!("{base}/auth/register"))
-        .json(&json!({
-            "username": username,
-            "email": format!("{username}@load.example"),
-            "password": PASSWORD,
-        }))
-        .send()
-        .await?;
-    match response.status().as_u16() {
-        200 | 201 => Ok(Registered::Created),
-        409 => Ok(Registered::Taken),
-        _ => Err(format!("register {username}: {}", error_text(response).await).into()),
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let response = http
+            .post(format!("{base}/auth/register"))
+            .json(&json!({
+                "username": username,
+                "email": format!("{username}@load.example"),
+                "password": PASSWORD,
+            }))
+            .send()
+            .await?;
+        match (response.status().as_u16(), retry_after(&response)) {
+            (200 | 201, _) => return Ok(Registered::Created),
+            (409, _) => return Ok(Registered::Taken),
+            (503, Some(secs)) if attempt < ATTEMPTS_WHEN_REFUSED => {
+                tokio::time::sleep(Duration::from_secs(secs)).await;
+            }
+            _ => return Err(format!("register {username}: {}", error_text(response).await).into()),
+        }
     }
 }
 
@@ -70,11 +93,7 @@ pub async fn try_login(
         .json(&json!({"username": username, "password": PASSWORD}))
         .send()
         .await?;
-    let retry_after = response
-        .headers()
-        .get(reqwest::header::RETRY_AFTER)
-        .and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
-    match (response.status().as_u16(), retry_after) {
+    match (response.status().as_u16(), retry_after(&response)) {
         (200, _) => Ok(LoginAnswer::Token(
             response.json::<Token>().await?.access_token,
         )),
@@ -85,19 +104,31 @@ pub async fn try_login(
 }
 
 /// Logs in; `None` when the server answers 401 (no such user, or a wrong
-/// password). A refusal under load is an error here.
+/// password). A refusal under load is asked again after the `Retry-After`
+/// it names, as a client would, and is an error after
+/// [`ATTEMPTS_WHEN_REFUSED`] of them.
 pub async fn login(
     http: &reqwest::Client,
     base: &str,
     username: &str,
 ) -> Result<Option<String>, Failure> {
-    match try_login(http, base, username).await? {
-        LoginAnswer::Token(token) => Ok(Some(token)),
-        LoginAnswer::Rejected => Ok(None),
-        LoginAnswer::Refused { retry_after } => Err(format!(
-            "login {username}: 503, the server is too busy to check passwords (Retry-After: {retry_after})"
-        )
-        .into()),
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match try_login(http, base, username).await? {
+            LoginAnswer::Token(token) => return Ok(Some(token)),
+            LoginAnswer::Rejected => return Ok(None),
+            LoginAnswer::Refused { retry_after } if attempt < ATTEMPTS_WHEN_REFUSED => {
+                tokio::time::sleep(Duration::from_secs(retry_after)).await;
+            }
+            LoginAnswer::Refused { retry_after } => {
+                return Err(format!(
+                    "login {username}: 503 {attempt} times, the server is too busy to check \
+                     passwords (Retry-After: {retry_after})"
+                )
+                .into())
+            }
+        }
     }
 }
 
