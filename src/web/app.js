@@ -765,6 +765,15 @@
     entry.counted.add(id);
   }
 
+  /** Messages of the other user in a loaded private conversation not yet read here. */
+  function unreadShown(c) {
+    let n = 0;
+    for (const m of c.byId.values()) {
+      if (!sameUser(m.sender, state.me) && !m.deleted && m.status !== 'read' && !state.readSent.has(m.id)) n += 1;
+    }
+    return n;
+  }
+
   /** A message marked read (or deleted): one fewer unread. */
   function countRead(entry, id) {
     if (!entry) return;
@@ -820,7 +829,13 @@
         // The reader is looking at it: markVisibleRead moves the cursor.
         if (isViewing(keyOfGroup(g.id))) g.unread = 0;
       } else if (item.kind === 'private' && typeof item.peer === 'string') {
-        reconcile(ensureContact(item.peer, true), last, activity, unread);
+        const contact = ensureContact(item.peer, true);
+        reconcile(contact, last, activity, unread);
+        // A count the server took before this reader's `read` frames
+        // committed still holds them; the open conversation knows better.
+        const key = keyOfUser(item.peer);
+        const shown = state.convs.get(key);
+        if (isViewing(key) && shown && shown.loaded) contact.unread = unreadShown(shown);
       }
     }
     if (complete) for (const id of [...state.groups.keys()]) if (!listed.has(id)) removeGroup(id);
