@@ -510,6 +510,16 @@ mod tests {
         assert_eq!(retry_after(300, secs(40), secs(1)), QUEUE_DEADLINE);
     }
 
+    /// A hash admitted `took` ago with `ahead` before it finishes now.
+    fn finish_one(hashing: &Hashing, ahead: usize, took: Duration) {
+        hashing.admitted.now.fetch_add(1, Ordering::AcqRel);
+        drop(Slot {
+            admitted: hashing.admitted.clone(),
+            since: Instant::now() - took,
+            ahead,
+        });
+    }
+
     #[test]
     fn while_hashes_drain_slower_than_the_cap_assumes_fewer_are_admitted() {
         let hashing = Hashing {
@@ -524,13 +534,7 @@ mod tests {
         assert_eq!(hashing.limit(), 66, "no hash finished yet: the cap");
         // Busy sockets left the hashing thread a tenth of the CPU: a hash
         // with 9 ahead of it took 1.5 s, so 6.6 drain a second.
-        let slowed = Slot {
-            admitted: hashing.admitted.clone(),
-            since: Instant::now() - Duration::from_millis(1500),
-            ahead: 9,
-        };
-        hashing.admitted.now.fetch_add(1, Ordering::AcqRel);
-        drop(slowed);
+        finish_one(&hashing, 9, Duration::from_millis(1500));
         assert_eq!(hashing.limit(), 6);
         let admitted: Vec<Slot> = (0..6)
             .map(|_| hashing.admit().expect("within the limit"))
@@ -540,13 +544,7 @@ mod tests {
         drop(admitted);
         assert_eq!(hashing.limit(), 66, "never above the cap");
         // A slow rate measured more than a budget ago no longer counts.
-        let alone = Slot {
-            admitted: hashing.admitted.clone(),
-            since: Instant::now() - Duration::from_millis(1500),
-            ahead: 0,
-        };
-        hashing.admitted.now.fetch_add(1, Ordering::AcqRel);
-        drop(alone);
+        finish_one(&hashing, 0, Duration::from_millis(1500));
         assert_eq!(hashing.limit(), 1);
         let stale = hashing.admitted.epoch.elapsed() - QUEUE_BUDGET - Duration::from_millis(10);
         hashing
