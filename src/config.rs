@@ -87,6 +87,14 @@ pub struct Config {
     #[arg(long, env = "PARLEY_HASH_QUEUE")]
     pub hash_queue: Option<NonZeroUsize>,
 
+    /// `on` or `off`: while the rest of the server keeps its CPU busy,
+    /// admit password hashes only at the rate the CPU it leaves over (beyond
+    /// a quarter of its cores, kept for sockets) can hash, and at least one
+    /// a second; the rest get 503 and Retry-After. Off for test suites,
+    /// whose clients share the server's process and its CPU clock.
+    #[arg(long, env = "PARLEY_HASH_SPARE_CPU", value_enum, default_value_t = Switch::On)]
+    pub hash_spare_cpu: Switch,
+
     /// HTTP worker threads. Default: one per CPU core.
     #[arg(long, env = "PARLEY_WORKERS")]
     pub workers: Option<usize>,

@@ -16,7 +16,7 @@ use parley_actors::limits::RateLimiter;
 use parley_actors::{Chat, ChatError};
 
 use crate::auth::password;
-use crate::config::Config;
+use crate::config::{Config, Switch};
 use crate::error::ApiError;
 use crate::middleware::HttpMetrics;
 use crate::routes::docs::OpenApiDocument;
@@ -63,7 +63,9 @@ impl Application {
         let chat = Chat::start(&config.effective_database_url(), config.chat_settings())
             .await
             .map_err(StartupError::Database)?;
-        let hashing = web::Data::new(password::Hashing::start(config.hash_queue).await);
+        let hashing = web::Data::new(
+            password::Hashing::start(config.hash_queue, config.hash_spare_cpu == Switch::On).await,
+        );
 
         let bind_error = |source| StartupError::Bind {
             bind: config.bind.clone(),

@@ -1,8 +1,9 @@
-//! Who is calling: password hashing, and the extractor that turns a bearer
-//! token (checked by [`crate::token`]) into the caller's identity for HTTP
-//! handlers.
+//! Who is calling: password hashing (and how much of the CPU it may take),
+//! and the extractor that turns a bearer token (checked by [`crate::token`])
+//! into the caller's identity for HTTP handlers.
 
 pub mod password;
+mod spare_cpu;
 
 use std::future::Future;
 use std::pin::Pin;

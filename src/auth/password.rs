@@ -19,6 +19,10 @@
 //! of it and how long it took from admission to finish). [`QUEUE_DEADLINE`]
 //! stays as a backstop: an admitted hash not started within 10 s (the
 //! idle-priority threads got no CPU all that time) is given up with the same 503.
+//! And while the rest of the server uses nearly all of its CPU, hashes are
+//! admitted only at the rate the CPU it leaves over can hash
+//! ([`SpareCpuGate`]), so that hashing does not slow the sockets down even
+//! from the gaps they leave.
 //!
 //! Who talks to it: start-up builds one [`Hashing`] per server and hands it
 //! to the routes as app data; registration, login, password change and
@@ -36,6 +40,7 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 use argon2::{Algorithm, Argon2, Params, Version};
 use parley_actors::ChatError;
 
+use super::spare_cpu::{CpuClock, SpareCpuGate};
 use crate::error::ApiError;
 
 /// The server's argon2id: OWASP's parameters (19 MiB, 2 passes, 1 lane).
@@ -64,6 +69,8 @@ type Job = Box<dyn FnOnce() + Send>;
 struct Pool {
     jobs: Sender<Job>,
     threads: usize,
+    /// Each thread's CPU clock (empty where the platform has none).
+    clocks: Vec<CpuClock>,
 }
 
 fn pool() -> &'static Pool {
@@ -72,14 +79,29 @@ fn pool() -> &'static Pool {
         let (jobs, queue) = mpsc::channel::<Job>();
         let queue = Arc::new(Mutex::new(queue));
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let (clock_tx, clock_rx) = mpsc::channel();
         for n in 0..threads {
             let queue = queue.clone();
+            let clock_tx = clock_tx.clone();
             std::thread::Builder::new()
                 .name(format!("parley-argon2-{n}"))
-                .spawn(move || run_jobs(&queue))
+                .spawn(move || {
+                    let _ = clock_tx.send(CpuClock::this_thread());
+                    drop(clock_tx);
+                    run_jobs(&queue)
+                })
                 .expect("the hashing threads can start");
         }
-        Pool { jobs, threads }
+        drop(clock_tx);
+        let clocks = clock_rx
+            .iter()
+            .collect::<Option<Vec<_>>>()
+            .unwrap_or_default();
+        Pool {
+            jobs,
+            threads,
+            clocks,
+        }
     })
 }
 
@@ -122,27 +144,6 @@ fn run_only_when_idle() {
     }
 }
 
-/// CPU time the calling thread has used, where the platform can tell.
-pub fn thread_cpu_time() -> Option<Duration> {
-    #[cfg(unix)]
-    {
-        let mut now = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: clock_gettime only writes into the timespec we hand it.
-        let failed = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) } != 0;
-        if failed {
-            return None;
-        }
-        Some(Duration::new(now.tv_sec as u64, now.tv_nsec as u32))
-    }
-    #[cfg(not(unix))]
-    {
-        None
-    }
-}
-
 /// What one hash took on the thread that ran it.
 #[derive(Clone, Copy, Debug)]
 pub struct HashTiming {
@@ -164,10 +165,12 @@ impl HashTiming {
 pub fn time_one_hash() -> HashTiming {
     let salt = SaltString::generate(&mut OsRng);
     let hasher = argon2();
-    let (cpu_before, started) = (thread_cpu_time(), Instant::now());
+    let clock = CpuClock::this_thread();
+    let (cpu_before, started) = (clock.and_then(CpuClock::elapsed), Instant::now());
     let hashed = hasher.hash_password(b"a password of typical length", &salt);
     let wall = started.elapsed();
-    let cpu = thread_cpu_time()
+    let cpu = clock
+        .and_then(CpuClock::elapsed)
         .zip(cpu_before)
         .map(|(after, before)| after.saturating_sub(before));
     std::hint::black_box(hashed.expect("hashing a constant succeeds"));
@@ -212,6 +215,8 @@ pub struct Hashing {
     /// One hash's CPU cost, measured at start.
     cost: Duration,
     admitted: Arc<Admitted>,
+    /// Admission by the CPU the rest of the server leaves over, when on.
+    spare_cpu: Option<SpareCpuGate>,
 }
 
 /// What the admitted hashes share with the slots they hold.
@@ -296,17 +301,27 @@ impl Drop for Slot {
 
 impl Hashing {
     /// Starts (once per process) and measures the hashing pool, and sets the
-    /// cap: `configured`, or one [`QUEUE_BUDGET`] of hashing at the measured cost.
-    pub async fn start(configured: Option<NonZeroUsize>) -> Hashing {
+    /// cap: `configured`, or one [`QUEUE_BUDGET`] of hashing at the measured
+    /// cost. With `spare_cpu_only`, hashes are also admitted only at the
+    /// rate the CPU the rest of the server leaves over can hash.
+    pub async fn start(configured: Option<NonZeroUsize>, spare_cpu_only: bool) -> Hashing {
         let timing = calibrate().await;
-        let threads = pool().threads;
+        let pool = pool();
+        let threads = pool.threads;
         let cost = timing.cost();
         let cap = configured.map_or_else(|| cap_for(threads, cost), NonZeroUsize::get);
+        let spare_cpu = spare_cpu_only
+            .then(|| SpareCpuGate::new(pool.clocks.clone(), threads, cost))
+            .flatten();
+        if spare_cpu_only && spare_cpu.is_none() {
+            tracing::warn!("no per-thread CPU clocks here: hashes are admitted by the cap only");
+        }
         tracing::info!(
             cpu_ms = cost.as_secs_f64() * 1000.0,
             wall_ms = timing.wall.as_secs_f64() * 1000.0,
             threads,
             cap,
+            spare_cpu_only = spare_cpu.is_some(),
             "password hashing: one hash measured; beyond the cap hashes are refused with 503"
         );
         Hashing {
@@ -314,6 +329,7 @@ impl Hashing {
             threads,
             cost,
             admitted: Arc::new(Admitted::new()),
+            spare_cpu,
         }
     }
 
@@ -330,10 +346,20 @@ impl Hashing {
             .map_or(self.cap, |drained| drained.min(self.cap))
     }
 
-    /// Takes a slot, or refuses with 503 beyond [`Hashing::limit`] (at
-    /// least 1, so a rate measured while the CPU was busy is measured again
-    /// by the next hash).
+    /// Takes a slot, or refuses with 503 when the spare CPU has no room
+    /// for another hash yet, or beyond [`Hashing::limit`] (at least 1, so a
+    /// rate measured while the CPU was busy is measured again by the next
+    /// hash).
     fn admit(&self) -> Result<Slot, ChatError> {
+        if let Some(spare_cpu) = &self.spare_cpu {
+            if let Err(next_token) = spare_cpu.take() {
+                tracing::debug!(
+                    rate = spare_cpu.rate(),
+                    "password hash refused: no spare CPU"
+                );
+                return Err(self.overloaded(next_token));
+            }
+        }
         let limit = self.limit();
         let taken = self
             .admitted
@@ -349,7 +375,10 @@ impl Hashing {
             }),
             Err(now) => {
                 tracing::debug!(admitted = now, limit, "password hash refused");
-                Err(self.overloaded())
+                if let Some(spare_cpu) = &self.spare_cpu {
+                    spare_cpu.give_back();
+                }
+                Err(self.overloaded(Duration::ZERO))
             }
         }
     }
@@ -358,8 +387,9 @@ impl Hashing {
     /// have finished: at the measured cost with every thread busy, or, when
     /// the threads get less CPU than that (busy sockets), as long as the last
     /// hash took from admission to finish (if it finished within the last
-    /// [`QUEUE_DEADLINE`]); from 1 s to [`QUEUE_DEADLINE`].
-    fn overloaded(&self) -> ChatError {
+    /// [`QUEUE_DEADLINE`]), and at least `next_admission`; from 1 s to
+    /// [`QUEUE_DEADLINE`].
+    fn overloaded(&self, next_admission: Duration) -> ChatError {
         let now = self.admitted.now.load(Ordering::Acquire);
         let at_cost = self.cost.mul_f64(now as f64 / self.threads.max(1) as f64);
         let observed = self.admitted.recent_turnaround();
@@ -367,6 +397,7 @@ impl Hashing {
             task: TASK,
             retry_after: at_cost
                 .max(observed)
+                .max(next_admission)
                 .clamp(Duration::from_secs(1), QUEUE_DEADLINE),
         }
     }
@@ -394,7 +425,7 @@ impl Hashing {
         }
         match result.await {
             Ok(Some(value)) => Ok(value),
-            Ok(None) => Err(self.overloaded().into()),
+            Ok(None) => Err(self.overloaded(Duration::ZERO).into()),
             Err(_) => Err(ChatError::internal_msg("a password hashing job was dropped").into()),
         }
     }
@@ -450,7 +481,7 @@ mod tests {
 
     #[actix_web::test]
     async fn a_hash_verifies_only_its_password() {
-        let hashing = Hashing::start(None).await;
+        let hashing = Hashing::start(None, true).await;
         let stored = hashing.hash("correct horse".into()).await.unwrap();
         assert!(stored.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
         assert!(hashing
@@ -474,8 +505,14 @@ mod tests {
     }
 
     /// A full queue of `admitted` hashes at 20 ms on 2 threads, whose last
-    /// hash took `turnaround` and finished `ago`: the refusal's delay.
-    fn retry_after(admitted: usize, turnaround: Duration, ago: Duration) -> Duration {
+    /// hash took `turnaround` and finished `ago`, with the spare CPU's next
+    /// admission `next` away: the refusal's delay.
+    fn retry_after(
+        admitted: usize,
+        turnaround: Duration,
+        ago: Duration,
+        next: Duration,
+    ) -> Duration {
         let epoch = Instant::now() - Duration::from_secs(60);
         let finish = Duration::from_secs(60) - ago;
         let hashing = Hashing {
@@ -489,9 +526,10 @@ mod tests {
                 last_finish_us: AtomicU64::new(finish.as_micros() as u64),
                 drain_per_ks: AtomicU64::new(0),
             }),
+            spare_cpu: None,
         };
         hashing
-            .overloaded()
+            .overloaded(next)
             .retry_after()
             .expect("a refusal says when")
     }
@@ -500,14 +538,25 @@ mod tests {
     fn a_refusal_says_when_the_hashes_admitted_will_have_finished() {
         let secs = Duration::from_secs;
         // 300 hashes of 20 ms on 2 threads: 3 s of work.
-        assert_eq!(retry_after(300, Duration::ZERO, secs(1)), secs(3));
+        assert_eq!(
+            retry_after(300, Duration::ZERO, secs(1), Duration::ZERO),
+            secs(3)
+        );
         // The threads got less CPU than that: the last hash took 7 s.
-        assert_eq!(retry_after(300, secs(7), secs(1)), secs(7));
+        assert_eq!(retry_after(300, secs(7), secs(1), Duration::ZERO), secs(7));
         // ...but that was long ago, so it says nothing about the queue now.
-        assert_eq!(retry_after(300, secs(7), secs(30)), secs(3));
+        assert_eq!(retry_after(300, secs(7), secs(30), Duration::ZERO), secs(3));
         // Never under 1 s nor over the deadline.
-        assert_eq!(retry_after(2, Duration::ZERO, secs(1)), secs(1));
-        assert_eq!(retry_after(300, secs(40), secs(1)), QUEUE_DEADLINE);
+        assert_eq!(
+            retry_after(2, Duration::ZERO, secs(1), Duration::ZERO),
+            secs(1)
+        );
+        assert_eq!(
+            retry_after(300, secs(40), secs(1), Duration::ZERO),
+            QUEUE_DEADLINE
+        );
+        // The spare CPU admits the next hash later than the queue drains.
+        assert_eq!(retry_after(2, Duration::ZERO, secs(1), secs(4)), secs(4));
     }
 
     /// A hash admitted `took` ago with `ahead` before it finishes now.
@@ -530,6 +579,7 @@ mod tests {
                 epoch: Instant::now() - Duration::from_secs(60),
                 ..Admitted::new()
             }),
+            spare_cpu: None,
         };
         assert_eq!(hashing.limit(), 66, "no hash finished yet: the cap");
         // Busy sockets left the hashing thread a tenth of the CPU: a hash
@@ -555,8 +605,50 @@ mod tests {
     }
 
     #[actix_web::test]
+    async fn while_the_rest_of_the_process_keeps_every_core_busy_about_one_hash_a_second_is_admitted(
+    ) {
+        let hashing = Hashing::start(None, true).await;
+        if cfg!(not(target_os = "linux")) {
+            assert!(hashing.spare_cpu.is_none());
+            return;
+        }
+        assert!(
+            hashing.spare_cpu.is_some(),
+            "Linux has per-thread CPU clocks"
+        );
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let spinners: Vec<_> = (0..hashing.threads)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::hint::spin_loop();
+                    }
+                })
+            })
+            .collect();
+        tokio::time::sleep(super::super::spare_cpu::SAMPLE * 3).await;
+        let first = hashing.admit();
+        let second = hashing.admit();
+        stop.store(true, Ordering::Relaxed);
+        for spinner in spinners {
+            spinner.join().unwrap();
+        }
+        assert!(first.is_ok(), "one hash a second still gets through");
+        match second {
+            Err(ChatError::Overloaded { retry_after, .. }) => {
+                assert!(retry_after >= Duration::from_secs(1), "{retry_after:?}");
+            }
+            other => panic!(
+                "the second hash should wait for spare CPU, got {:?}",
+                other.err()
+            ),
+        }
+    }
+
+    #[actix_web::test]
     async fn beyond_the_cap_a_hash_is_refused_at_once_until_a_slot_frees() {
-        let hashing = Hashing::start(NonZeroUsize::new(2)).await;
+        let hashing = Hashing::start(NonZeroUsize::new(2), false).await;
         assert_eq!(hashing.cap(), 2);
         let first = hashing.admit().expect("a slot is free");
         let _second = hashing.admit().expect("a second slot is free");
