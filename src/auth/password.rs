@@ -79,22 +79,20 @@ fn pool() -> &'static Pool {
         let (jobs, queue) = mpsc::channel::<Job>();
         let queue = Arc::new(Mutex::new(queue));
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let (clock_tx, clock_rx) = mpsc::channel();
-        for n in 0..threads {
-            let queue = queue.clone();
-            let clock_tx = clock_tx.clone();
-            std::thread::Builder::new()
-                .name(format!("parley-argon2-{n}"))
-                .spawn(move || {
-                    let _ = clock_tx.send(CpuClock::this_thread());
-                    drop(clock_tx);
-                    run_jobs(&queue)
-                })
-                .expect("the hashing threads can start");
-        }
-        drop(clock_tx);
-        let clocks = clock_rx
+        let handles: Vec<_> = (0..threads)
+            .map(|n| {
+                let queue = queue.clone();
+                std::thread::Builder::new()
+                    .name(format!("parley-argon2-{n}"))
+                    .spawn(move || run_jobs(&queue))
+                    .expect("the hashing threads can start")
+            })
+            .collect();
+        // The threads run as long as the process; their handles are only
+        // needed for their clocks.
+        let clocks = handles
             .iter()
+            .map(CpuClock::of_thread)
             .collect::<Option<Vec<_>>>()
             .unwrap_or_default();
         Pool {
@@ -353,10 +351,7 @@ impl Hashing {
     fn admit(&self) -> Result<Slot, ChatError> {
         if let Some(spare_cpu) = &self.spare_cpu {
             if let Err(next_token) = spare_cpu.take() {
-                tracing::debug!(
-                    rate = spare_cpu.rate(),
-                    "password hash refused: no spare CPU"
-                );
+                tracing::debug!(?next_token, "password hash refused: no spare CPU");
                 return Err(self.overloaded(next_token));
             }
         }

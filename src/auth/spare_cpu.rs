@@ -54,9 +54,12 @@ fn burst(rate: f64) -> f64 {
 pub struct SpareCpu {
     cores: f64,
     cost: Duration,
+    /// The reading the current rate was set from.
     last: CpuUse,
+    /// Hashes a second admitted now.
     rate: f64,
     tokens: f64,
+    /// Up to when `tokens` has been refilled.
     refilled: Instant,
 }
 
@@ -73,11 +76,6 @@ impl SpareCpu {
             tokens: burst(rate),
             refilled: now.at,
         }
-    }
-
-    /// Hashes a second admitted now.
-    pub fn rate(&self) -> f64 {
-        self.rate
     }
 
     /// Whether a reading taken at `at` would start a new sample.
@@ -133,7 +131,7 @@ impl SpareCpuGate {
     /// A gate over `hashing_threads`, on `cores` cores at `cost` per hash;
     /// `None` where the platform has no per-thread CPU clocks.
     pub fn new(hashing_threads: Vec<CpuClock>, cores: usize, cost: Duration) -> Option<Self> {
-        let now = read(CpuClock::process(), &hashing_threads)?;
+        let now = read(Instant::now(), &hashing_threads)?;
         Some(SpareCpuGate {
             hashing_threads,
             bucket: Mutex::new(SpareCpu::new(cores, cost, now)),
@@ -143,13 +141,10 @@ impl SpareCpuGate {
     /// Takes a token for one hash, reading the clocks when a sample is
     /// due; or says how long until the next token.
     pub fn take(&self) -> Result<(), Duration> {
-        let mut bucket = self
-            .bucket
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut bucket = self.bucket();
         let at = Instant::now();
         if bucket.wants_reading(at) {
-            if let Some(now) = read(CpuClock::process(), &self.hashing_threads) {
+            if let Some(now) = read(at, &self.hashing_threads) {
                 bucket.observe(now);
             }
         }
@@ -157,31 +152,28 @@ impl SpareCpuGate {
     }
 
     pub fn give_back(&self) {
-        let mut bucket = self
-            .bucket
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut bucket = self.bucket();
         bucket.give_back();
     }
 
-    /// Hashes a second admitted now.
-    pub fn rate(&self) -> f64 {
-        let bucket = self
-            .bucket
+    /// The bucket; a panic while it was held left it whole (no update
+    /// spans two statements that could panic), so a poisoned lock is used as is.
+    fn bucket(&self) -> std::sync::MutexGuard<'_, SpareCpu> {
+        self.bucket
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        bucket.rate()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
-fn read(process: Option<CpuClock>, hashing_threads: &[CpuClock]) -> Option<CpuUse> {
-    let process = process?.elapsed()?;
+/// The CPU clocks, read at `at`.
+fn read(at: Instant, hashing_threads: &[CpuClock]) -> Option<CpuUse> {
+    let process = CpuClock::process()?.elapsed()?;
     let hashing = hashing_threads
         .iter()
         .map(|clock| clock.elapsed())
         .sum::<Option<Duration>>()?;
     Some(CpuUse {
-        at: Instant::now(),
+        at,
         process,
         hashing,
     })
@@ -205,20 +197,40 @@ impl CpuClock {
         }
     }
 
-    /// The calling thread's CPU clock, for reading from other threads.
+    /// The calling thread's CPU clock.
     pub fn this_thread() -> Option<CpuClock> {
         #[cfg(target_os = "linux")]
         {
-            let mut clock: libc::clockid_t = 0;
-            // SAFETY: pthread_self is the calling, live thread; the call only
-            // writes the clock id into `clock`.
-            let failed = unsafe { libc::pthread_getcpuclockid(libc::pthread_self(), &mut clock) };
-            (failed == 0).then_some(CpuClock(clock))
+            // SAFETY: pthread_self has no preconditions.
+            CpuClock::of_pthread(unsafe { libc::pthread_self() })
         }
         #[cfg(not(target_os = "linux"))]
         {
             None
         }
+    }
+
+    /// A thread's CPU clock, readable from any thread while that thread runs.
+    pub fn of_thread<T>(thread: &std::thread::JoinHandle<T>) -> Option<CpuClock> {
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::unix::thread::JoinHandleExt;
+            CpuClock::of_pthread(thread.as_pthread_t())
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = thread;
+            None
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    fn of_pthread(thread: libc::pthread_t) -> Option<CpuClock> {
+        let mut clock: libc::clockid_t = 0;
+        // SAFETY: the thread has not been joined (the caller holds its
+        // handle, or is it); the call only writes the id into `clock`.
+        let failed = unsafe { libc::pthread_getcpuclockid(thread, &mut clock) };
+        (failed == 0).then_some(CpuClock(clock))
     }
 
     /// CPU time on this clock so far.
@@ -273,13 +285,13 @@ mod tests {
         let zero = Duration::ZERO;
         let ms = Duration::from_millis;
         let mut bucket = SpareCpu::new(1, COST, reading(start, zero, zero, zero));
-        assert_eq!(bucket.rate().round(), 50.0);
+        assert_eq!(bucket.rate.round(), 50.0);
         assert!(!bucket.wants_reading(start + ms(100)));
         assert!(bucket.wants_reading(start + SAMPLE));
 
         // 900 ms of CPU in a second, 100 of them hashing: 0.8 core of other work.
         bucket.observe(reading(start, ms(1000), ms(900), ms(100)));
-        assert_eq!(bucket.rate(), MIN_RATE);
+        assert_eq!(bucket.rate, MIN_RATE);
         let at = start + ms(1000);
         assert_eq!(bucket.take(at), Ok(()), "the burst shrank to one token");
         let wait = bucket
@@ -295,34 +307,39 @@ mod tests {
 
         // The sockets go quiet: a second with 20 ms of other work.
         bucket.observe(reading(start, ms(2000), ms(920), ms(100)));
-        assert_eq!(bucket.rate().round(), 49.0);
+        assert_eq!(bucket.rate.round(), 49.0);
         assert_eq!(bucket.take(at + ms(1500)), Ok(()), "tokens build up again");
         // Hashing alone using the whole core counts as no other work.
         bucket.observe(reading(start, ms(3000), ms(1920), ms(1100)));
-        assert_eq!(bucket.rate().round(), 50.0);
+        assert_eq!(bucket.rate.round(), 50.0);
     }
 
     #[test]
-    fn the_clocks_count_the_cpu_a_thread_uses() {
-        let (clock, spun) = std::thread::spawn(|| {
-            let clock = CpuClock::this_thread();
-            let started = Instant::now();
-            let mut spins = 0u64;
-            while started.elapsed() < Duration::from_millis(50) {
-                spins = std::hint::black_box(spins + 1);
-            }
-            (clock, clock.and_then(CpuClock::elapsed))
-        })
-        .join()
-        .unwrap();
+    fn the_clocks_count_the_cpu_a_thread_uses_read_from_another_thread() {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let spinner = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::hint::spin_loop();
+                }
+                CpuClock::this_thread().and_then(CpuClock::elapsed)
+            })
+        };
+        let clock = CpuClock::of_thread(&spinner);
+        std::thread::sleep(Duration::from_millis(50));
+        let seen_from_outside = clock.and_then(CpuClock::elapsed);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let seen_from_inside = spinner.join().unwrap();
         if cfg!(target_os = "linux") {
-            let spun = spun.expect("a thread's CPU clock reads on Linux");
-            assert!(spun >= Duration::from_millis(20), "{spun:?}");
-            assert!(clock.is_some());
+            let outside = seen_from_outside.expect("a thread's CPU clock reads on Linux");
+            let inside = seen_from_inside.expect("and from the thread itself");
+            assert!(outside >= Duration::from_millis(20), "{outside:?}");
+            assert!(inside >= outside, "{inside:?} < {outside:?}");
             let process = CpuClock::process().and_then(CpuClock::elapsed).unwrap();
-            assert!(process >= spun, "{process:?} < {spun:?}");
+            assert!(process >= inside, "{process:?} < {inside:?}");
         } else {
-            assert!(spun.is_none());
+            assert!(seen_from_outside.is_none() && seen_from_inside.is_none());
         }
     }
 }
