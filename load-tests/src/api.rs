@@ -23,6 +23,25 @@ fn retry_after(response: &reqwest::Response) -> Option<u64> {
         .and_then(|value| value.to_str().ok()?.parse::<u64>().ok())
 }
 
+/// Sends the request `request` builds; a 503 with `Retry-After` is sent
+/// again after the time it names, as a client would, up to
+/// [`ATTEMPTS_WHEN_REFUSED`] times in all. Gives back the last response.
+async fn send_until_admitted(
+    request: impl Fn() -> reqwest::RequestBuilder,
+) -> Result<reqwest::Response, Failure> {
+    let mut attempt = 1;
+    loop {
+        let response = request().send().await?;
+        match (response.status().as_u16(), retry_after(&response)) {
+            (503, Some(secs)) if attempt < ATTEMPTS_WHEN_REFUSED => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_secs(secs)).await;
+            }
+            _ => return Ok(response),
+        }
+    }
+}
+
 pub enum Registered {
     Created,
     /// 409: the name (or email) is taken, presumably by an earlier run.
@@ -35,33 +54,25 @@ async fn error_text(response: reqwest::Response) -> String {
     format!("{status}: {}", body.chars().take(300).collect::<String>())
 }
 
-/// Registers `username`; a 503 with `Retry-After` is asked again after
-/// the time it names, up to [`ATTEMPTS_WHEN_REFUSED`] times.
+/// Registers `username`, asking again after refusals under load
+/// ([`send_until_admitted`]).
 pub async fn register(
     http: &reqwest::Client,
     base: &str,
     username: &str,
 ) -> Result<Registered, Failure> {
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let response = http
-            .post(format!("{base}/auth/register"))
-            .json(&json!({
-                "username": username,
-                "email": format!("{username}@load.example"),
-                "password": PASSWORD,
-            }))
-            .send()
-            .await?;
-        match (response.status().as_u16(), retry_after(&response)) {
-            (200 | 201, _) => return Ok(Registered::Created),
-            (409, _) => return Ok(Registered::Taken),
-            (503, Some(secs)) if attempt < ATTEMPTS_WHEN_REFUSED => {
-                tokio::time::sleep(Duration::from_secs(secs)).await;
-            }
-            _ => return Err(format!("register {username}: {}", error_text(response).await).into()),
-        }
+    let response = send_until_admitted(|| {
+        http.post(format!("{base}/auth/register")).json(&json!({
+            "username": username,
+            "email": format!("{username}@load.example"),
+            "password": PASSWORD,
+        }))
+    })
+    .await?;
+    match response.status().as_u16() {
+        200 | 201 => Ok(Registered::Created),
+        409 => Ok(Registered::Taken),
+        _ => Err(format!("register {username}: {}", error_text(response).await).into()),
     }
 }
 
@@ -77,22 +88,17 @@ pub enum LoginAnswer {
     },
 }
 
-/// Logs in, telling a refusal under load (503 with `Retry-After`) from an
-/// error; any other status is an error.
-pub async fn try_login(
-    http: &reqwest::Client,
-    base: &str,
-    username: &str,
-) -> Result<LoginAnswer, Failure> {
+fn login_request(http: &reqwest::Client, base: &str, username: &str) -> reqwest::RequestBuilder {
+    http.post(format!("{base}/auth/login"))
+        .json(&json!({"username": username, "password": PASSWORD}))
+}
+
+/// A login's response as a [`LoginAnswer`]; any other status is an error.
+async fn login_answer(response: reqwest::Response, username: &str) -> Result<LoginAnswer, Failure> {
     #[derive(Deserialize)]
     struct Token {
         access_token: String,
     }
-    let response = http
-        .post(format!("{base}/auth/login"))
-        .json(&json!({"username": username, "password": PASSWORD}))
-        .send()
-        .await?;
     match (response.status().as_u16(), retry_after(&response)) {
         (200, _) => Ok(LoginAnswer::Token(
             response.json::<Token>().await?.access_token,
@@ -103,32 +109,34 @@ pub async fn try_login(
     }
 }
 
-/// Logs in; `None` when the server answers 401 (no such user, or a wrong
-/// password). A refusal under load is asked again after the `Retry-After`
-/// it names, as a client would, and is an error after
-/// [`ATTEMPTS_WHEN_REFUSED`] of them.
+/// Logs in once, telling a refusal under load (503 with `Retry-After`)
+/// from an error.
+pub async fn try_login(
+    http: &reqwest::Client,
+    base: &str,
+    username: &str,
+) -> Result<LoginAnswer, Failure> {
+    let response = login_request(http, base, username).send().await?;
+    login_answer(response, username).await
+}
+
+/// Logs in, asking again after refusals under load
+/// ([`send_until_admitted`]); `None` when the server answers 401 (no such
+/// user, or a wrong password).
 pub async fn login(
     http: &reqwest::Client,
     base: &str,
     username: &str,
 ) -> Result<Option<String>, Failure> {
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        match try_login(http, base, username).await? {
-            LoginAnswer::Token(token) => return Ok(Some(token)),
-            LoginAnswer::Rejected => return Ok(None),
-            LoginAnswer::Refused { retry_after } if attempt < ATTEMPTS_WHEN_REFUSED => {
-                tokio::time::sleep(Duration::from_secs(retry_after)).await;
-            }
-            LoginAnswer::Refused { retry_after } => {
-                return Err(format!(
-                    "login {username}: 503 {attempt} times, the server is too busy to check \
-                     passwords (Retry-After: {retry_after})"
-                )
-                .into())
-            }
-        }
+    let response = send_until_admitted(|| login_request(http, base, username)).await?;
+    match login_answer(response, username).await? {
+        LoginAnswer::Token(token) => Ok(Some(token)),
+        LoginAnswer::Rejected => Ok(None),
+        LoginAnswer::Refused { retry_after } => Err(format!(
+            "login {username}: 503 {ATTEMPTS_WHEN_REFUSED} times, the server is too busy to \
+             check passwords (Retry-After: {retry_after})"
+        )
+        .into()),
     }
 }
 
