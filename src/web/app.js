@@ -765,12 +765,15 @@
     entry.counted.add(id);
   }
 
+  /** A private message from the other user, not deleted, that this reader has not read. */
+  function unreadHere(m) {
+    return !sameUser(m.sender, state.me) && !m.deleted && m.status !== 'read' && !state.readSent.has(m.id);
+  }
+
   /** Messages of the other user in a loaded private conversation not yet read here. */
   function unreadShown(c) {
     let n = 0;
-    for (const m of c.byId.values()) {
-      if (!sameUser(m.sender, state.me) && !m.deleted && m.status !== 'read' && !state.readSent.has(m.id)) n += 1;
-    }
+    for (const m of c.byId.values()) if (unreadHere(m)) n += 1;
     return n;
   }
 
@@ -1839,7 +1842,7 @@
     } else {
       li.dataset.id = String(m.id);
       li.dataset.sender = m.sender;
-      const unread = !mine && !isGroup && !m.deleted && m.status !== 'read' && !state.readSent.has(m.id);
+      const unread = !mine && !isGroup && unreadHere(m);
       li.dataset.unread = String(unread);
     }
     li.dataset.mine = String(mine);
