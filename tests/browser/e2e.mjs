@@ -206,9 +206,20 @@ async function restoreNetwork(p) {
   await until(async () => (await p.t('conn-status').getAttribute('data-state')) === 'online', `${p.name}’s client to reconnect`, 20_000);
 }
 
-/** The `sync` frames `p` sent since its network was dropped. */
+/** The frames `p` sent since its network was last dropped (or its page opened), once a `sync` is among them. */
 async function syncFrames(p) {
-  const frames = await p.page.evaluate(() => window.__sentFrames.map((f) => JSON.parse(f)));
+  // The list and history come over REST, so they can be on screen before
+  // the socket has opened and sent its sync: wait for one (every caller
+  // expects one), then let the caller judge it or report what was sent.
+  let frames = [];
+  try {
+    await until(async () => {
+      frames = await p.page.evaluate(() => window.__sentFrames.map((f) => JSON.parse(f)));
+      return frames.some((f) => f.type === 'sync');
+    }, 'a sync frame sent');
+  } catch (err) {
+    if (!(err instanceof StepFailure)) throw err;
+  }
   return { frames, syncs: frames.filter((f) => f.type === 'sync') };
 }
 
