@@ -4,6 +4,7 @@
 //! the listener reports users whose state changed anywhere (through the
 //! chat core).
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -40,6 +41,13 @@ struct Inner {
     group_limit: i64,
     /// Permits for contact look-ups (see [`PRESENCE_LOOKUPS`]).
     lookups: tokio::sync::Semaphore,
+    /// Where look-ups run: the arbiter the chat core started on, which
+    /// outlives the HTTP workers and runs until the store is closed. On a
+    /// worker's arbiter, a look-up still reading when the server stops would
+    /// be dropped with that arbiter after its runtime has gone, and sqlx
+    /// cannot hand back a pooled connection outside a runtime (it panics);
+    /// here, closing the store waits for it instead.
+    lookup_arbiter: ArbiterHandle,
 }
 
 impl Presence {
@@ -58,6 +66,7 @@ impl Presence {
                 persistence,
                 group_limit,
                 lookups: tokio::sync::Semaphore::new(PRESENCE_LOOKUPS),
+                lookup_arbiter: Arbiter::current(),
             }),
         }
     }
@@ -83,7 +92,7 @@ impl Presence {
             broker.presence_here(&user, Status::Online);
         }
         let presence = self.clone();
-        actix::spawn(async move {
+        self.in_background(async move {
             let Some(contacts) = presence.contacts(&user).await else {
                 return;
             };
@@ -125,7 +134,7 @@ impl Presence {
     /// is now online or offline, unless that changed again meanwhile.
     pub fn announce_later(&self, user: UserRef, status: Status) {
         let presence = self.clone();
-        actix::spawn(async move {
+        self.in_background(async move {
             let Some(contacts) = presence.contacts(&user).await else {
                 return;
             };
@@ -133,6 +142,15 @@ impl Presence {
                 presence.announce(&user, status, &contacts);
             }
         });
+    }
+
+    /// Runs a look-up and what follows it on the look-up arbiter. Once that
+    /// arbiter has stopped the process is exiting and nobody is left to
+    /// tell, so the look-up is skipped.
+    fn in_background(&self, lookup: impl Future<Output = ()> + Send + 'static) {
+        if !self.inner.lookup_arbiter.spawn(lookup) {
+            tracing::debug!("presence look-up skipped: the server is stopping");
+        }
     }
 
     /// Stamps the user's `last_seen`.
