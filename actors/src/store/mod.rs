@@ -390,12 +390,14 @@ impl Store {
         // Opening the writer first creates the file and switches it to WAL
         // before any reader connects. A separate connection copies the WAL
         // back in the background (see `Store::checkpoint`), so the writer
-        // never waits for the bulk of a copy. But a background checkpoint
-        // never catches up with a writer that commits without pause, and
-        // only a fully copied WAL can start over from its beginning; so once
-        // the WAL holds WRITER_CHECKPOINT_FRAMES pages the writer checkpoints
-        // after its commit too, copying only what the background one has not
-        // yet, and the WAL restarts.
+        // never waits for the bulk of a copy. But the WAL starts over from
+        // its beginning only in a transaction that began after every frame
+        // was copied, and a writer that commits without pause has always
+        // begun its next one before a background pass ends (the passes do
+        // copy every frame there was when they started); so once the WAL
+        // holds WRITER_CHECKPOINT_FRAMES pages the writer checkpoints after
+        // its commit too, copying only what the background one has not yet,
+        // and the WAL restarts.
         // No test before a connection is handed out: a SQLite connection is
         // a file in this process and cannot go stale as a network one can,
         // and the test is a round trip to the connection's own thread — on
