@@ -152,8 +152,7 @@ impl SpareCpuGate {
     }
 
     pub fn give_back(&self) {
-        let mut bucket = self.bucket();
-        bucket.give_back();
+        self.bucket().give_back();
     }
 
     /// The bucket; a panic while it was held left it whole (no update
