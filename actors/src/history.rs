@@ -544,6 +544,11 @@ fn slice_deque<M: Cached>(
             )
         }
         None => {
+            // A page wholly below what is here (the random pages of an old
+            // conversation) is known without walking the thread.
+            if !whole && first.is_none_or(|first| before <= first) {
+                return None;
+            }
             let below: Vec<&Arc<M>> = all().filter(|m| m.id() < before && m.id() > 0).collect();
             if below.len() < limit && !whole {
                 return None;
@@ -601,6 +606,13 @@ mod tests {
         assert_eq!(
             ids(slice(&cached, true, page(Some(15), None, 3))),
             Some(vec![10, 12])
+        );
+        // Wholly below the first cached: unknown, or empty if whole.
+        assert_eq!(ids(slice(&cached, false, page(Some(10), None, 3))), None);
+        assert_eq!(ids(slice(&cached, false, page(Some(4), None, 3))), None);
+        assert_eq!(
+            ids(slice(&cached, true, page(Some(10), None, 3))),
+            Some(vec![])
         );
         // Forward from 12 is all here; from 5 only if whole.
         assert_eq!(
