@@ -578,7 +578,6 @@ impl Store {
         })?)
     }
 
-    /// A page of a group's messages, ascending id.
     /// A page of a group's messages, ascending id; the senders' names come
     /// from `names`, which learns those it did not know (a join with `users`
     /// per row costs more than a look-up in memory).
