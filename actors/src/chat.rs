@@ -34,9 +34,12 @@ use crate::store::{Durability, Store};
 /// tokens, are forgotten.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 
-/// How often the SQLite WAL is copied back into the database. A page
-/// rewritten many times in between is copied once.
-const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+/// How often the store is tidied ([`Store::tidy`]): the SQLite WAL copied
+/// back into the database (a page rewritten many times in between is copied
+/// once), or the Postgres search index's pending entries merged (well before
+/// the writer's own inserts would: the list reached their 4 MB every 4 s at
+/// 7,000 messages/s in the measurements).
+const TIDY_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Tunables of the chat core (the HTTP layer fills them from its config).
 #[derive(Debug, Clone)]
@@ -191,7 +194,7 @@ impl Chat {
             };
             listener.run(Arc::new(chat.clone()), timing);
         }
-        chat.keep_checkpointing();
+        chat.keep_tidying();
         chat.keep_sweeping();
         Ok(chat)
     }
@@ -380,23 +383,22 @@ impl Chat {
         self.store().close().await;
     }
 
-    /// SQLite: copies the WAL back into the database in the background
-    /// until the store is closed.
-    fn keep_checkpointing(&self) {
-        if !self.store().needs_checkpoints() {
+    /// Tidies the store in the background until it is closed.
+    fn keep_tidying(&self) {
+        if !self.store().needs_tidying() {
             return;
         }
         let store = self.store().clone();
         actix::spawn(async move {
-            let mut every = tokio::time::interval(CHECKPOINT_INTERVAL);
+            let mut every = tokio::time::interval(TIDY_INTERVAL);
             loop {
                 every.tick().await;
-                let checkpointed = store.checkpoint().await;
-                if !store.needs_checkpoints() {
+                let tidied = store.tidy().await;
+                if !store.needs_tidying() {
                     break;
                 }
-                if let Err(error) = checkpointed {
-                    tracing::warn!(error = ?error, "WAL checkpoint failed");
+                if let Err(error) = tidied {
+                    tracing::warn!(error = ?error, "background store upkeep failed");
                 }
             }
         });

@@ -508,3 +508,41 @@ api_test!(
         assert_error(app.search("", &[("q", "x")]).await, 401).await;
     }
 );
+
+/// Postgres only (SQLite's index has no pending list): the store's
+/// background upkeep merges the search index's pending entries, so that the
+/// writer's own inserts never have to, and what it merged stays searchable.
+#[actix_web::test]
+async fn tidying_the_store_on_postgres_leaves_the_search_index_nothing_pending() {
+    use sqlx::Connection as _;
+    const TEST: &str =
+        "search::tidying_the_store_on_postgres_leaves_the_search_index_nothing_pending";
+    let Some(app) = spawn_app_with(Backend::Postgres, TEST, |_| {}).await else {
+        return;
+    };
+    let alice = app.create_user("alice").await;
+    app.create_user("bob").await;
+    let mut sent = Vec::new();
+    for i in 0..10 {
+        let message = app
+            .send_text(&alice, "bob", &format!("pending entry {i} lunch"))
+            .await;
+        sent.push(id(&message));
+    }
+
+    let chat = app.chat.as_ref().expect("the server runs in this process");
+    chat.store().tidy().await.expect("the store is tidied");
+    let mut conn = sqlx::PgConnection::connect(&app.database_url())
+        .await
+        .expect("connect to the test database");
+    let pending_pages: i64 =
+        sqlx::query_scalar("SELECT gin_clean_pending_list('messages_search'::regclass)")
+            .fetch_one(&mut conn)
+            .await
+            .expect("read what is left pending");
+    assert_eq!(pending_pages, 0, "the upkeep merged every pending entry");
+
+    let mut found = app.search_ids(&alice.token, "lunch", &[]).await;
+    found.sort_unstable();
+    assert_eq!(found, sent, "every merged message is still found");
+}

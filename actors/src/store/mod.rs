@@ -136,6 +136,13 @@ impl Pool {
             Pool::Postgres(pool) => pool.close().await,
         }
     }
+
+    fn is_closed(&self) -> bool {
+        match self {
+            Pool::Sqlite(pool) => pool.is_closed(),
+            Pool::Postgres(pool) => pool.is_closed(),
+        }
+    }
 }
 
 /// Runs the same expression against whichever backend a [`Pool`] holds; `$q`
@@ -325,8 +332,8 @@ pub struct MemberRow {
 pub struct Store {
     pub(crate) read: Pool,
     pub(crate) write: Pool,
-    /// SQLite only: the connection that copies the WAL back into the database.
-    checkpointer: Option<SqlitePool>,
+    /// The connection [`Store::tidy`] works through, off the writer's path.
+    tidier: Pool,
 }
 
 /// WAL size, in pages, at which the SQLite writer checkpoints after a
@@ -389,7 +396,7 @@ impl Store {
         }
         // Opening the writer first creates the file and switches it to WAL
         // before any reader connects. A separate connection copies the WAL
-        // back in the background (see `Store::checkpoint`), so the writer
+        // back in the background (see `Store::tidy`), so the writer
         // never waits for the bulk of a copy. But the WAL starts over from
         // its beginning only in a transaction that began after every frame
         // was copied, and a writer that commits without pause has always
@@ -415,14 +422,14 @@ impl Store {
                     .pragma("wal_autocheckpoint", WRITER_CHECKPOINT_FRAMES.to_string()),
             )
             .await?;
-        let checkpointer = pool(1).connect_lazy_with(options.clone());
+        let tidier = pool(1).connect_lazy_with(options.clone());
         let read = pool(8)
             .connect_with(options.read_only(true).create_if_missing(false))
             .await?;
         Ok(Store {
             read: Pool::Sqlite(read),
             write: Pool::Sqlite(write),
-            checkpointer: Some(checkpointer),
+            tidier: Pool::Sqlite(tidier),
         })
     }
 
@@ -435,11 +442,12 @@ impl Store {
                 .acquire_timeout(ACQUIRE_TIMEOUT)
         };
         let write = pool(1).connect_with(options.clone()).await?;
+        let tidier = pool(1).connect_lazy_with(options.clone());
         let read = pool(16).connect_lazy_with(options);
         Ok(Store {
             read: Pool::Postgres(read),
             write: Pool::Postgres(write),
-            checkpointer: None,
+            tidier: Pool::Postgres(tidier),
         })
     }
 
@@ -451,13 +459,31 @@ impl Store {
         result.map_err(ChatError::internal)
     }
 
-    /// Copies committed WAL pages back into the SQLite database without
-    /// blocking the writer (a PASSIVE checkpoint). No-op on Postgres.
-    pub async fn checkpoint(&self) -> ChatResult<()> {
-        if let Some(pool) = &self.checkpointer {
-            sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-                .execute(pool)
-                .await?;
+    /// Background upkeep, run every second or so until [`Store::close`] on
+    /// a connection of its own, so that the writer never does it inline.
+    /// SQLite: copies committed WAL pages back into the database without
+    /// blocking the writer (a PASSIVE checkpoint).
+    /// Postgres: moves the search index's pending entries into the index
+    /// proper. A GIN index queues new entries in a pending list, and the
+    /// insert that finds the list past `gin_pending_list_limit` (4 MB by
+    /// default) merges the whole list itself: under sustained writes that
+    /// insert is the writer's, every few seconds, and the merge (100 ms and
+    /// more) holds every message queued behind it. An insert skips the
+    /// merge while another one runs, so the writer pays it only if this
+    /// falls behind (measurements in `load-tests/README.md`, "Postgres: the
+    /// search index's pending list").
+    pub async fn tidy(&self) -> ChatResult<()> {
+        match &self.tidier {
+            Pool::Sqlite(pool) => {
+                sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                    .execute(pool)
+                    .await?;
+            }
+            Pool::Postgres(pool) => {
+                sqlx::query("SELECT gin_clean_pending_list('messages_search'::regclass)")
+                    .execute(pool)
+                    .await?;
+            }
         }
         Ok(())
     }
@@ -466,9 +492,7 @@ impl Store {
     /// copies the whole WAL back and empties it, so a stopped server leaves
     /// everything in the database file.
     pub async fn close(&self) {
-        if let Some(pool) = &self.checkpointer {
-            pool.close().await;
-        }
+        self.tidier.close().await;
         self.read.close().await;
         if let Pool::Sqlite(pool) = &self.write {
             let emptied = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -481,12 +505,10 @@ impl Store {
         self.write.close().await;
     }
 
-    /// Whether the store needs [`Store::checkpoint`] called regularly: on
-    /// SQLite, until [`Store::close`] (which empties the WAL itself).
-    pub fn needs_checkpoints(&self) -> bool {
-        self.checkpointer
-            .as_ref()
-            .is_some_and(|pool| !pool.is_closed())
+    /// Whether the store needs [`Store::tidy`] called regularly: until
+    /// [`Store::close`] (which on SQLite empties the WAL itself).
+    pub fn needs_tidying(&self) -> bool {
+        !self.tidier.is_closed()
     }
 
     /// Whether the database answers a trivial query.
