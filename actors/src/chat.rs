@@ -37,8 +37,8 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 /// How often the store is tidied ([`Store::tidy`]): the SQLite WAL copied
 /// back into the database (a page rewritten many times in between is copied
 /// once), or the Postgres search index's pending entries merged (well before
-/// the writer's own inserts would: the list reached their 4 MB every 4 s at
-/// 7,000 messages/s in the measurements).
+/// the writer's own inserts would: the list reached their 4 MB limit every
+/// 4 s at 7,000 messages/s in the measurements).
 const TIDY_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Tunables of the chat core (the HTTP layer fills them from its config).
@@ -385,9 +385,6 @@ impl Chat {
 
     /// Tidies the store in the background until it is closed.
     fn keep_tidying(&self) {
-        if !self.store().needs_tidying() {
-            return;
-        }
         let store = self.store().clone();
         actix::spawn(async move {
             let mut every = tokio::time::interval(TIDY_INTERVAL);
