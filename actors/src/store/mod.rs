@@ -34,12 +34,9 @@ pub(crate) trait Backend: sqlx::Database {
     /// Whether the multi-row INSERT binds its parameters in order (`?`)
     /// rather than by number (`$n`).
     const POSITIONAL_PLACEHOLDERS: bool;
-    /// How a history page is packed into one JSON text (`history_statements`):
-    /// the function making an array of values, the aggregate making an array
-    /// of rows, and what turns the aggregate into text.
-    const JSON_ARRAY: &'static str;
-    const JSON_ARRAY_AGG: &'static str;
-    const JSON_AS_TEXT: &'static str;
+    /// Whether a history page is read as one JSON text rather than as rows
+    /// (`history_statements` says why each backend reads it as it does).
+    const HISTORY_AS_JSON: bool;
     /// What `message_for_change` appends to its SELECT to lock the row.
     const ROW_LOCK: &'static str;
     /// Full-text search (`search_statements`): what joins the index to
@@ -64,9 +61,7 @@ impl Backend for sqlx::Sqlite {
     /// statement with thousands of `$n` costs quadratic time to bind; `?`
     /// placeholders bind in order at no such cost.
     const POSITIONAL_PLACEHOLDERS: bool = true;
-    const JSON_ARRAY: &'static str = "json_array";
-    const JSON_ARRAY_AGG: &'static str = "json_group_array";
-    const JSON_AS_TEXT: &'static str = "";
+    const HISTORY_AS_JSON: bool = true;
     /// The writer is the only connection that writes: no row lock needed.
     const ROW_LOCK: &'static str = "";
     /// The FTS5 index joined to `messages m`, the match of the words in FTS5
@@ -88,9 +83,7 @@ impl Backend for sqlx::Sqlite {
 
 impl Backend for sqlx::Postgres {
     const POSITIONAL_PLACEHOLDERS: bool = false;
-    const JSON_ARRAY: &'static str = "json_build_array";
-    const JSON_ARRAY_AGG: &'static str = "json_agg";
-    const JSON_AS_TEXT: &'static str = "::text";
+    const HISTORY_AS_JSON: bool = false;
     /// Each node of a cluster has a writer: a change locks its message's row.
     const ROW_LOCK: &'static str = " FOR UPDATE";
     /// `messages m` with the words (`$1`) as a tsquery of the same 'simple'
@@ -178,8 +171,8 @@ pub enum Durability {
 
 /// A private message as history reads it: the two parties are known to the
 /// caller, so only the sender's id is read (no join with `users`). Read from
-/// a JSON array in field order.
-#[derive(Debug, serde::Deserialize)]
+/// a JSON array in field order (SQLite) or a row (Postgres).
+#[derive(Debug, serde::Deserialize, sqlx::FromRow)]
 pub(crate) struct PrivateRow {
     pub id: i64,
     pub sender_id: i64,
@@ -196,8 +189,8 @@ pub(crate) struct PrivateRow {
 
 /// A group message as history reads it (the group is known to the caller,
 /// the sender's name comes from [`Usernames`]). Read from a JSON array in
-/// field order.
-#[derive(Debug, serde::Deserialize)]
+/// field order (SQLite) or a row (Postgres).
+#[derive(Debug, serde::Deserialize, sqlx::FromRow)]
 pub(crate) struct GroupRow {
     pub id: i64,
     pub sender_id: i64,
