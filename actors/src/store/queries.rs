@@ -4,9 +4,10 @@
 //!
 //! The text is identical for both backends, except for the placeholders of
 //! the multi-row INSERT (see `POSITIONAL_PLACEHOLDERS`), history pages read
-//! as JSON on SQLite (`HISTORY_AS_JSON`), the row lock of a change and the full-text search
-//! (`SEARCH_*`). Numbered parameters must first appear in order ($1 before
-//! $2 ...): SQLite numbers `$n` parameters by first appearance.
+//! as JSON on SQLite (`HISTORY_AS_JSON`), the row lock of a change and the
+//! full-text search (`SEARCH_*`). Numbered parameters must first appear in
+//! order ($1 before $2 ...): SQLite numbers `$n` parameters by first
+//! appearance.
 
 use std::marker::PhantomData;
 use std::sync::OnceLock;
