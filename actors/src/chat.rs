@@ -391,7 +391,7 @@ impl Chat {
             loop {
                 every.tick().await;
                 let tidied = store.tidy().await;
-                if !store.needs_tidying() {
+                if store.is_closed() {
                     break;
                 }
                 if let Err(error) = tidied {

@@ -498,10 +498,10 @@ impl Store {
         self.write.close().await;
     }
 
-    /// Whether the store needs [`Store::tidy`] called regularly: until
-    /// [`Store::close`] (which on SQLite empties the WAL itself).
-    pub fn needs_tidying(&self) -> bool {
-        !self.tidier.is_closed()
+    /// Whether [`Store::close`] has run: the background upkeep stops then
+    /// (on SQLite, `close` empties the WAL itself).
+    pub fn is_closed(&self) -> bool {
+        self.tidier.is_closed()
     }
 
     /// Whether the database answers a trivial query.

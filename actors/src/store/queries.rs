@@ -143,8 +143,7 @@ where
         user_hi: i64,
         page: Page,
     ) -> Result<Vec<PrivateRow>, sqlx::Error> {
-        let statements = &DB::statements().private_history;
-        let [forward_sql, backward_sql] = statements.get_or_init(|| {
+        let statements = DB::statements().private_history.get_or_init(|| {
             history_statements::<DB>(
                 "m.id, m.sender_id, m.content, m.message_type, m.content_type, m.created_at, m.status, \
                  m.reply_to, m.edited_at, m.deleted_at, m.reactions",
@@ -153,13 +152,14 @@ where
                 3,
             )
         });
-        let (after, before, forward) = bounds(page);
-        let mut arguments = DB::Arguments::default();
-        for value in [user_lo, user_hi, after, before, page.limit] {
-            arguments.add(value).map_err(sqlx::Error::Encode)?;
-        }
-        let sql = if forward { forward_sql } else { backward_sql };
-        Self::history_page(ex, sql, arguments, |row: &PrivateRow| row.id).await
+        Self::history_page(
+            ex,
+            statements,
+            &[user_lo, user_hi],
+            page,
+            |row: &PrivateRow| row.id,
+        )
+        .await
     }
 
     pub async fn group_history<'e, E: Executor<'e, Database = DB>>(
@@ -167,8 +167,7 @@ where
         group_id: i64,
         page: Page,
     ) -> Result<Vec<GroupRow>, sqlx::Error> {
-        let statements = &DB::statements().group_history;
-        let [forward_sql, backward_sql] = statements.get_or_init(|| {
+        let statements = DB::statements().group_history.get_or_init(|| {
             history_statements::<DB>(
                 "m.id, m.sender_id, m.content, m.message_type, m.content_type, m.created_at, \
                  m.reply_to, m.edited_at, m.deleted_at, m.reactions",
@@ -176,27 +175,30 @@ where
                 2,
             )
         });
-        let (after, before, forward) = bounds(page);
-        let mut arguments = DB::Arguments::default();
-        for value in [group_id, after, before, page.limit] {
-            arguments.add(value).map_err(sqlx::Error::Encode)?;
-        }
-        let sql = if forward { forward_sql } else { backward_sql };
-        Self::history_page(ex, sql, arguments, |row: &GroupRow| row.id).await
+        Self::history_page(ex, statements, &[group_id], page, |row: &GroupRow| row.id).await
     }
 
-    /// Runs a [`history_statements`] statement with its bound `arguments`
-    /// and gives the page's rows in ascending id order.
+    /// Reads `page` with the [`history_statements`] pair `statements`,
+    /// whose leading parameters are `keys`, and gives its rows in ascending
+    /// id order.
     async fn history_page<'e, E, T>(
         ex: E,
-        sql: &'static str,
-        arguments: DB::Arguments<'static>,
+        statements: &'static [String; 2],
+        keys: &[i64],
+        page: Page,
         id: impl Fn(&T) -> i64,
     ) -> Result<Vec<T>, sqlx::Error>
     where
         E: Executor<'e, Database = DB>,
         T: serde::de::DeserializeOwned + for<'r> FromRow<'r, DB::Row> + Send + Unpin,
     {
+        let (after, before, forward) = bounds(page);
+        let mut arguments = DB::Arguments::default();
+        for &value in keys.iter().chain(&[after, before, page.limit]) {
+            arguments.add(value).map_err(sqlx::Error::Encode)?;
+        }
+        let [forward_sql, backward_sql] = statements;
+        let sql = if forward { forward_sql } else { backward_sql };
         let mut rows: Vec<T> = if DB::HISTORY_AS_JSON {
             let page: String = sqlx::query_scalar_with(sql, arguments)
                 .fetch_one(ex)
